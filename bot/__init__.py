@@ -1,0 +1,1 @@
+"""The Discord side of Dreambot. Never imports torch or diffusers."""

@@ -1,0 +1,75 @@
+"""`python -m bot`: read the settings, open the store, start the engine process and run the bot."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+import discord
+import yarl
+
+from bot.bot import DreamBot
+from bot.engine_client import EngineClient, engine_environment
+from bot.store import Store
+from dreambot.settings import BotSettings, load
+
+log = logging.getLogger("bot")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Run the Dreambot Discord bot.")
+    parser.add_argument(
+        "--sync", action="store_true",
+        help="register the slash commands with Discord even if they have not changed since the last run",
+    )
+    args = parser.parse_args(argv)
+    settings = load(BotSettings)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    point_at_discord(settings)
+    try:
+        asyncio.run(run(settings, force_sync=args.sync))
+    except KeyboardInterrupt:
+        pass
+    except discord.LoginFailure:
+        print("DISCORD_TOKEN was refused by Discord: check the bot token", file=sys.stderr)
+        return 1
+    return 0
+
+
+def point_at_discord(settings: BotSettings) -> None:
+    """Aim discord.py at a Discord-compatible server; discord.py has no option, only these attributes."""
+    if settings.discord_api_base:
+        discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+async def run(settings: BotSettings, *, force_sync: bool = False) -> None:
+    store = await Store.open(settings.database_path)
+    engine = EngineClient(
+        engine_environment(
+            os.environ,
+            {
+                "SD_MODEL": settings.sd_model,
+                "SD_DEVICE": settings.sd_device,
+                "SD_DTYPE": settings.sd_dtype,
+                "SD_SAFETY_CHECKER": settings.sd_safety_checker,
+            },
+        )
+    )
+    bot = DreamBot(settings=settings, store=store, engine=engine, force_sync=force_sync)
+    try:
+        async with bot:
+            await bot.start(settings.discord_token.get_secret_value())
+    finally:
+        await engine.close()
+        await store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The Discord client: loads the cogs, starts the engine and the queue, registers commands when they change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.engine_client import EngineClient
+from bot.queue import JobQueue
+from bot.store import Store
+from dreambot.settings import BotSettings
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.dream",)
+FINGERPRINT_KEY = "commands_fingerprint"
+
+
+class Tree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Every error raised while handling a command ends in an answer; the unexpected ones in the log too."""
+        if isinstance(error, app_commands.TransformerError):
+            message = f"The value {error.value!r} is not valid here: {error}"
+        elif isinstance(error, app_commands.CheckFailure):
+            message = str(error) or "You can't use this command here."
+        else:
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("error in /%s (interaction %s)", command, interaction.id, exc_info=error)
+            message = "😿 Sorry, something went wrong on our side. It has been logged; please try again."
+        await reply_privately(interaction, message)
+
+
+async def reply_privately(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral answer whether or not the interaction was already deferred publicly."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        # A public "thinking…" placeholder would show the refusal to everyone: remove it first.
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            pass
+        await interaction.followup.send(message, ephemeral=True)
+    except discord.HTTPException:
+        log.exception("could not answer interaction %s", interaction.id)
+
+
+class DreamBot(commands.Bot):
+    def __init__(
+        self,
+        *,
+        settings: BotSettings,
+        store: Store,
+        engine: EngineClient,
+        force_sync: bool = False,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            tree_cls=Tree,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.queue = JobQueue(store, engine)
+        self.force_sync = force_sync
+
+    async def setup_hook(self) -> None:
+        abandoned = await self.store.fail_unfinished("the bot stopped before this job finished")
+        if abandoned:
+            log.warning("marked %d job(s) left over from the last run as failed", abandoned)
+        self.engine.start()
+        self.queue.start()
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands(force=self.force_sync)
+
+    async def close(self) -> None:
+        await self.queue.close()
+        await super().close()
+
+    async def sync_commands(self, *, force: bool = False) -> bool:
+        """Register the commands with Discord if they changed since the last registration (or if forced)."""
+        guild = discord.Object(self.settings.discord_guild_id) if self.settings.discord_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        fingerprint = hashlib.sha256(
+            json.dumps({"guild": self.settings.discord_guild_id, "commands": payload}, sort_keys=True).encode()
+        ).hexdigest()
+        if not force and await self.store.get_meta(FINGERPRINT_KEY) == fingerprint:
+            log.info("commands unchanged since the last registration; not syncing")
+            return False
+        synced = await self.tree.sync(guild=guild)
+        await self.store.set_meta(FINGERPRINT_KEY, fingerprint)
+        where = f"guild {self.settings.discord_guild_id}" if guild else "all servers (global)"
+        log.info("registered %d command(s) for %s: %s", len(synced), where, ", ".join(c.name for c in synced))
+        return True
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (id %s) in %d server(s)", self.user, self.user and self.user.id, len(self.guilds))

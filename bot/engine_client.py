@@ -1,0 +1,196 @@
+"""The bot's handle on the engine process: start it, supervise it, and send it one job at a time.
+
+The engine (`python -m engine serve`) speaks `dreambot.protocol` as JSON lines over its stdin and
+stdout; its stderr goes to our log. Torch lives only in that process, so the bot's event loop
+never waits on a GPU or CPU-bound step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Mapping
+
+from dreambot import protocol
+from dreambot.protocol import EngineError, Fatal, GenerateResult, Job, Progress, Ready
+
+log = logging.getLogger(__name__)
+engine_log = logging.getLogger("engine")
+
+ProgressCallback = Callable[[Progress], None]
+
+# A PNG result travels base64-encoded on one line; give the reader room for several large ones.
+LINE_LIMIT = 256 * 1024 * 1024
+RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 60.0)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine is not running and could not be started (the message says why)."""
+
+
+class EngineCrashed(RuntimeError):
+    """The engine process died while it held the job."""
+
+
+class EngineJobFailed(RuntimeError):
+    """The engine reported an error for this job and carries on serving."""
+
+    def __init__(self, error: EngineError) -> None:
+        super().__init__(error.message)
+        self.kind = error.kind
+
+
+class EngineClient:
+    def __init__(self, env: Mapping[str, str], command: list[str] | None = None) -> None:
+        self._env = dict(env)
+        self._command = command or [sys.executable, "-m", "engine", "serve"]
+        self._process: asyncio.subprocess.Process | None = None
+        self._ready: asyncio.Future[Ready] | None = None
+        self._pending: asyncio.Future[GenerateResult] | None = None
+        self._on_progress: ProgressCallback | None = None
+        self._lock = asyncio.Lock()
+        self._supervisor: asyncio.Task | None = None
+        self._closing = False
+        self.info: Ready | None = None
+        self.last_error: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.returncode is None else None
+
+    def start(self) -> None:
+        """Start the engine in the background and keep it running until `close`."""
+        if self._supervisor is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            self._supervisor = asyncio.create_task(self._supervise(), name="engine-supervisor")
+
+    async def wait_ready(self) -> Ready:
+        """The engine's Ready message; raises EngineUnavailable while it cannot start."""
+        assert self._ready is not None, "start() first"
+        return await asyncio.shield(self._ready)
+
+    async def generate(self, job: Job, on_progress: ProgressCallback | None = None) -> GenerateResult:
+        async with self._lock:
+            await self.wait_ready()
+            process = self._process
+            assert process is not None and process.stdin is not None
+            loop = asyncio.get_running_loop()
+            self._pending = loop.create_future()
+            self._on_progress = on_progress
+            try:
+                process.stdin.write(protocol.encode(job))
+                await process.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the reader sees the exit and fails the job as a crash
+            try:
+                return await self._pending
+            finally:
+                self._pending = None
+                self._on_progress = None
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+        await self._stop_process()
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._closing:
+            started = await self._run_once()
+            if self._closing:
+                return
+            failures = 0 if started else failures + 1
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            log.warning("engine exited; restarting in %.0f s", delay)
+            await asyncio.sleep(delay)
+
+    async def _run_once(self) -> bool:
+        """Run one engine process to its end; True if it got as far as Ready."""
+        if self._ready is None or self._ready.done():
+            self._ready = asyncio.get_running_loop().create_future()  # jobs now wait for this attempt
+        self._process = process = await asyncio.create_subprocess_exec(
+            *self._command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._env,
+            limit=LINE_LIMIT,
+        )
+        log.info("engine process %s started", process.pid)
+        stderr = asyncio.create_task(self._forward_stderr(process))
+        became_ready = False
+        try:
+            assert process.stdout is not None
+            async for line in process.stdout:
+                message = protocol.decode(line)
+                if isinstance(message, Ready):
+                    became_ready = True
+                    self.info, self.last_error = message, None
+                    log.info("engine ready: %s on %s (%s), safety checker %s",
+                             message.model, message.device, message.dtype, message.safety_checker)
+                    self._ready.set_result(message)
+                elif isinstance(message, Fatal):
+                    self.last_error = message.message
+                    log.error("engine could not start: %s", message.message)
+                elif isinstance(message, Progress):
+                    if self._on_progress is not None:
+                        self._on_progress(message)
+                elif self._pending is not None and not self._pending.done():
+                    if isinstance(message, GenerateResult):
+                        self._pending.set_result(message)
+                    elif isinstance(message, EngineError):
+                        self._pending.set_exception(EngineJobFailed(message))
+            code = await process.wait()
+        finally:
+            await stderr
+        if not self._closing:
+            log.error("engine process %s exited with code %s", process.pid, code)
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_exception(EngineCrashed(f"the engine process exited with code {code}"))
+        if self._closing:
+            self._fail_ready("the bot is shutting down")
+        elif became_ready:
+            self._ready = asyncio.get_running_loop().create_future()  # jobs wait for the restart
+        else:
+            # An engine that cannot load its model would make jobs wait forever: fail them now,
+            # and keep failing new ones at once until the next attempt starts.
+            self._fail_ready(self.last_error or f"the engine process exited with code {code}")
+        return became_ready
+
+    def _fail_ready(self, reason: str) -> None:
+        if self._ready is None or self._ready.done():
+            self._ready = asyncio.get_running_loop().create_future()
+        self._ready.set_exception(EngineUnavailable(reason))
+        self._ready.exception()  # marked as seen: waiters get it, nobody else needs to
+
+    async def _forward_stderr(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            engine_log.info("%s", line.decode(errors="replace").rstrip())
+
+    async def _stop_process(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()  # the engine ends its loop at end of input
+        try:
+            await asyncio.wait_for(process.wait(), timeout=10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def engine_environment(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """The engine's environment: ours with the resolved engine settings, and never the Discord token."""
+    env = {key: value for key, value in base.items() if key != "DISCORD_TOKEN"}
+    env.update(overrides)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+

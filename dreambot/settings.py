@@ -1,0 +1,102 @@
+"""Settings, read from the environment and `.env`: one typed object per process.
+
+Every field here is listed in `.env.example` and in the README's table; keep the three together.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Literal, NoReturn, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dreambot.protocol import Limits
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+class EngineSettings(BaseSettings):
+    """What the engine process (and `python -m engine`) needs."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    sd_model: str = DEFAULT_MODEL
+    sd_device: str = "auto"
+    sd_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    sd_safety_checker: Literal["auto", "checkpoint", "opennsfw"] = "auto"
+
+    @field_validator("sd_device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+        return value
+
+
+class BotSettings(EngineSettings):
+    """What `python -m bot` needs: the engine's settings plus Discord, the database and the limits."""
+
+    discord_token: SecretStr
+    discord_guild_id: int | None = None
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+    database_path: Path = Path("data/dreambot.sqlite3")
+    max_steps: int = Field(50, ge=1, le=500)
+    max_width: int = Field(1024, ge=64, le=4096)
+    max_height: int = Field(1024, ge=64, le=4096)
+    max_images: int = Field(4, ge=1, le=10)
+    max_prompt_length: int = Field(1000, ge=1, le=6000)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("discord_token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("discord_api_base", "discord_gateway_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"(https?|wss?)://[^/\s]+", value):
+            raise ValueError("must be an absolute URL such as http://127.0.0.1:8080/api/v10")
+        return value
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_steps=self.max_steps,
+            max_width=self.max_width,
+            max_height=self.max_height,
+            max_images=self.max_images,
+            max_prompt_length=self.max_prompt_length,
+        )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S]) -> S:
+    """Build the settings, or stop the process with one line naming each bad variable."""
+    try:
+        return cls()
+    except ValidationError as error:
+        _exit(error)
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong, never echoing its value."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = str(item["loc"][0]).upper() if item["loc"] else "settings"
+        message = "is required but not set" if item["type"] == "missing" else item["msg"]
+        problems.append(f"{name} {message.removeprefix('Value error, ')}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _exit(error: ValidationError) -> NoReturn:
+    print(describe(error), file=sys.stderr)
+    raise SystemExit(2)

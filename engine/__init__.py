@@ -1,0 +1,1 @@
+"""The image engine: a diffusers pipeline in its own process. Never imports discord."""

@@ -1,0 +1,124 @@
+"""Operator CLI for the engine: `generate` a PNG without Discord, write a `tiny-model`, or `serve` the bot."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dreambot.protocol import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, GenerateRequest, InvalidRequest, Limits
+from dreambot.settings import EngineSettings, load
+
+# The operator is not bound by the limits a Discord server sets for its members.
+CLI_LIMITS = Limits(max_steps=1000, max_width=4096, max_height=4096, max_images=16, max_prompt_length=10_000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="make image(s) with the configured model (SD_MODEL) and write PNGs")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--out", required=True, type=Path, help="PNG file; with --count N, FILE-1.png … FILE-N.png")
+    gen.add_argument("--negative", default="", help="negative prompt")
+    gen.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    gen.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="CFG scale")
+    gen.add_argument("--seed", type=int, help="random when omitted; image i uses seed + i")
+    gen.add_argument("--width", type=int, help="default: the model's native size")
+    gen.add_argument("--height", type=int, help="default: the model's native size")
+    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS, metavar="NAME",
+                     help=f"one of: {', '.join(SAMPLERS)} (default: {DEFAULT_SAMPLER})")
+    gen.add_argument("--count", type=int, default=1, help="number of images")
+    gen.add_argument("--model", help="overrides SD_MODEL")
+
+    tiny = commands.add_parser(
+        "tiny-model",
+        help="write a tiny random-weight Stable Diffusion (diffusers folder, ~4 MB) for smoke tests",
+        description="Write a tiny random-weight Stable Diffusion model in diffusers folder format. It loads "
+        "offline with from_pretrained and runs in a fraction of a second on a CPU, but its images are noise: "
+        "it tests the plumbing, not the pictures. Use it with SD_MODEL=DIR.",
+    )
+    tiny.add_argument("directory", type=Path)
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+
+    commands.add_parser("serve", help="serve jobs on stdin/stdout (the bot starts this; not for direct use)")
+
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    # Served, the bot stamps each line as it logs it; alone, the operator wants the time.
+    stamp = "" if args.command == "serve" else "%(asctime)s "
+    logging.basicConfig(level=logging.INFO, format=stamp + "%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    if args.command == "tiny-model":
+        from engine.tiny import write_tiny_model
+
+        print(f"wrote a tiny random-weight model to {write_tiny_model(args.directory, args.seed)}")
+        return 0
+    if args.command == "serve":
+        from engine.server import serve
+
+        return serve(load(EngineSettings))
+    return _generate(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    settings = load(EngineSettings)
+    if args.model:
+        settings = settings.model_copy(update={"sd_model": args.model})
+    try:
+        request = GenerateRequest(
+            prompt=args.prompt,
+            negative_prompt=args.negative,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            width=args.width,
+            height=args.height,
+            seed=args.seed,
+            scheduler=args.sampler,
+            num_images=args.count,
+        ).validated(CLI_LIMITS)
+    except InvalidRequest as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+
+    from engine.pipeline import Engine, ModelLoadError
+
+    try:
+        engine = Engine.load(settings)
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with tqdm(total=request.num_inference_steps, unit="step", desc="generating") as bar:
+
+        def on_step(step: int, total: int) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+
+        result = engine.generate(0, request, on_step=on_step)
+
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(result.images, start=1):
+        path = out if len(result.images) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}")
+        if image.nsfw_content_detected:
+            print(f"image {i} (seed {image.seed}) was flagged by the safety checker "
+                  f"(score {image.nsfw_score}); not written")
+            continue
+        path.write_bytes(image.png)
+        print(f"wrote {path} (seed {image.seed}, {result.width}x{result.height}, {result.timings['total']:.1f} s)")
+    return 0 if not result.all_flagged else 3
+
+
+def _quiet_libraries() -> None:
+    # Their import-time notices (no torchvision, deprecations) are noise for an operator.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

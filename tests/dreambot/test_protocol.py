@@ -1,0 +1,93 @@
+"""The request rules and the wire format the bot and the engine share."""
+
+from __future__ import annotations
+
+import pytest
+
+from dreambot import protocol
+from dreambot.protocol import (
+    SAMPLERS,
+    EngineError,
+    Fatal,
+    GenerateRequest,
+    GenerateResult,
+    ImageResult,
+    InvalidRequest,
+    Job,
+    Limits,
+    Progress,
+    Ready,
+    infotext,
+)
+
+LIMITS = Limits(max_steps=50, max_width=1024, max_height=768, max_images=4, max_prompt_length=100)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"prompt": "   "}, "The prompt is empty"),
+        ({"prompt": "x" * 101}, "The prompt is 101 characters long; the limit is 100"),
+        ({"negative_prompt": "y" * 101}, "The negative prompt is 101 characters long"),
+        ({"num_inference_steps": 0}, "Steps must be between 1 and 50 (got 0)"),
+        ({"num_inference_steps": 51}, "Steps must be between 1 and 50 (got 51)"),
+        ({"guidance_scale": -1.0}, "Guidance must be between 0 and 30 (got -1)"),
+        ({"guidance_scale": 31.0}, "Guidance must be between 0 and 30"),
+        ({"width": 1032}, "Width must be between 64 and 1024 pixels (got 1032)"),
+        ({"height": 776}, "Height must be between 64 and 768 pixels (got 776)"),
+        ({"width": 56}, "Width must be between 64 and 1024"),
+        ({"width": 100}, "Width must be a multiple of 8 (got 100; try 96 or 104)"),
+        ({"height": 513}, "Height must be a multiple of 8 (got 513; try 512 or 520)"),
+        ({"seed": -1}, "Seed must be between 0 and 4294967295"),
+        ({"seed": 2**32}, "Seed must be between 0 and 4294967295"),
+        ({"scheduler": "Euler b"}, "Unknown sampler 'Euler b'; choose one of: DPM++ 2M Karras"),
+        ({"num_images": 0}, "Count must be between 1 and 4 (got 0)"),
+        ({"num_images": 5}, "Count must be between 1 and 4 (got 5)"),
+    ],
+)
+def test_invalid_requests_say_what_to_change(changes: dict, message: str) -> None:
+    request = GenerateRequest(**{"prompt": "a red fox", **changes})
+    with pytest.raises(InvalidRequest) as caught:
+        request.validated(LIMITS)
+    assert message in str(caught.value)
+
+
+def test_valid_request_is_trimmed_and_kept() -> None:
+    request = GenerateRequest(prompt="  a red fox ", negative_prompt=" blurry ", width=512, height=768, seed=0,
+                              scheduler="Euler a", num_images=4, num_inference_steps=50, guidance_scale=0)
+    valid = request.validated(LIMITS)
+    assert (valid.prompt, valid.negative_prompt) == ("a red fox", "blurry")
+    assert (valid.width, valid.height, valid.seed, valid.num_images) == (512, 768, 0, 4)
+
+
+def test_every_message_survives_the_wire() -> None:
+    messages = [
+        Job(job_id=3, request=GenerateRequest(prompt="ünïcode ✨", negative_prompt="n", seed=5, width=64)),
+        Progress(job_id=3, step=2, total=20),
+        GenerateResult(job_id=3, images=(ImageResult(png=b"\x89PNG\x00\xff", seed=5, nsfw_content_detected=True,
+                                                     nsfw_score=0.91),),
+                       seed=5, width=64, height=64, model="tiny", timings={"total": 0.5}),
+        EngineError(job_id=3, message="boom", kind="internal"),
+        Ready(model="tiny", device="cpu", dtype="float32", safety_checker="opennsfw"),
+        Fatal(message="no such model"),
+    ]
+    for message in messages:
+        line = protocol.encode(message)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert protocol.decode(line) == message
+
+
+def test_infotext_is_what_automatic1111_writes() -> None:
+    request = GenerateRequest(prompt="a red fox", negative_prompt="blurry, dark", num_inference_steps=20,
+                              guidance_scale=7.5, scheduler="Euler a")
+    assert infotext(request, seed=7, width=512, height=768, model="sd15") == (
+        "a red fox\n"
+        "Negative prompt: blurry, dark\n"
+        "Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 7, Size: 512x768, Model: sd15"
+    )
+    no_negative = GenerateRequest(prompt="a cat", guidance_scale=7.0)
+    assert infotext(no_negative, seed=1, width=64, height=64, model="tiny").splitlines()[1].startswith("Steps: 25,")
+
+
+def test_the_eight_samplers_members_know() -> None:
+    assert set(SAMPLERS) >= {"Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "LMS", "Heun"}

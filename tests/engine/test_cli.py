@@ -1,0 +1,62 @@
+"""`python -m engine` as an operator runs it: tiny-model, then generate into a PNG."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+
+def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_tiny_model_then_generate_is_reproducible(tmp_path: Path) -> None:
+    made = run("tiny-model", "tiny", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "tiny" / "model_index.json").is_file() and (tmp_path / "tiny" / "tokenizer").is_dir()
+
+    first = run("generate", "--prompt", "a red fox", "--seed", "7", "--out", "fox.png", cwd=tmp_path, SD_MODEL="tiny")
+    assert first.returncode == 0, first.stderr
+    assert "wrote fox.png (seed 7, 64x64" in first.stdout
+    png = (tmp_path / "fox.png").read_bytes()
+    parameters = Image.open(tmp_path / "fox.png").text["parameters"]
+    assert parameters.splitlines()[0] == "a red fox" and "Seed: 7," in parameters and "Model: tiny" in parameters
+
+    again = run("generate", "--prompt", "a red fox", "--seed", "7", "--out", "fox.png", cwd=tmp_path, SD_MODEL="tiny")
+    assert again.returncode == 0 and (tmp_path / "fox.png").read_bytes() == png
+
+
+def test_generate_with_every_option(tiny_model: Path, tmp_path: Path) -> None:
+    done = run("generate", "--prompt", "a cat", "--negative", "dogs", "--steps", "6", "--guidance", "4.5",
+               "--seed", "100", "--width", "96", "--height", "72", "--sampler", "Euler a", "--count", "2",
+               "--out", "out/cat.png", cwd=tmp_path, SD_MODEL=str(tiny_model))
+    assert done.returncode == 0, done.stderr
+    for index, seed in ((1, 100), (2, 101)):
+        image = Image.open(tmp_path / "out" / f"cat-{index}.png")
+        assert image.size == (96, 72)
+        assert image.text["parameters"] == (
+            f"a cat\nNegative prompt: dogs\n"
+            f"Steps: 6, Sampler: Euler a, CFG scale: 4.5, Seed: {seed}, Size: 96x72, Model: tiny"
+        )
+    assert "generating" in done.stderr  # the progress bar
+
+
+def test_generate_refuses_bad_input_clearly(tiny_model: Path, tmp_path: Path) -> None:
+    done = run("generate", "--prompt", "a cat", "--width", "100", "--out", "x.png", cwd=tmp_path,
+               SD_MODEL=str(tiny_model))
+    assert done.returncode == 2 and done.stderr.strip() == "error: Width must be a multiple of 8 (got 100; try 96 or 104)."
+    missing = run("generate", "--prompt", "a cat", "--out", "x.png", cwd=tmp_path, SD_MODEL="nowhere/at-all")
+    assert missing.returncode == 1 and "could not load SD_MODEL 'nowhere/at-all'" in missing.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_flagged_images_are_not_written(flagging_model: Path, tmp_path: Path) -> None:
+    done = run("generate", "--prompt", "a cat", "--steps", "3", "--out", "x.png", cwd=tmp_path,
+               SD_MODEL=str(flagging_model))
+    assert done.returncode == 3 and "was flagged by the safety checker" in done.stdout
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,190 @@
+"""The engine on the tiny model, loaded through the real `from_pretrained` path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreambot.protocol import SAMPLERS, GenerateRequest
+from dreambot.settings import EngineSettings
+from engine.pipeline import Engine, ModelLoadError, resolve_device, resolve_dtype
+from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, Verdict
+
+
+def settings(model: Path | str, **changes) -> EngineSettings:
+    return EngineSettings(_env_file=None, sd_model=str(model), **changes)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> Engine:
+    return Engine.load(settings(tiny_model))
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def test_loads_on_cpu_with_the_offline_classifier(engine: Engine) -> None:
+    assert engine.device == torch.device("cpu") and engine.dtype == torch.float32
+    assert engine.model == "tiny" and engine.native_size == 64
+    assert isinstance(engine.safety, OpenNSFWSafetyChecker)
+
+
+def test_auto_device_and_dtype_follow_the_hardware() -> None:
+    device = resolve_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_same_seed_same_image_other_seed_other_image(engine: Engine) -> None:
+    request = GenerateRequest(prompt="a red fox", seed=7, num_inference_steps=8)
+    first = engine.generate(1, request).images[0].png
+    again = engine.generate(2, request).images[0].png
+    other = engine.generate(3, GenerateRequest(prompt="a red fox", seed=8, num_inference_steps=8)).images[0].png
+    assert first == again
+    assert np.abs(pixels(first) - pixels(other)).mean() > 5
+
+
+def test_prompt_and_negative_prompt_reach_the_model(engine: Engine) -> None:
+    base = GenerateRequest(prompt="a red fox", seed=3, num_inference_steps=6)
+    images = [
+        engine.generate(1, request).images[0].png
+        for request in (base, GenerateRequest(prompt="a blue whale", seed=3, num_inference_steps=6),
+                        GenerateRequest(prompt="a red fox", negative_prompt="blurry", seed=3, num_inference_steps=6))
+    ]
+    assert images[0] != images[1] and images[0] != images[2]
+
+
+def test_every_image_of_a_batch_can_be_made_alone(engine: Engine) -> None:
+    batch = engine.generate(1, GenerateRequest(prompt="a cat", seed=40, num_images=3, num_inference_steps=6))
+    assert [image.seed for image in batch.images] == [40, 41, 42] and batch.seed == 40
+    alone = engine.generate(2, GenerateRequest(prompt="a cat", seed=42, num_inference_steps=6)).images[0]
+    # Batched and single matmuls may round differently in the last bit; the picture is the same.
+    assert np.abs(pixels(batch.images[2].png) - pixels(alone.png)).max() <= 2
+
+
+def test_png_carries_the_parameters_chunk(engine: Engine) -> None:
+    request = GenerateRequest(prompt="a red fox", negative_prompt="blurry", seed=11, width=96, height=64,
+                              num_inference_steps=5, guidance_scale=6.5, scheduler="Euler a")
+    result = engine.generate(1, request)
+    image = Image.open(io.BytesIO(result.images[0].png))
+    assert image.size == (96, 64) and (result.width, result.height) == (96, 64)
+    assert image.text["parameters"] == (
+        "a red fox\nNegative prompt: blurry\n"
+        "Steps: 5, Sampler: Euler a, CFG scale: 6.5, Seed: 11, Size: 96x64, Model: tiny"
+    )
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_each_sampler_runs_and_reports_its_steps(engine: Engine, sampler: str) -> None:
+    steps: list[tuple[int, int]] = []
+    result = engine.generate(1, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=4, scheduler=sampler),
+                             on_step=lambda i, n: steps.append((i, n)))
+    assert [i for i, _ in steps] == list(range(1, len(steps) + 1)) and steps[-1][0] == steps[-1][1]
+    assert type(engine.pipe.scheduler).__name__ in {
+        "DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler",
+        "DDIMScheduler", "UniPCMultistepScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler"}
+    assert Image.open(io.BytesIO(result.images[0].png)).size == (64, 64)
+
+
+def test_karras_sampler_differs_from_plain(engine: Engine) -> None:
+    make = lambda name: engine.generate(1, GenerateRequest(prompt="a fox", seed=2, num_inference_steps=6,  # noqa: E731
+                                                           scheduler=name)).images[0].png
+    assert make("DPM++ 2M Karras") != make("DPM++ 2M")
+    assert engine.pipe.scheduler.config.use_karras_sigmas is False
+
+
+class FlagOnDemand:
+    """A stand-in classifier: flags the images whose index is listed."""
+
+    name = "stub"
+
+    def __init__(self, flagged: set[int]) -> None:
+        self.flagged = flagged
+
+    def check(self, images):
+        return [Verdict(flagged=i in self.flagged, score=0.99 if i in self.flagged else 0.01)
+                for i in range(len(images))]
+
+
+def test_each_image_gets_its_own_flag_and_score(engine: Engine) -> None:
+    original = engine.safety
+    engine.safety = FlagOnDemand({1})
+    try:
+        result = engine.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=3))
+    finally:
+        engine.safety = original
+    assert [i.nsfw_content_detected for i in result.images] == [False, True, False]
+    assert [i.nsfw_score for i in result.images] == [0.01, 0.99, 0.01]
+    assert not result.all_flagged
+
+
+def test_checkpoint_safety_checker_is_used_when_shipped(flagging_model: Path) -> None:
+    engine = Engine.load(settings(flagging_model))
+    assert isinstance(engine.safety, CheckpointSafetyChecker)
+    assert engine.pipe.safety_checker is None  # scored by us, not blacked out by the pipeline
+    result = engine.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=2, num_inference_steps=3))
+    assert result.all_flagged and all(image.nsfw_score > 0 for image in result.images)
+    # The image itself is intact (a later filter mode may show it behind a spoiler).
+    assert pixels(result.images[0].png).std() > 1
+
+
+def test_checkpoint_scores_agree_with_diffusers(flagging_model: Path) -> None:
+    engine = Engine.load(settings(flagging_model))
+    checker = engine.safety._checker
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+              for i in range(8)]
+    clip_input = engine.safety._features(images, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        checker.concept_embeds.copy_(torch.randn(checker.concept_embeds.shape, generator=torch.Generator().manual_seed(0)))
+        embeds = checker.visual_projection(checker.vision_model(clip_input)[1])
+        cos = torch.nn.functional.normalize(embeds, dim=-1) @ torch.nn.functional.normalize(checker.concept_embeds, dim=-1).T
+        # One threshold between the 4th and 5th image's best match: diffusers flags half of them.
+        best = cos.max(dim=1).values.sort().values
+        checker.concept_embeds_weights.fill_(float(best[3] + best[4]) / 2)
+        checker.special_care_embeds_weights.fill_(2.0)
+    _, diffusers_flags = checker(clip_input=clip_input, images=[np.zeros((4, 4, 3)) for _ in images])
+    ours = [verdict.flagged for verdict in engine.safety.check(images)]
+    assert ours == list(diffusers_flags) and any(ours) and not all(ours)
+
+
+def test_safety_checker_setting_is_obeyed(tiny_model: Path, flagging_model: Path) -> None:
+    assert isinstance(Engine.load(settings(flagging_model, sd_safety_checker="opennsfw")).safety, OpenNSFWSafetyChecker)
+    with pytest.raises(ModelLoadError, match="SD_SAFETY_CHECKER=checkpoint, but .* ships no safety checker"):
+        Engine.load(settings(tiny_model, sd_safety_checker="checkpoint"))
+
+
+def test_open_nsfw_scores_plain_pictures_low() -> None:
+    checker = OpenNSFWSafetyChecker()
+    verdicts = checker.check([Image.new("RGB", (256, 256), colour) for colour in ("white", "navy", "forestgreen")])
+    assert all(not v.flagged and 0 <= v.score < 0.2 for v in verdicts)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("no-such-thing", "is not an existing folder or checkpoint file, nor a model hub id"),
+        ("someone/not-downloadable", "could not load SD_MODEL 'someone/not-downloadable'"),
+    ],
+)
+def test_bad_model_settings_say_why(model: str, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        Engine.load(settings(model))
+
+
+def test_bad_model_files_and_folders_say_why(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ModelLoadError, match="is not a .safetensors or .ckpt checkpoint"):
+        Engine.load(settings(tmp_path / "notes.txt"))
+    with pytest.raises(ModelLoadError, match="has no model_index.json"):
+        Engine.load(settings(tmp_path))
+    (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="could not load SD_MODEL"):
+        Engine.load(settings(tmp_path / "broken.safetensors"))
