@@ -91,13 +91,13 @@ class EngineClient:
 
     async def close(self) -> None:
         self._closing = True
+        await self._stop_process()
         if self._supervisor is not None:
-            self._supervisor.cancel()
+            self._supervisor.cancel()  # it may be waiting out a restart back-off
             try:
                 await self._supervisor
             except asyncio.CancelledError:
                 pass
-        await self._stop_process()
 
     async def _supervise(self) -> None:
         failures = 0
@@ -178,8 +178,11 @@ class EngineClient:
         process = self._process
         if process is None or process.returncode is not None:
             return
-        if process.stdin is not None:
-            process.stdin.close()  # the engine ends its loop at end of input
+        serving = self._ready is not None and self._ready.done() and not self._ready.exception()
+        if serving and process.stdin is not None:
+            process.stdin.close()  # the engine finishes the job in hand and ends at end of input
+        else:
+            process.terminate()  # still loading the model: nothing to finish
         try:
             await asyncio.wait_for(process.wait(), timeout=10)
         except TimeoutError:

@@ -92,6 +92,7 @@ class FakeDiscord:
         self.interactions: dict[str, Interaction] = {}
         self.requests: list[tuple[str, str]] = []
         self.identified = asyncio.Event()
+        self.identify_count = 0
         self._sockets: list[web.WebSocketResponse] = []
         self._sequence = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -208,6 +209,7 @@ class FakeDiscord:
             "shard": [0, 1],
         }})
         await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._sequence), "d": self._guild()})
+        self.identify_count += 1
         self.identified.set()
 
     def _channel(self) -> dict:

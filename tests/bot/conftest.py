@@ -1,0 +1,84 @@
+"""Run `python -m bot` as a real subprocess against the loopback fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest_asyncio
+
+from tests.fake_discord import FakeDiscord
+
+TOKEN = "MTE5.fake-bot-token.never-logged"
+
+
+class BotProcess:
+    """`python -m bot` in its own working directory, its log in a file."""
+
+    def __init__(self, fake: FakeDiscord, workdir: Path, model: Path, **settings: str) -> None:
+        self.fake = fake
+        self.workdir = workdir
+        self.log_path = workdir / "bot.log"
+        self.database = workdir / "data" / "dreambot.sqlite3"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_"))},
+            "DISCORD_TOKEN": TOKEN,
+            "DISCORD_API_BASE": fake.api_base,
+            "DISCORD_GATEWAY_URL": fake.gateway_url,
+            "SD_MODEL": str(model),
+            "PYTHONUNBUFFERED": "1",
+            **settings,
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, *args: str) -> BotProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        seen = self.fake.identify_count
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", *args, cwd=self.workdir, env=self.env, stdout=log, stderr=log
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while self.fake.identify_count == seen or "dream" not in self.fake.commands:
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the bot did not come up:\n{self.log()}")
+            await asyncio.sleep(0.05)
+        return self
+
+    async def stop(self) -> None:
+        if self.process and self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(self.process.wait(), 20)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def engine_pid(self) -> int | None:
+        """The engine process: the bot's child."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return int(children[0]) if children else None
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fake():
+    server = await FakeDiscord().start()
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def bot(fake: FakeDiscord, tiny_model: Path, tmp_path_factory):
+    process = BotProcess(fake, tmp_path_factory.mktemp("bot"), tiny_model)
+    await process.start()
+    yield process
+    await process.stop()

@@ -1,0 +1,164 @@
+"""/dream end to end: `python -m bot` with the tiny model, driven through a loopback fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sqlite3
+
+import pytest
+from PIL import Image
+
+from tests.bot.conftest import TOKEN, BotProcess
+from tests.fake_discord import FakeDiscord, Interaction, Reply
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def jobs(bot: BotProcess, where: str = "1", *args) -> list[sqlite3.Row]:
+    with sqlite3.connect(bot.database) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args).fetchall()
+
+
+def posted(reply: Reply) -> bool:
+    return reply.kind == "edit" and bool(reply.files)
+
+
+async def test_dream_is_registered_with_its_options(bot: BotProcess, fake: FakeDiscord) -> None:
+    dream = fake.commands["dream"]
+    options = {option["name"]: option for option in dream["options"]}
+    assert options["prompt"]["type"] == 3 and options["prompt"]["required"] is True
+    assert list(options) == ["prompt", "negative", "steps", "guidance", "seed", "width", "height", "sampler", "count"]
+    assert {c["value"] for c in options["sampler"]["choices"]} == {
+        "DPM++ 2M Karras", "DPM++ 2M", "Euler a", "Euler", "DDIM", "UniPC", "LMS", "Heun"}
+    assert (options["steps"]["min_value"], options["steps"]["max_value"]) == (1, 50)
+    assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 4)
+    assert (options["width"]["min_value"], options["width"]["max_value"]) == (64, 1024)
+    assert options["guidance"]["type"] == 10 and options["seed"]["type"] == 4
+
+
+async def test_dream_defers_then_posts_the_png_with_its_parameters(bot: BotProcess, fake: FakeDiscord) -> None:
+    interaction = await fake.invoke("dream", prompt="a red fox", negative="blurry", seed=7, steps=6,
+                                    guidance=6.5, sampler="Euler a")
+    result = await interaction.wait_for(posted)
+    defer = interaction.replies[0]
+    assert defer.kind == "callback" and defer.payload["type"] == 5 and not defer.ephemeral
+    assert defer.at - interaction.sent_at < 1.0
+    assert interaction.replies[1].kind == "edit" and "queued" in interaction.replies[1].content or \
+        "is next" in interaction.replies[1].content
+
+    [upload] = result.files
+    image = Image.open(io.BytesIO(upload.data))
+    assert image.format == "PNG" and image.size == (64, 64)
+    assert image.text["parameters"] == (
+        "a red fox\nNegative prompt: blurry\n"
+        "Steps: 6, Sampler: Euler a, CFG scale: 6.5, Seed: 7, Size: 64x64, Model: tiny"
+    )
+    [job] = jobs(bot, "interaction_id = ?", interaction.id)
+    assert result.content.splitlines()[0] == "**a red fox**"
+    assert "Negative: blurry" in result.content
+    for part in ("Seed 7", "6 steps", "CFG 6.5", "Euler a", "64×64", "tiny", f"job {job['id']}"):
+        assert part in result.content
+    assert job["status"] == "done" and job["seed"] == 7 and job["message_id"] is not None
+    assert job["nsfw_flags"] == "[false]" and job["prompt"] == "a red fox" and job["scheduler"] == "Euler a"
+
+
+async def test_several_images_come_in_one_message(bot: BotProcess, fake: FakeDiscord) -> None:
+    interaction = await fake.invoke("dream", prompt="three cats", seed=100, steps=3, count=3, width=96)
+    result = await interaction.wait_for(posted)
+    assert len([r for r in interaction.replies if posted(r)]) == 1
+    seeds = [Image.open(io.BytesIO(f.data)).text["parameters"].split("Seed: ")[1].split(",")[0] for f in result.files]
+    assert seeds == ["100", "101", "102"] and "Seed 100, 101, 102" in result.content
+    assert all(Image.open(io.BytesIO(f.data)).size == (96, 64) for f in result.files)
+
+
+async def test_a_random_seed_is_recorded_and_reproducible(bot: BotProcess, fake: FakeDiscord) -> None:
+    first = await (await fake.invoke("dream", prompt="a lighthouse", steps=3)).wait_for(posted)
+    seed = int(Image.open(io.BytesIO(first.files[0].data)).text["parameters"].split("Seed: ")[1].split(",")[0])
+    again = await (await fake.invoke("dream", prompt="a lighthouse", steps=3, seed=seed)).wait_for(posted)
+    assert again.files[0].data == first.files[0].data
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt": "   "}, "The prompt is empty"),
+        ({"prompt": "x" * 1001}, "The prompt is 1001 characters long; the limit is 1000."),
+        ({"prompt": "ok", "steps": 0}, "Steps must be between 1 and 50 (got 0)."),
+        ({"prompt": "ok", "steps": 500}, "Steps must be between 1 and 50 (got 500)."),
+        ({"prompt": "ok", "width": 65}, "Width must be a multiple of 8 (got 65; try 64 or 72)."),
+        ({"prompt": "ok", "height": 4096}, "Height must be between 64 and 1024 pixels (got 4096)."),
+        ({"prompt": "ok", "sampler": "Turbo"}, "Unknown sampler 'Turbo'"),
+        ({"prompt": "ok", "count": 9}, "Count must be between 1 and 4 (got 9)."),
+        ({"prompt": "ok", "guidance": 99.0}, "Guidance must be between 0 and 30 (got 99)."),
+        ({"prompt": "ok", "seed": -5}, "Seed must be between 0 and 4294967295 (got -5)."),
+        ({"prompt": "ok", "steps": "many"}, "wrong type"),
+    ],
+)
+async def test_bad_options_get_a_private_answer_and_queue_nothing(
+    bot: BotProcess, fake: FakeDiscord, options: dict, message: str
+) -> None:
+    before = len(jobs(bot))
+    interaction = await fake.invoke("dream", **options)
+    answer = await interaction.wait_for(lambda r: r.kind == "followup")
+    assert answer.ephemeral and message in answer.content
+    assert [r.kind for r in interaction.replies] == ["callback", "delete", "followup"]
+    assert len(jobs(bot)) == before
+
+
+async def test_defers_within_a_second_while_the_engine_is_busy(bot: BotProcess, fake: FakeDiscord) -> None:
+    slow = await fake.invoke("dream", prompt="a slow one", steps=50, width=384, height=384, count=2)
+    await asyncio.sleep(0.3)
+    burst = [await fake.invoke("dream", prompt=f"burst {i}", steps=2) for i in range(5)]
+    for interaction in [slow, *burst]:
+        defer = await interaction.wait_for(lambda r: r.kind == "callback", timeout=5)
+        assert defer.payload["type"] == 5 and defer.at - interaction.sent_at < 1.0
+    queued = await burst[-1].wait_for(lambda r: r.kind == "edit")
+    assert "4 jobs ahead" in queued.content or "5 jobs ahead" in queued.content
+    for interaction in [slow, *burst]:
+        await interaction.wait_for(posted, timeout=120)
+
+
+async def test_an_engine_crash_apologises_and_the_next_job_works(bot: BotProcess, fake: FakeDiscord) -> None:
+    doomed = await fake.invoke("dream", prompt="doomed", steps=50, width=512, height=512)
+    await doomed.wait_for(lambda r: r.kind == "edit")
+    for _ in range(200):
+        rows = jobs(bot, "interaction_id = ?", doomed.id)
+        if rows and rows[0]["status"] == "running":
+            break
+        await asyncio.sleep(0.05)
+    engine = bot.engine_pid()
+    os.kill(engine, signal.SIGKILL)
+    apology = await doomed.wait_for(lambda r: "crashed" in r.content, timeout=30)
+    [job] = jobs(bot, "interaction_id = ?", doomed.id)
+    assert f"job {job['id']}" in apology.content and not apology.files
+    assert job["status"] == "failed" and "exited with code -9" in job["error"]
+
+    after = await fake.invoke("dream", prompt="after the crash", steps=3)
+    await after.wait_for(posted, timeout=120)
+    assert bot.engine_pid() not in (None, engine)
+
+
+async def test_the_token_never_reaches_the_log(bot: BotProcess) -> None:
+    assert "logging in using static token" in bot.log()
+    assert TOKEN not in bot.log()
+
+
+async def test_a_flagged_image_is_never_posted(flagging_model, tmp_path) -> None:
+    fake = await FakeDiscord().start()
+    flagged_bot = await BotProcess(fake, tmp_path / "flagged", flagging_model).start()
+    try:
+        single = await fake.invoke("dream", prompt="anything", steps=3)
+        notice = await single.wait_for(lambda r: "withheld" in r.content, timeout=120)
+        several = await fake.invoke("dream", prompt="anything", steps=3, count=2)
+        notice2 = await several.wait_for(lambda r: "withheld" in r.content, timeout=120)
+    finally:
+        await flagged_bot.stop()
+        await fake.close()
+    assert notice.content.startswith("🚫 The image of job") and "All 2 images" in notice2.content
+    assert not any(reply.files for reply in single.replies + several.replies)
+    assert [row["status"] for row in jobs(flagged_bot)] == ["filtered", "filtered"]
+    assert jobs(flagged_bot)[1]["nsfw_flags"] == "[true, true]"
