@@ -17,7 +17,7 @@ from dreambot.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.dream",)
+EXTENSIONS = ("bot.cogs.dream", "bot.cogs.admin")
 FINGERPRINT_KEY = "commands_fingerprint"
 
 

@@ -97,7 +97,10 @@ async def run_job(bot: "DreamBot", interaction: discord.Interaction, request: Ge
     )
     ticket = bot.queue.submit(Job(job_id, request))
     log.info("job %s queued for user %s: %r", job_id, interaction.user.id, request.prompt[:80])
-    await interaction.edit_original_response(content=render.queued(job_id, bot.queue.position(job_id)))
+    try:
+        await interaction.edit_original_response(content=render.queued(job_id, bot.queue.position(job_id)))
+    except discord.HTTPException:
+        log.warning("job %s: could not show the queue position", job_id, exc_info=True)  # the job still runs
 
     try:
         result = await ticket.result

@@ -87,3 +87,19 @@ async def test_runs_from_any_working_directory(fake: FakeDiscord, tiny_model: Pa
     await bot.start()
     await bot.stop()
     assert (tmp_path / "state" / "bot.sqlite3").is_file() and os.listdir(elsewhere) == ["bot.log"]
+
+
+async def test_the_owner_can_force_a_registration_from_discord(fake: FakeDiscord, tiny_model: Path, tmp_path: Path) -> None:
+    bot = await BotProcess(fake, tmp_path, tiny_model).start()
+    try:
+        assert str(fake.commands["sync"]["default_member_permissions"]) == "8"  # hidden from non-admins
+        refused = await fake.invoke("sync")
+        answer = await refused.wait_for(lambda r: r.kind == "followup")
+        assert answer.ephemeral and "Only the bot's owner" in answer.content and len(fake.sync_calls) == 1
+
+        done = await fake.invoke("sync", user=fake.owner)
+        answer = await done.wait_for(lambda r: r.kind == "followup")
+        assert answer.ephemeral and answer.content == "Registered /dream, /sync with Discord."
+        assert len(fake.sync_calls) == 2
+    finally:
+        await bot.stop()
