@@ -14,6 +14,7 @@ import yarl
 
 from bot.bot import DreamBot
 from bot.engine_client import EngineClient, engine_environment
+from bot.queue import JobQueue
 from bot.store import Store
 from dreambot.settings import BotSettings, load
 
@@ -65,7 +66,8 @@ async def run(settings: BotSettings, *, force_sync: bool = False) -> None:
             },
         )
     )
-    bot = DreamBot(settings=settings, store=store, engine=engine, force_sync=force_sync)
+    queue = JobQueue(store, engine)
+    bot = DreamBot(settings=settings, store=store, engine=engine, queue=queue, force_sync=force_sync)
     try:
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())

@@ -58,6 +58,7 @@ class DreamBot(commands.Bot):
         settings: BotSettings,
         store: Store,
         engine: EngineClient,
+        queue: JobQueue,
         force_sync: bool = False,
     ) -> None:
         super().__init__(
@@ -69,7 +70,7 @@ class DreamBot(commands.Bot):
         self.settings = settings
         self.store = store
         self.engine = engine
-        self.queue = JobQueue(store, engine)
+        self.queue = queue
         self.force_sync = force_sync
 
     async def setup_hook(self) -> None:
@@ -93,7 +94,10 @@ class DreamBot(commands.Bot):
             self.tree.copy_global_to(guild=guild)
         payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
         fingerprint = hashlib.sha256(
-            json.dumps({"guild": self.settings.discord_guild_id, "commands": payload}, sort_keys=True).encode()
+            json.dumps(
+                {"application": self.application_id, "guild": self.settings.discord_guild_id, "commands": payload},
+                sort_keys=True,
+            ).encode()
         ).hexdigest()
         if not force and await self.store.get_meta(FINGERPRINT_KEY) == fingerprint:
             log.info("commands unchanged since the last registration; not syncing")

@@ -23,6 +23,10 @@ ProgressCallback = Callable[[Progress], None]
 # A PNG result travels base64-encoded on one line; give the reader room for several large ones.
 LINE_LIMIT = 256 * 1024 * 1024
 RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 60.0)
+# An engine that says nothing (no progress, no result) for this long while it holds a job is
+# stuck: it is killed, the job fails, and a fresh engine starts. A denoising step of a big image
+# on a slow CPU takes seconds, not minutes.
+STALL_SECONDS = 300.0
 
 
 class EngineUnavailable(RuntimeError):
@@ -42,16 +46,22 @@ class EngineJobFailed(RuntimeError):
 
 
 class EngineClient:
-    def __init__(self, env: Mapping[str, str], command: list[str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], command: list[str] | None = None, stall_seconds: float = STALL_SECONDS
+    ) -> None:
         self._env = dict(env)
         self._command = command or [sys.executable, "-m", "engine", "serve"]
+        self._stall_seconds = stall_seconds
+        self._last_heard = 0.0
         self._process: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future[Ready] | None = None
         self._pending: asyncio.Future[GenerateResult] | None = None
+        self._pending_job_id: int | None = None
         self._on_progress: ProgressCallback | None = None
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task | None = None
         self._closing = False
+        self._stall_reason: str | None = None
         self.info: Ready | None = None
         self.last_error: str | None = None
 
@@ -77,6 +87,7 @@ class EngineClient:
             assert process is not None and process.stdin is not None
             loop = asyncio.get_running_loop()
             self._pending = loop.create_future()
+            self._pending_job_id = job.job_id
             self._on_progress = on_progress
             try:
                 process.stdin.write(protocol.encode(job))
@@ -84,10 +95,26 @@ class EngineClient:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the reader sees the exit and fails the job as a crash
             try:
-                return await self._pending
+                return await self._await_result(process)
             finally:
                 self._pending = None
                 self._on_progress = None
+
+    async def _await_result(self, process: asyncio.subprocess.Process) -> GenerateResult:
+        assert self._pending is not None
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        while True:
+            silent = loop.time() - self._last_heard
+            done, _ = await asyncio.wait({self._pending}, timeout=max(self._stall_seconds - silent, 0.01))
+            if done:
+                return self._pending.result()
+            if loop.time() - self._last_heard >= self._stall_seconds:
+                log.error("engine process %s said nothing for %.0f s while holding a job; killing it",
+                          process.pid, self._stall_seconds)
+                self._stall_reason = f"the engine stalled (silent for {self._stall_seconds:.0f} s) and was restarted"
+                if process.returncode is None:
+                    process.kill()  # the reader fails the job and the supervisor restarts the engine
 
     async def close(self) -> None:
         self._closing = True
@@ -102,7 +129,12 @@ class EngineClient:
     async def _supervise(self) -> None:
         failures = 0
         while not self._closing:
-            started = await self._run_once()
+            try:
+                started = await self._run_once()
+            except OSError as error:  # the command itself cannot run
+                log.error("could not start the engine process: %s", error)
+                self._fail_ready(f"the engine process could not be started: {error}")
+                started = False
             if self._closing:
                 return
             failures = 0 if started else failures + 1
@@ -124,35 +156,23 @@ class EngineClient:
         )
         log.info("engine process %s started", process.pid)
         stderr = asyncio.create_task(self._forward_stderr(process))
-        became_ready = False
         try:
-            assert process.stdout is not None
-            async for line in process.stdout:
-                message = protocol.decode(line)
-                if isinstance(message, Ready):
-                    became_ready = True
-                    self.info, self.last_error = message, None
-                    log.info("engine ready: %s on %s (%s), safety checker %s",
-                             message.model, message.device, message.dtype, message.safety_checker)
-                    self._ready.set_result(message)
-                elif isinstance(message, Fatal):
-                    self.last_error = message.message
-                    log.error("engine could not start: %s", message.message)
-                elif isinstance(message, Progress):
-                    if self._on_progress is not None:
-                        self._on_progress(message)
-                elif self._pending is not None and not self._pending.done():
-                    if isinstance(message, GenerateResult):
-                        self._pending.set_result(message)
-                    elif isinstance(message, EngineError):
-                        self._pending.set_exception(EngineJobFailed(message))
-            code = await process.wait()
-        finally:
-            await stderr
+            await self._read(process)
+        except Exception:
+            # An unreadable or oversized line, or a bug of ours: never leave jobs waiting on an
+            # engine we cannot follow any more.
+            log.exception("lost track of engine process %s; killing it", process.pid)
+            if process.returncode is None:
+                process.kill()
+        code = await process.wait()
+        await stderr
+        became_ready = self._ready.done() and not self._ready.cancelled() and self._ready.exception() is None
         if not self._closing:
             log.error("engine process %s exited with code %s", process.pid, code)
         if self._pending is not None and not self._pending.done():
-            self._pending.set_exception(EngineCrashed(f"the engine process exited with code {code}"))
+            reason = self._stall_reason or f"the engine process exited with code {code}"
+            self._pending.set_exception(EngineCrashed(reason))
+        self._stall_reason = None
         if self._closing:
             self._fail_ready("the bot is shutting down")
         elif became_ready:
@@ -162,6 +182,34 @@ class EngineClient:
             # and keep failing new ones at once until the next attempt starts.
             self._fail_ready(self.last_error or f"the engine process exited with code {code}")
         return became_ready
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None and self._ready is not None
+        async for line in process.stdout:
+            message = protocol.decode(line)
+            self._last_heard = asyncio.get_running_loop().time()
+            if isinstance(message, Ready):
+                self.info, self.last_error = message, None
+                log.info("engine ready: %s on %s (%s), safety checker %s",
+                         message.model, message.device, message.dtype, message.safety_checker)
+                if not self._ready.done():
+                    self._ready.set_result(message)
+            elif isinstance(message, Fatal):
+                self.last_error = message.message
+                log.error("engine could not start: %s", message.message)
+            elif isinstance(message, Progress):
+                if self._on_progress is not None:
+                    try:
+                        self._on_progress(message)
+                    except Exception:
+                        log.exception("progress callback failed")
+            elif self._pending is None or self._pending.done() or message.job_id != self._pending_job_id:
+                log.warning("engine sent %s for job %s, which is not the job in hand",
+                            type(message).__name__, message.job_id)
+            elif isinstance(message, GenerateResult):
+                self._pending.set_result(message)
+            elif isinstance(message, EngineError):
+                self._pending.set_exception(EngineJobFailed(message))
 
     def _fail_ready(self, reason: str) -> None:
         if self._ready is None or self._ready.done():

@@ -71,8 +71,12 @@ class JobQueue:
             self._running = job_id
             try:
                 await self._run(ticket)
-            except Exception:
+            except Exception as error:
                 log.exception("job %s: unexpected failure in the queue worker", job_id)
+                try:
+                    await self._store.fail_job(job_id, f"internal error: {type(error).__name__}: {error}")
+                except Exception:
+                    log.exception("job %s: could not record the failure", job_id)
                 if not ticket.result.done():
                     ticket.result.set_exception(RuntimeError("internal error"))
             finally:

@@ -65,7 +65,7 @@ class JobRow:
     created_at: str
     started_at: str | None
     finished_at: str | None
-    generate_seconds: float | None
+    engine_seconds: float | None
     error: str | None
 
     @property
@@ -174,7 +174,7 @@ class Store:
         await self._db.execute(
             f"""
             UPDATE jobs SET status = ?, width = ?, height = ?, model = ?, nsfw_flags = ?, nsfw_scores = ?,
-                            generate_seconds = ?, finished_at = {_NOW}
+                            engine_seconds = ?, finished_at = {_NOW}
             WHERE id = ?
             """,
             (

@@ -71,7 +71,10 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
 
 def model_name(source: str) -> str:
     """The short name shown to members and written into the PNG: a folder's, file's or repo's name."""
-    return Path(source.rstrip("/\\")).stem or source
+    path = Path(source.rstrip("/\\"))
+    if path.suffix.lower() in (".safetensors", ".ckpt"):
+        return path.stem
+    return path.name or source
 
 
 def load_pipeline(source: str, dtype: torch.dtype) -> DiffusionPipeline:
@@ -106,7 +109,11 @@ def _is_sdxl_checkpoint(path: Path) -> bool:
         with safe_open(str(path), framework="pt") as f:
             keys = f.keys()
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # an old pickled checkpoint: those predate SDXL
+            log.info("could not read %s's keys safely; loading it as SD 1.x/2.x", path.name)
+            return False
         keys = state.get("state_dict", state).keys()
     return any(key.startswith("conditioner.embedders.1.") for key in keys)
 
@@ -118,6 +125,9 @@ class Engine:
     device: torch.device
     dtype: torch.dtype
     model: str
+    # The checkpoint's own scheduler config: every job's sampler is built from it, so one job's
+    # sampler options (Karras sigmas, say) never leak into the next.
+    scheduler_config: dict
 
     @classmethod
     def load(cls, settings: EngineSettings) -> Engine:
@@ -128,7 +138,8 @@ class Engine:
         safety = _pick_safety_checker(pipe, settings.sd_safety_checker, settings.sd_model)
         pipe.set_progress_bar_config(disable=True)
         log.info("loaded %s on %s (%s), safety checker: %s", settings.sd_model, device, dtype, safety.name)
-        return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=model_name(settings.sd_model))
+        return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=model_name(settings.sd_model),
+                   scheduler_config=dict(pipe.scheduler.config))
 
     @property
     def native_size(self) -> int:
@@ -145,7 +156,7 @@ class Engine:
         generators = [torch.Generator(generator_device).manual_seed(s) for s in seeds]
 
         scheduler_cls, overrides = SCHEDULERS[request.scheduler]
-        self.pipe.scheduler = scheduler_cls.from_config(self.pipe.scheduler.config, **overrides)
+        self.pipe.scheduler = scheduler_cls.from_config(self.scheduler_config, **overrides)
 
         def step_end(pipe, step, timestep, tensors):
             if on_step is not None:

@@ -21,12 +21,13 @@ log = logging.getLogger("engine")
 
 
 def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     stdin = stdin or sys.stdin.buffer
 
     def send(message: protocol.Message) -> None:
         out.write(protocol.encode(message))
+        out.flush()
 
     from engine.pipeline import Engine  # after the fd swap: importing torch may print
 

@@ -24,7 +24,7 @@ CREATE TABLE jobs (
     created_at          TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     started_at          TEXT,
     finished_at         TEXT,
-    generate_seconds    REAL,               -- the engine's own time for the job
+    engine_seconds      REAL,               -- the engine's own time for the job
     error               TEXT
 );
 

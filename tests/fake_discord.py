@@ -90,6 +90,8 @@ class FakeDiscord:
         self.commands: dict[str, dict] = {}  # name -> registered payload
         self.sync_calls: list[str] = []  # the paths of every command registration
         self.interactions: dict[str, Interaction] = {}
+        self.expired: set[str] = set()  # interaction tokens past Discord's 15 minutes
+        self.channel_messages = Interaction(id=0, token="", sent_at=0.0)  # messages sent to the channel
         self.requests: list[tuple[str, str]] = []
         self.identified = asyncio.Event()
         self.identify_count = 0
@@ -171,6 +173,10 @@ class FakeDiscord:
         })
         return record
 
+    def expire(self, interaction: Interaction) -> None:
+        """From now on, act as Discord does once an interaction's 15 minutes are up."""
+        self.expired.add(interaction.token)
+
     async def dispatch(self, event: str, data: dict) -> None:
         await self.identified.wait()
         for ws in list(self._sockets):
@@ -250,6 +256,12 @@ class FakeDiscord:
             return _json({"url": self.gateway_url})
         if parts[0] == "applications" and parts[-1] == "commands":
             return await self._commands(request, path)
+        if parts[0] in ("interactions", "webhooks") and parts[2] in self.expired:
+            return _json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+        if parts[0] == "channels" and parts[-1] == "messages" and request.method == "POST":
+            payload, files = await _read_body(request)
+            self._record(self.channel_messages, Reply("message", time.monotonic(), payload, files))
+            return _json(self._message(payload, files))
         if parts[0] == "interactions" and parts[-1] == "callback":
             return await self._callback(request, parts[2])
         if parts[0] == "webhooks":

@@ -105,27 +105,53 @@ async def run_job(bot: "DreamBot", interaction: discord.Interaction, request: Ge
     try:
         result = await ticket.result
     except EngineUnavailable as error:
-        await interaction.edit_original_response(content=render.engine_unavailable(job_id, str(error)))
+        await answer(interaction, render.engine_unavailable(job_id, str(error)))
         return
     except EngineCrashed:
-        await interaction.edit_original_response(content=render.crashed(job_id))
+        await answer(interaction, render.crashed(job_id))
         return
     except (EngineJobFailed, RuntimeError):
-        await interaction.edit_original_response(content=render.failed(job_id))
+        await answer(interaction, render.failed(job_id))
         return
 
     shown = [image for image in result.images if not image.nsfw_content_detected]
     if not shown:
         # A flagged image is never uploaded: only the notice is posted.
-        await interaction.edit_original_response(content=render.all_withheld(job_id, len(result.images)))
+        await answer(interaction, render.all_withheld(job_id, len(result.images)))
         return
-    files = [
-        discord.File(io.BytesIO(image.png), filename=f"dream-{job_id}-{image.seed}.png") for image in shown
-    ]
-    message = await interaction.edit_original_response(
-        content=render.summary(job_id, request, result), attachments=files
-    )
-    await bot.store.set_message(job_id, message.id)
+    images = [(f"dream-{job_id}-{image.seed}.png", image.png) for image in shown]
+    message = await answer(interaction, render.summary(job_id, request, result), images)
+    if message is not None:
+        await bot.store.set_message(job_id, message.id)
+
+
+async def answer(
+    interaction: discord.Interaction, content: str, images: list[tuple[str, bytes]] = ()
+) -> discord.Message | None:
+    """Put the job's outcome in place of the "thinking…" message. Interactions expire after 15
+    minutes; a job that took longer is posted in the channel instead, mentioning the member."""
+
+    def files() -> list[discord.File]:  # a File is spent once sent: fresh ones for each try
+        return [discord.File(io.BytesIO(png), filename=name) for name, png in images]
+
+    try:
+        if images:
+            return await interaction.edit_original_response(content=content, attachments=files())
+        return await interaction.edit_original_response(content=content)
+    except discord.HTTPException as error:
+        log.info("interaction %s can no longer be edited (%s); posting in the channel", interaction.id, error)
+    channel = interaction.channel
+    if not isinstance(channel, discord.abc.Messageable):
+        return None
+    try:
+        return await channel.send(
+            f"{interaction.user.mention} {content}",
+            files=files(),
+            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
+        )
+    except discord.HTTPException:
+        log.exception("could not deliver the outcome of interaction %s", interaction.id)
+        return None
 
 
 async def setup(bot: "DreamBot") -> None:

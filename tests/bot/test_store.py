@@ -78,7 +78,7 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
     job = await store.get_job(job_id)
     assert (job.status, job.width, job.height, job.message_id) == ("done", 512, 512, 555)
     assert job.nsfw_flags == [False, True] and job.nsfw_scores == [0.02, 0.97]
-    assert job.generate_seconds == 1.25 and job.finished_at
+    assert job.engine_seconds == 1.25 and job.finished_at
 
     all_flagged = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=41, model="tiny")
     flagged = GenerateResult(job_id=all_flagged, seed=7, width=64, height=64, model="tiny",

@@ -12,7 +12,7 @@ from PIL import Image
 
 from dreambot.protocol import SAMPLERS, GenerateRequest
 from dreambot.settings import EngineSettings
-from engine.pipeline import Engine, ModelLoadError, resolve_device, resolve_dtype
+from engine.pipeline import Engine, ModelLoadError, model_name, resolve_device, resolve_dtype
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, Verdict
 
 
@@ -82,23 +82,43 @@ def test_png_carries_the_parameters_chunk(engine: Engine) -> None:
     )
 
 
+EXPECTED_SCHEDULERS = {
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", True),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", False),
+    "Euler a": ("EulerAncestralDiscreteScheduler", False),
+    "Euler": ("EulerDiscreteScheduler", False),
+    "DDIM": ("DDIMScheduler", False),
+    "UniPC": ("UniPCMultistepScheduler", False),
+    "LMS": ("LMSDiscreteScheduler", False),
+    "Heun": ("HeunDiscreteScheduler", False),
+}
+
+
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_each_sampler_runs_and_reports_its_steps(engine: Engine, sampler: str) -> None:
     steps: list[tuple[int, int]] = []
     result = engine.generate(1, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=4, scheduler=sampler),
                              on_step=lambda i, n: steps.append((i, n)))
     assert [i for i, _ in steps] == list(range(1, len(steps) + 1)) and steps[-1][0] == steps[-1][1]
-    assert type(engine.pipe.scheduler).__name__ in {
-        "DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler",
-        "DDIMScheduler", "UniPCMultistepScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler"}
+    name, karras = EXPECTED_SCHEDULERS[sampler]
+    assert type(engine.pipe.scheduler).__name__ == name
+    assert bool(engine.pipe.scheduler.config.get("use_karras_sigmas", False)) is karras
     assert Image.open(io.BytesIO(result.images[0].png)).size == (64, 64)
 
 
-def test_karras_sampler_differs_from_plain(engine: Engine) -> None:
-    make = lambda name: engine.generate(1, GenerateRequest(prompt="a fox", seed=2, num_inference_steps=6,  # noqa: E731
-                                                           scheduler=name)).images[0].png
-    assert make("DPM++ 2M Karras") != make("DPM++ 2M")
-    assert engine.pipe.scheduler.config.use_karras_sigmas is False
+def test_a_sampler_does_not_depend_on_the_previous_job(engine: Engine) -> None:
+    def make(name: str) -> bytes:
+        request = GenerateRequest(prompt="a fox", seed=2, num_inference_steps=6, scheduler=name)
+        return engine.generate(1, request).images[0].png
+
+    plain = make("DPM++ 2M")
+    karras = make("DPM++ 2M Karras")
+    assert karras != plain
+    for name in SAMPLERS:
+        first = make(name)
+        make("DPM++ 2M Karras")
+        assert make(name) == first, name
+    assert make("DPM++ 2M") == plain
 
 
 class FlagOnDemand:
@@ -188,3 +208,17 @@ def test_bad_model_files_and_folders_say_why(tmp_path: Path) -> None:
     (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="could not load SD_MODEL"):
         Engine.load(settings(tmp_path / "broken.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("stabilityai/stable-diffusion-xl-base-1.0", "stable-diffusion-xl-base-1.0"),
+        ("stable-diffusion-v1-5/stable-diffusion-v1-5", "stable-diffusion-v1-5"),
+        ("/models/sd-v1.5/", "sd-v1.5"),
+        ("/models/dreamshaper_8.safetensors", "dreamshaper_8"),
+        ("C:/models/v2-1_768.ckpt", "v2-1_768"),
+    ],
+)
+def test_model_names_members_see(source: str, name: str) -> None:
+    assert model_name(source) == name

@@ -1,0 +1,114 @@
+"""The bot's engine supervision, against small stand-in engines that misbehave on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+
+import pytest
+
+from bot.engine_client import EngineClient, EngineCrashed, EngineJobFailed, EngineUnavailable, engine_environment
+from dreambot.protocol import GenerateRequest, Job
+
+# A stand-in for `python -m engine serve` that speaks the protocol and then does what MODE says.
+ENGINE = textwrap.dedent("""
+    import os, sys, time
+    from dreambot import protocol
+    from dreambot.protocol import *
+    mode = os.environ["MODE"]
+    out = sys.stdout.buffer
+    def send(m):
+        out.write(protocol.encode(m)); out.flush()
+    if mode == "fatal":
+        send(Fatal("SD_MODEL 'x' is not a model")); sys.exit(1)
+    send(Ready(model="stand-in", device="cpu", dtype="float32", safety_checker="none"))
+    for line in sys.stdin.buffer:
+        job = protocol.decode(line)
+        if mode == "garbage":
+            out.write(b"this is not json\\n"); out.flush()
+        elif mode == "stall":
+            time.sleep(3600)
+        elif mode == "error":
+            send(EngineError(job.job_id, "CUDA out of memory", "internal"))
+        elif mode == "wrong-job":
+            send(GenerateResult(job.job_id + 1, (), 1, 8, 8, "stand-in"))
+            send(GenerateResult(job.job_id, (), 1, 8, 8, "stand-in"))
+""")
+
+JOB = Job(7, GenerateRequest(prompt="a fox", seed=1))
+
+
+def client(mode: str, **kwargs) -> EngineClient:
+    env = {**os.environ, "MODE": mode}
+    return EngineClient(env, command=[sys.executable, "-c", ENGINE], **kwargs)
+
+
+async def test_an_engine_error_fails_the_job_and_the_engine_keeps_serving() -> None:
+    engine = client("error")
+    engine.start()
+    try:
+        for _ in range(2):
+            with pytest.raises(EngineJobFailed, match="CUDA out of memory"):
+                await engine.generate(JOB)
+        assert engine.info.model == "stand-in"
+    finally:
+        await engine.close()
+
+
+async def test_a_result_for_another_job_is_not_taken_for_this_one() -> None:
+    engine = client("wrong-job")
+    engine.start()
+    try:
+        assert (await engine.generate(JOB)).job_id == 7
+    finally:
+        await engine.close()
+
+
+async def test_an_unreadable_line_kills_the_engine_and_fails_the_job() -> None:
+    engine = client("garbage")
+    engine.start()
+    try:
+        first = (await engine.wait_ready(), engine.pid)[1]
+        with pytest.raises(EngineCrashed, match="exited with code -9"):
+            await asyncio.wait_for(engine.generate(JOB), 10)
+        await asyncio.wait_for(engine.wait_ready(), 10)  # restarted
+        assert engine.pid not in (None, first)
+    finally:
+        await engine.close()
+
+
+async def test_a_silent_engine_is_killed_and_restarted() -> None:
+    engine = client("stall", stall_seconds=0.5)
+    engine.start()
+    try:
+        with pytest.raises(EngineCrashed, match="stalled"):
+            await asyncio.wait_for(engine.generate(JOB), 10)
+    finally:
+        await engine.close()
+
+
+async def test_an_engine_that_cannot_start_fails_jobs_at_once() -> None:
+    engine = client("fatal")
+    engine.start()
+    try:
+        with pytest.raises(EngineUnavailable, match="SD_MODEL 'x' is not a model"):
+            await asyncio.wait_for(engine.generate(JOB), 10)
+    finally:
+        await engine.close()
+
+
+async def test_a_missing_command_is_reported_not_hung() -> None:
+    engine = EngineClient(os.environ, command=["/nonexistent/python"])
+    engine.start()
+    try:
+        with pytest.raises(EngineUnavailable, match="could not be started"):
+            await asyncio.wait_for(engine.generate(JOB), 10)
+    finally:
+        await engine.close()
+
+
+def test_the_engine_never_sees_the_discord_token() -> None:
+    env = engine_environment({"DISCORD_TOKEN": "secret", "PATH": "/bin"}, {"SD_MODEL": "tiny"})
+    assert env == {"PATH": "/bin", "SD_MODEL": "tiny", "PYTHONUNBUFFERED": "1"}
