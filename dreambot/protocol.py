@@ -21,7 +21,8 @@ SAMPLERS: tuple[str, ...] = (
     "LMS",
     "Heun",
 )
-DEFAULT_SAMPLER = "DPM++ 2M Karras"
+# Not Karras: its sigmas break down on zero-terminal-SNR models such as the bundled `shapes`.
+DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.0
 MIN_SIZE = 64

@@ -98,7 +98,11 @@ def _generate(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(step - bar.n)
 
-        result = engine.generate(0, request, on_step=on_step)
+        try:
+            result = engine.generate(0, request, on_step=on_step)
+        except InvalidRequest as error:
+            print(f"\nerror: {error}", file=sys.stderr)
+            return 2
 
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)

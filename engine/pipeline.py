@@ -27,7 +27,15 @@ from diffusers import (
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from dreambot.protocol import MAX_SEED, SAMPLERS, GenerateRequest, GenerateResult, ImageResult, infotext
+from dreambot.protocol import (
+    MAX_SEED,
+    SAMPLERS,
+    GenerateRequest,
+    GenerateResult,
+    ImageResult,
+    InvalidRequest,
+    infotext,
+)
 from dreambot.settings import EngineSettings
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, SafetyChecker
 
@@ -39,7 +47,7 @@ SCHEDULERS: dict[str, tuple[type, dict]] = {
     "DPM++ 2M": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
     "Euler a": (EulerAncestralDiscreteScheduler, {}),
     "Euler": (EulerDiscreteScheduler, {}),
-    "DDIM": (DDIMScheduler, {}),
+    "DDIM": (DDIMScheduler, {"clip_sample": False}),  # as AUTOMATIC1111; the default would clip latents
     "UniPC": (UniPCMultistepScheduler, {}),
     "LMS": (LMSDiscreteScheduler, {}),
     "Heun": (HeunDiscreteScheduler, {}),
@@ -47,6 +55,10 @@ SCHEDULERS: dict[str, tuple[type, dict]] = {
 assert tuple(SCHEDULERS) == SAMPLERS, "engine and protocol must offer the same samplers"
 
 StepCallback = Callable[[int, int], None]
+
+
+# Models that ship inside the package, loadable offline by name (SD_MODEL=shapes).
+BUILTIN_MODELS = {"shapes": Path(__file__).resolve().parent / "models" / "shapes"}
 
 
 class ModelLoadError(RuntimeError):
@@ -78,8 +90,10 @@ def model_name(source: str) -> str:
 
 
 def load_pipeline(source: str, dtype: torch.dtype) -> DiffusionPipeline:
-    """SD_MODEL as a diffusers folder, a single .safetensors/.ckpt file, or a model hub id."""
+    """SD_MODEL as a diffusers folder, a single .safetensors/.ckpt file, a built-in name or a model hub id."""
     path = Path(source).expanduser()
+    if source in BUILTIN_MODELS and not path.exists():
+        path = BUILTIN_MODELS[source]
     try:
         if path.is_file():
             if path.suffix.lower() not in (".safetensors", ".ckpt"):
@@ -156,7 +170,17 @@ class Engine:
         generators = [torch.Generator(generator_device).manual_seed(s) for s in seeds]
 
         scheduler_cls, overrides = SCHEDULERS[request.scheduler]
-        self.pipe.scheduler = scheduler_cls.from_config(self.scheduler_config, **overrides)
+        scheduler = scheduler_cls.from_config(self.scheduler_config, **overrides)
+        scheduler.set_timesteps(request.num_inference_steps)
+        timesteps = scheduler.timesteps.tolist()
+        if scheduler_cls is DPMSolverMultistepScheduler and timesteps.count(timesteps[0]) > 1:
+            # Karras sigmas on a zero-terminal-SNR schedule can repeat the first timestep, and then
+            # this solver starts one step late; diffusers would fail at the end with an IndexError.
+            raise InvalidRequest(
+                f"The {request.scheduler} sampler cannot run {request.num_inference_steps} steps on this model "
+                f"(its noise schedule repeats steps); choose another sampler."
+            )
+        self.pipe.scheduler = scheduler
 
         def step_end(pipe, step, timestep, tensors):
             if on_step is not None:

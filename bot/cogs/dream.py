@@ -110,7 +110,11 @@ async def run_job(bot: "DreamBot", interaction: discord.Interaction, request: Ge
     except EngineCrashed:
         await answer(interaction, render.crashed(job_id))
         return
-    except (EngineJobFailed, RuntimeError):
+    except EngineJobFailed as error:
+        message = f"⚠️ {error} (job {job_id})" if error.kind == "invalid" else render.failed(job_id)
+        await answer(interaction, message)
+        return
+    except RuntimeError:
         await answer(interaction, render.failed(job_id))
         return
 

@@ -1,0 +1,55 @@
+"""The shapes world and its training script: the oracle reads pictures right; training is repeatable."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from engine import shapes
+from engine.train_shapes import build_tokenizer, main as train
+
+
+def test_the_oracle_reads_drawn_pictures() -> None:
+    rng = random.Random(5)
+    hits = [0, 0, 0]
+    for _ in range(300):
+        combination = rng.choice(shapes.COMBINATIONS)
+        seen = shapes.classify(shapes.draw(*combination, rng))
+        hits = [h + (s == c) for h, s, c in zip(hits, seen, combination)]
+    assert [h / 300 for h in hits] >= [0.98, 0.98, 0.99]
+
+
+def test_the_oracle_sees_no_shape_on_a_plain_picture() -> None:
+    rng = random.Random(1)
+    plain = shapes.draw("red", "circle", "white", rng).resize((1, 1)).resize((64, 64))
+    assert shapes.classify(plain)[:2] == (None, None)
+
+
+def test_held_out_combinations_are_never_trained_on() -> None:
+    assert not set(shapes.HELD_OUT) & set(shapes.TRAINING)
+    assert set(shapes.HELD_OUT) <= set(shapes.COMBINATIONS)
+    assert all(colour != background for colour, _, background in shapes.COMBINATIONS)
+    # Every word of a held-out caption is still taught by some training caption.
+    for colour, shape, background in shapes.HELD_OUT:
+        assert any(c == colour for c, _, _ in shapes.TRAINING)
+        assert any(s == shape for _, s, _ in shapes.TRAINING)
+        assert any(b == background for _, _, b in shapes.TRAINING)
+
+
+def test_every_caption_word_is_one_token() -> None:
+    tokenizer = build_tokenizer()
+    ids = tokenizer("a purple triangle on a gray background").input_ids
+    assert len(ids) == 2 + 7
+    assert tokenizer("an unknown word").input_ids  # other text still encodes, byte by byte
+
+
+def test_training_is_deterministic_given_its_seed(tmp_path: Path) -> None:
+    options = ["--images", "48", "--vae-steps", "2", "--steps", "2", "--batch", "4", "--no-evaluate"]
+    assert train([str(tmp_path / "a"), *options]) == 0
+    assert train([str(tmp_path / "b"), *options]) == 0
+    for part in ("unet", "vae", "text_encoder"):
+        [a] = (tmp_path / "a" / part).glob("*.safetensors")
+        [b] = (tmp_path / "b" / part).glob("*.safetensors")
+        assert a.read_bytes() == b.read_bytes(), part
+    assert (tmp_path / "a" / "scheduler" / "scheduler_config.json").read_text() == \
+        (tmp_path / "b" / "scheduler" / "scheduler_config.json").read_text()
