@@ -21,15 +21,27 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 SAMPLE_SIZE = 8
 
 
-def byte_level_tokenizer(max_length: int = 77) -> CLIPTokenizer:
-    """A CLIP tokenizer over single bytes (no merges): any text encodes, offline, with no vocab file."""
+def byte_level_tokenizer(max_length: int = 77, words: list[str] = ()) -> CLIPTokenizer:
+    """A CLIP tokenizer over single bytes: any text encodes, offline, with no vocab file.
+
+    Each of `words` gets a merge chain of its own, so it becomes one token.
+    """
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     symbols = list(bytes_to_unicode().values())
     vocab = {symbol: i for i, symbol in enumerate(symbols + [s + "</w>" for s in symbols])}
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            if (current, piece) not in merges:
+                merges.append((current, piece))
+                vocab.setdefault(current + piece, len(vocab))
+            current += piece
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:

@@ -31,6 +31,7 @@ from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusio
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from engine import shapes
+from engine.tiny import byte_level_tokenizer
 
 TOKENS = 16
 
@@ -40,26 +41,9 @@ def log(message: str) -> None:
 
 
 def build_tokenizer() -> CLIPTokenizer:
-    """CLIP's byte-level BPE with one merge chain per caption word: every caption word is one token,
-    and any other text still encodes (byte by byte)."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    symbols = list(bytes_to_unicode().values())
-    vocab = {symbol: i for i, symbol in enumerate(symbols + [s + "</w>" for s in symbols])}
-    merges: list[tuple[str, str]] = []
+    """CLIP's byte-level BPE where every caption word is one token; other text still encodes."""
     words = sorted({word for c in shapes.COMBINATIONS for word in shapes.caption(*c).split()})
-    for word in words:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        current = pieces[0]
-        for piece in pieces[1:]:
-            merged = current + piece
-            if (current, piece) not in merges:
-                merges.append((current, piece))
-                vocab.setdefault(merged, len(vocab))
-            current = merged
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TOKENS)
+    return byte_level_tokenizer(TOKENS, words)
 
 
 def zero_snr_betas(steps: int = 1000) -> torch.Tensor:
