@@ -17,6 +17,7 @@ from PIL import Image
 from dreambot.protocol import SAMPLERS, GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
 from engine import shapes
+from engine.evaluate_shapes import accuracy
 from engine.pipeline import Engine
 
 # Seen and held-out combinations alike; the held-out ones test composition.
@@ -42,12 +43,9 @@ def pictures(engine: Engine, prompt: str, *, seeds=SEEDS, **options) -> list[tup
     return [shapes.classify(Image.open(io.BytesIO(image.png))) for image in engine.generate(0, request).images]
 
 
-def adherence(engine: Engine, combinations=PROMPTS, **options) -> np.ndarray:
+def adherence(engine: Engine, combinations=PROMPTS, seeds=SEEDS, **options) -> np.ndarray:
     """Share of pictures whose colour, shape and background match the prompt."""
-    hits = [[s == c for s, c in zip(seen, combination)]
-            for combination in combinations
-            for seen in pictures(engine, shapes.caption(*combination), **options)]
-    return np.mean(hits, axis=0)
+    return np.array(accuracy(engine, combinations, seeds=seeds, **options))
 
 
 def test_the_bundled_model_loads_by_name(engine: Engine) -> None:
