@@ -50,8 +50,15 @@ HELD_OUT = [
 TRAINING = [combination for combination in COMBINATIONS if combination not in HELD_OUT]
 
 
-def caption(colour: str, shape: str, background: str) -> str:
-    return f"a {colour} {shape} on a {background} background"
+def caption(colour: str | None, shape: str | None, background: str | None, *, keywords: bool = False) -> str:
+    """The sentence for a picture; a part given as None is left unsaid ("a circle", "a red shape
+    on a blue background"), and `keywords` gives the bare words instead ("red circle")."""
+    if keywords:
+        return " ".join(w for w in (colour, shape, background and f"{background} background") if w)
+    if colour is None and shape is None:
+        return f"a {background} background" if background else ""
+    text = f"a {colour + ' ' if colour else ''}{shape or 'shape'}"
+    return f"{text} on a {background} background" if background else text
 
 
 def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 12) -> tuple[int, int, int]:
@@ -73,7 +80,7 @@ def draw(colour: str, shape: str, background: str | tuple[str, str], rng: random
     else:
         image = Image.new("RGB", (side, side), _jitter(BACKGROUNDS[background], rng))
         canvas = ImageDraw.Draw(image)
-    size = rng.uniform(0.35, 0.7) * side
+    size = rng.uniform(0.42, 0.72) * side
     x = rng.uniform(0.05 * side, 0.95 * side - size)
     y = rng.uniform(0.05 * side, 0.95 * side - size)
     fill = _jitter(COLOURS[colour], rng)
@@ -91,13 +98,31 @@ def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
     return min(palette, key=lambda name: float(np.sum((np.asarray(palette[name]) - rgb) ** 2)))
 
 
+def _silhouettes(height: int, width: int) -> dict[str, np.ndarray]:
+    """Each shape drawn as `draw` draws it, filling a height x width box, as a boolean mask."""
+    masks = {}
+    for shape in SHAPES:
+        image = Image.new("L", (width * 4, height * 4), 0)
+        canvas = ImageDraw.Draw(image)
+        right, bottom = width * 4 - 1, height * 4 - 1
+        if shape == "circle":
+            canvas.ellipse([0, 0, right, bottom], fill=255)
+        elif shape == "square":
+            canvas.rectangle([0, 0, right, bottom], fill=255)
+        else:
+            canvas.polygon([(right / 2, 0), (right, bottom), (0, bottom)], fill=255)
+        masks[shape] = np.asarray(image.resize((width, height), Image.Resampling.BOX)) >= 128
+    return masks
+
+
 def classify(image: Image.Image) -> tuple[str | None, str | None, str]:
     """(colour, shape, background) of a shapes picture; colour and shape are None if nothing stands out.
 
     The background is the palette colour nearest the median of a 3-pixel border. Foreground pixels
     are those far (> 80 in RGB distance) from it, keeping the largest connected blob; their median
-    names the colour. The shape is read from how much of the blob's bounding box it fills: a
-    square fills it (> 0.88), a circle about π/4 (0.66-0.88), a triangle about half (< 0.66).
+    names the colour. The shape is the one whose ideal silhouette, drawn in the blob's bounding
+    box, overlaps the blob best (intersection over union), so a square with soft corners or
+    slightly bowed sides is still a square.
     """
     from scipy import ndimage
 
@@ -115,6 +140,6 @@ def classify(image: Image.Image) -> tuple[str | None, str | None, str]:
         return None, None, background
     colour = _nearest(np.median(pixels[mask], axis=0), COLOURS)
     ys, xs = np.nonzero(mask)
-    fill = mask.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
-    shape = "square" if fill > 0.88 else "circle" if fill > 0.66 else "triangle"
-    return colour, shape, background
+    blob = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    overlap = {name: (blob & ideal).sum() / (blob | ideal).sum() for name, ideal in _silhouettes(*blob.shape).items()}
+    return colour, max(overlap, key=overlap.get), background
