@@ -1,0 +1,617 @@
+"""The loopback fake Discord, driven by a bare in-process discord.py client: buttons, reactions,
+attachments, context menus, permissions and Discord's refusals, with no bot process and no torch."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+
+import aiohttp
+import discord
+import pytest
+import pytest_asyncio
+import yarl
+from discord import app_commands
+from PIL import Image
+
+from tests.fake_discord import (
+    ADD_REACTIONS,
+    DEFAULT_PERMISSIONS,
+    GUILD_MESSAGE_REACTIONS,
+    MANAGE_MESSAGES,
+    FakeDiscord,
+    Reply,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def png(width: int = 3, height: int = 2) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# -- the client under test: one of each thing a bot does ------------------------------------------
+
+
+class ResultView(discord.ui.View):
+    """Not persistent: discord.py finds it by the message id the callback response reported."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=300)
+
+    @discord.ui.button(label="Update", custom_id="update")
+    async def on_update(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.edit_message(content=f"updated by {interaction.user.name}", view=None)
+
+    @discord.ui.button(label="Defer", custom_id="defer")
+    async def on_defer(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.defer()
+        await interaction.edit_original_response(content="edited after defer")
+        await interaction.followup.send("only you", ephemeral=True)
+
+    @discord.ui.button(label="New", custom_id="new")
+    async def on_new(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.send_message(f"new from {interaction.message.id}")
+
+    @discord.ui.select(custom_id="pick", row=1, options=[discord.SelectOption(label="A", value="a"),
+                                                          discord.SelectOption(label="B", value="b")])
+    async def on_pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        await interaction.response.edit_message(content=f"picked {select.values[0]}")
+
+
+@app_commands.command(name="paint", description="Answer with a picture and buttons")
+async def paint(interaction: discord.Interaction, prompt: str, image: discord.Attachment | None = None) -> None:
+    data, text = b"\x89PNG not really", prompt
+    if image is not None:
+        try:
+            data = await image.read()
+        except discord.NotFound:
+            await interaction.response.send_message("gone", ephemeral=True)
+            return
+        text = (f"{prompt}: {image.filename} {image.size} {image.content_type} {image.width}x{image.height} "
+                f"read {len(data)}")
+    await interaction.response.send_message(text, view=ResultView(), file=discord.File(io.BytesIO(data), "result.png"))
+
+
+@app_commands.command(name="slow", description="Defer, then answer with followups")
+async def slow(interaction: discord.Interaction) -> None:
+    await interaction.response.defer(thinking=True)
+    await interaction.followup.send("first", ephemeral=True)
+    second = await interaction.followup.send("second", ephemeral=True, wait=True)
+    await second.delete()
+    await interaction.delete_original_response()
+
+
+@app_commands.command(name="legacy", description="The answers /dream and /sync give")
+async def legacy(interaction: discord.Interaction, mode: str) -> None:
+    if mode == "private":  # /sync
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await interaction.followup.send("registered", ephemeral=True)
+        return
+    await interaction.response.defer(thinking=True)
+    if mode == "refuse":  # a bad option
+        await interaction.delete_original_response()
+        await interaction.followup.send("refused", ephemeral=True)
+        return
+    await interaction.edit_original_response(content="queued")
+    if mode == "late":
+        await interaction.client.go.wait()
+    picture = discord.File(io.BytesIO(png()), filename="result.png")
+    try:
+        await interaction.edit_original_response(content="done", attachments=[picture])
+    except discord.HTTPException:  # expired: post in the channel, mentioning the member
+        await interaction.channel.send(f"{interaction.user.mention} done",
+                                       file=discord.File(io.BytesIO(png()), "r.png"),
+                                       allowed_mentions=discord.AllowedMentions(users=[interaction.user]))
+
+
+@app_commands.command(name="ignore", description="Never answers")
+async def ignore(interaction: discord.Interaction) -> None:
+    pass
+
+
+jobs = app_commands.Group(name="jobs", description="Manage jobs",
+                          default_permissions=discord.Permissions(manage_messages=True))
+jobs_admin = app_commands.Group(name="admin", description="Moderation", parent=jobs)
+
+
+@jobs_admin.command(name="purge", description="Remove jobs")
+async def purge(interaction: discord.Interaction, count: int) -> None:
+    cache = interaction.channel.permissions_for(interaction.user)
+    await interaction.response.send_message(
+        f"count={count} manage={interaction.permissions.manage_messages} cache={cache.manage_messages} "
+        f"app={interaction.app_permissions.manage_messages}", ephemeral=True)
+
+
+@app_commands.context_menu(name="Dream info")
+async def dream_info(interaction: discord.Interaction, message: discord.Message) -> None:
+    await interaction.response.send_message(
+        f"{message.id} {message.author.id} {len(message.attachments)} {message.content!r}", ephemeral=True)
+
+
+@app_commands.context_menu(name="Wave")
+async def wave(interaction: discord.Interaction, member: discord.Member) -> None:
+    await interaction.response.send_message(f"waved at {member.id}", ephemeral=True)
+
+
+class Probe(discord.Client):
+    def __init__(self) -> None:
+        super().__init__(intents=discord.Intents.default())  # messages and reactions, not message content
+        self.tree = app_commands.CommandTree(self)
+        for command in (paint, slow, legacy, ignore, jobs, dream_info, wave):
+            self.tree.add_command(command)
+        self.raw_reactions: list[discord.RawReactionActionEvent] = []
+        self.cached_reactions: list[tuple[str, int]] = []
+        self.seen: list[discord.Message] = []
+        self.errors: list[Exception] = []
+        self.go = asyncio.Event()
+
+    async def setup_hook(self) -> None:
+        await self.tree.sync()
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.seen.append(message)
+
+    async def on_reaction_add(self, reaction: discord.Reaction, user: discord.abc.User) -> None:
+        self.cached_reactions.append((str(reaction.emoji), user.id))
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        if payload.user_id == self.user.id:
+            return
+        self.raw_reactions.append(payload)
+        channel = self.get_channel(payload.channel_id)
+        message = channel.get_partial_message(payload.message_id)
+        try:
+            if payload.emoji.name == "🔁":
+                await message.add_reaction("✅")
+                await channel.send(f"again for <@{payload.user_id}>", reference=message,
+                                   allowed_mentions=discord.AllowedMentions(users=[discord.Object(payload.user_id)]))
+            elif payload.emoji.name == "🗑️":
+                await message.delete()
+            elif payload.emoji.name == "📩":
+                await payload.member.send("a private hello")
+        except discord.HTTPException as error:
+            self.errors.append(error)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fake():
+    server = await FakeDiscord().start()
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def probe(fake: FakeDiscord):
+    patch = pytest.MonkeyPatch()
+    patch.setattr(discord.http.Route, "BASE", fake.api_base)
+    patch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url))
+    client = Probe()
+    task = asyncio.create_task(client.start("fake-token"))
+    deadline = time.monotonic() + 20
+    while not (fake.identified.is_set() and "paint" in fake.commands):
+        if task.done() or time.monotonic() > deadline:
+            await client.close()
+            patch.undo()
+            raise AssertionError(f"the probe client did not come up: {task.exception() if task.done() else 'timeout'}")
+        await asyncio.sleep(0.02)
+    yield client
+    await client.close()
+    await task
+    patch.undo()
+
+
+async def eventually(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
+async def rest(fake: FakeDiscord, method: str, path: str, **kwargs) -> tuple[int, dict | list | None]:
+    """A raw call, as a client that does not check anything would make it."""
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, fake.api_base + path, **kwargs) as response:
+            body = await response.read()
+            return response.status, json.loads(body) if body else None
+
+
+def is_callback(reply: Reply) -> bool:
+    return reply.kind == "callback"
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+async def test_message_and_user_commands_and_subcommand_groups_are_registered(probe: Probe, fake: FakeDiscord) -> None:
+    info = fake.command("Dream info", 3)
+    assert info["type"] == 3 and info["description"] == "" and fake.command("Wave", 2)["type"] == 2
+    [group] = fake.commands["jobs"]["options"]
+    assert (group["name"], group["type"], [o["type"] for o in group["options"]]) == ("admin", 2, [1])
+    assert fake.commands["jobs"]["default_member_permissions"] == str(MANAGE_MESSAGES)
+
+
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        ({"name": "long", "type": 1, "description": "x" * 101}, ("0", "description")),
+        ({"name": "Upper", "type": 1, "description": "d"}, ("0", "name")),
+        ({"name": "menu", "type": 3, "description": "menus have none"}, ("0", "description")),
+        ({"name": "order", "type": 1, "description": "d", "options": [
+            {"name": "a", "description": "d", "type": 3},
+            {"name": "b", "description": "d", "type": 3, "required": True}]}, ("0", "options", "1", "required")),
+        ({"name": "mixed", "type": 1, "description": "d", "options": [
+            {"name": "sub", "description": "d", "type": 1}, {"name": "b", "description": "d", "type": 3}]},
+         ("0", "options")),
+        ({"name": "deep", "type": 1, "description": "d", "options": [{"name": "g", "description": "d", "type": 2,
+          "options": [{"name": "g2", "description": "d", "type": 2}]}]}, ("0", "options", "0", "options")),
+    ],
+)
+async def test_registration_refuses_what_discord_refuses(probe: Probe, fake: FakeDiscord, command: dict,
+                                                         where: tuple) -> None:
+    before = dict(fake.commands)
+    status, body = await rest(fake, "PUT", f"/applications/{fake.application_id}/commands", json=[command])
+    assert status == 400 and body["code"] == 50035
+    node = body["errors"]
+    for key in where:
+        node = node[key]
+    assert node  # the error sits where Discord puts it
+    assert fake.commands == before
+
+
+# -- attachments as options ------------------------------------------------------------------------
+
+
+async def test_an_attachment_option_is_fetched_from_the_fake_cdn(probe: Probe, fake: FakeDiscord) -> None:
+    picture = png()
+    upload = fake.attachment(picture, filename="fox.png")
+    interaction = await fake.invoke("paint", prompt="fox", image=upload)
+    answer = await interaction.wait_for(is_callback)
+    assert answer.payload["type"] == 4 and answer.message_id == interaction.message_id
+
+    option = interaction.payload["data"]["options"][1]
+    assert option == {"name": "image", "type": 11, "value": str(upload.id)}
+    assert interaction.payload["data"]["resolved"]["attachments"][str(upload.id)]["url"] == upload.url
+    assert upload.fetches == 1
+
+    message = fake.message(interaction.message_id)
+    assert message.content == f"fox: fox.png {len(picture)} image/png 3x2 read {len(picture)}"
+    assert [(a.filename, a.data) for a in message.attachments] == [("result.png", picture)]
+    assert message.custom_ids == ["update", "defer", "new", "pick"] and not message.ephemeral
+    assert message.interaction_metadata["id"] == str(interaction.id)
+
+
+async def test_a_test_can_lie_about_size_and_type_and_pass_plain_bytes(probe: Probe, fake: FakeDiscord) -> None:
+    liar = fake.attachment(b"not an image", filename="x.png", size=999_999_999, content_type="image/png")
+    answer = await (await fake.invoke("paint", prompt="lie", image=liar)).wait_for(is_callback)
+    assert answer.content == "lie: x.png 999999999 image/png NonexNone read 12"
+
+    answer = await (await fake.invoke("paint", prompt="raw", image=png(5, 4))).wait_for(is_callback)
+    assert answer.content.startswith("raw: image.png ") and "image/png 5x4" in answer.content
+
+
+async def test_a_gone_attachment_answers_404(probe: Probe, fake: FakeDiscord) -> None:
+    upload = fake.attachment(png())
+    upload.gone = True
+    answer = await (await fake.invoke("paint", prompt="x", image=upload)).wait_for(is_callback)
+    assert answer.content == "gone" and answer.ephemeral and upload.fetches == 1
+
+
+# -- buttons and selects ---------------------------------------------------------------------------
+
+
+async def painted(fake: FakeDiscord, prompt: str = "cat") -> int:
+    interaction = await fake.invoke("paint", prompt=prompt)
+    await interaction.wait_for(is_callback)
+    return interaction.message_id
+
+
+async def test_an_update_message_answer_edits_the_clicked_message(probe: Probe, fake: FakeDiscord) -> None:
+    message_id = await painted(fake)
+    clicker = fake.user("clicker")
+    click = await fake.click(message_id, "update", user=clicker)
+    answer = await click.wait_for(is_callback)
+    assert answer.payload["type"] == 7 and answer.message_id == click.message_id == message_id
+    assert click.payload["data"] == {"custom_id": "update", "component_type": 2}
+    assert click.payload["message"]["id"] == str(message_id)
+
+    message = fake.message(message_id)
+    assert (message.content, message.components, message.edits) == ("updated by clicker", [], 1)
+    assert [a.filename for a in message.attachments] == ["result.png"]  # an edit keeps what it does not name
+    with pytest.raises(AssertionError, match="no component 'update'"):
+        await fake.click(message_id, "update")
+
+
+async def test_a_deferred_update_then_an_edit_and_a_private_followup(probe: Probe, fake: FakeDiscord) -> None:
+    message_id = await painted(fake)
+    click = await fake.click(message_id, "defer")
+    followup = await click.wait_for(lambda r: r.kind == "followup")
+    assert [r.kind for r in click.replies] == ["callback", "edit", "followup"]
+    assert click.replies[0].payload["type"] == 6 and click.replies[1].message_id == message_id
+    assert fake.message(message_id).content == "edited after defer"
+
+    private = fake.message(followup.message_id)
+    assert private.id != message_id and private.ephemeral and private.content == "only you"
+    assert private.interaction_metadata["interacted_message_id"] == str(message_id)
+
+
+async def test_a_button_can_answer_with_a_new_message(probe: Probe, fake: FakeDiscord) -> None:
+    message_id = await painted(fake)
+    click = await fake.click(message_id, "new")
+    answer = await click.wait_for(is_callback)
+    assert answer.payload["type"] == 4 and click.message_id not in (None, message_id)
+    assert fake.message(click.message_id).content == f"new from {message_id}"
+
+
+async def test_a_select_menu_choice(probe: Probe, fake: FakeDiscord) -> None:
+    message_id = await painted(fake)
+    choice = await fake.select(message_id, "pick", ["b"])
+    await choice.wait_for(is_callback)
+    assert choice.payload["data"] == {"custom_id": "pick", "component_type": 3, "values": ["b"]}
+    assert fake.message(message_id).content == "picked b"
+    with pytest.raises(AssertionError, match="offers"):
+        await fake.select(message_id, "pick", ["z"])
+
+
+# -- defers, followups and deletions ---------------------------------------------------------------
+
+
+async def test_the_first_followup_after_a_defer_fills_the_thinking_message(probe: Probe, fake: FakeDiscord) -> None:
+    interaction = await fake.invoke("slow")
+    await interaction.wait_for(lambda r: r.kind == "delete" and r.message_id == interaction.message_id)
+    assert [r.kind for r in interaction.replies] == ["callback", "followup", "followup", "delete", "delete"]
+    first, second = (fake.message(r.message_id) for r in interaction.replies[1:3])
+    # Discord keeps the visibility chosen when deferring, whatever the first followup asks for.
+    assert first.id == interaction.message_id and first.content == "first" and not first.ephemeral
+    assert not first.loading and first.deleted
+    assert second.ephemeral and second.deleted and {first.id, second.id} <= fake.deleted
+    assert interaction.followup_ids == [second.id]
+
+
+async def test_webhooks_exist_only_once_the_interaction_is_answered(probe: Probe, fake: FakeDiscord) -> None:
+    interaction = await fake.invoke("ignore")
+    webhook = f"/webhooks/{fake.application_id}/{interaction.token}"
+    callback = f"/interactions/{interaction.id}/{interaction.token}/callback"
+    assert (await rest(fake, "POST", webhook, json={"content": "hi"}))[1]["code"] == 10015
+    assert (await rest(fake, "POST", callback, json={"type": 6}))[1]["code"] == 50035  # not a component
+    assert (await rest(fake, "POST", callback, json={"type": 4, "data": {}}))[1]["code"] == 50006  # empty
+
+    status, body = await rest(fake, "POST", callback, json={"type": 5})
+    assert status == 200 and body["resource"]["message"]["flags"] & 128  # loading
+    assert body["interaction"]["response_message_id"] == str(interaction.message_id)
+    assert (await rest(fake, "POST", callback, json={"type": 5}))[1]["code"] == 40060
+    status, original = await rest(fake, "GET", f"{webhook}/messages/@original")
+    assert status == 200 and original["id"] == str(interaction.message_id)
+    assert (await rest(fake, "GET", f"{webhook}/messages/123"))[1]["code"] == 10008
+
+
+async def test_the_answers_the_dream_bot_gives_are_recorded_as_before(probe: Probe, fake: FakeDiscord) -> None:
+    posted = await fake.invoke("legacy", mode="post")
+    result = await posted.wait_for(lambda r: r.kind == "edit" and bool(r.files))
+    assert [r.kind for r in posted.replies] == ["callback", "edit", "edit"] and posted.replies[1].content == "queued"
+    assert posted.replies[0].payload["type"] == 5 and not posted.replies[0].ephemeral
+    assert result.content == "done" and result.files[0].data.startswith(b"\x89PNG")
+    message = fake.message(result.message_id)
+    assert message.id == posted.message_id and message.content == "done" and message.edits == 2
+
+    refused = await fake.invoke("legacy", mode="refuse")
+    answer = await refused.wait_for(lambda r: r.kind == "followup")
+    assert [r.kind for r in refused.replies] == ["callback", "delete", "followup"] and answer.ephemeral
+    assert fake.message(answer.message_id).ephemeral  # a new message: the thinking one was deleted
+
+    private = await fake.invoke("legacy", mode="private")
+    answer = await private.wait_for(lambda r: r.kind == "followup")
+    assert answer.ephemeral and fake.message(answer.message_id).ephemeral and answer.content == "registered"
+
+    member = fake.user("patient")
+    late = await fake.invoke("legacy", user=member, mode="late")
+    await late.wait_for(lambda r: r.kind == "edit")
+    fake.expire(late)
+    probe.go.set()
+    message = await fake.channel_messages.wait_for(lambda m: m.content.endswith("done"))
+    assert message.content == f"<@{member['id']}> done" and len(message.files) == 1
+    assert [str(u) for u in message.payload["allowed_mentions"]["users"]] == [member["id"]]
+    assert fake.message(message.message_id).mentions == [member["id"]]
+
+
+# -- reactions -------------------------------------------------------------------------------------
+
+
+async def test_a_reaction_reaches_the_bot_which_reacts_and_replies(probe: Probe, fake: FakeDiscord) -> None:
+    message_id = await painted(fake, "owl")
+    member = fake.user("reactor")
+    event = await fake.react(message_id, "🔁", user=member)
+    assert event["emoji"] == {"id": None, "name": "🔁"} and event["member"]["user"] == member
+
+    reply = await fake.channel_messages.wait_for(lambda r: r.kind == "message" and "again" in r.content)
+    assert fake.reactions[message_id] == ["✅"]
+    assert fake.message(message_id).reactions == {"🔁": [member["id"]], "✅": [fake.bot_user["id"]]}
+    answer = fake.message(reply.message_id)
+    assert answer.type == 19 and answer.message_reference["message_id"] == str(message_id)
+    assert answer.mentions == [member["id"], fake.bot_user["id"]]  # discord.py pings the replied-to author
+    raw = probe.raw_reactions[-1]
+    assert (raw.message_id, raw.user_id, raw.member.id) == (message_id, int(member["id"]), int(member["id"]))
+    # The bot's own answers reached it as MESSAGE_CREATE, so discord.py had the message cached.
+    assert ("🔁", int(member["id"])) in probe.cached_reactions
+
+
+async def test_a_reaction_can_make_the_bot_delete_its_message(probe: Probe, fake: FakeDiscord) -> None:
+    message_id = await painted(fake)
+    await fake.react(message_id, "🗑️")
+    await eventually(lambda: message_id in fake.deleted)
+    assert fake.message(message_id).deleted
+    assert ("MESSAGE_DELETE", {"id": str(message_id), "channel_id": str(fake.channel_id),
+                               "guild_id": str(fake.guild_id)}) in fake.events
+    with pytest.raises(AssertionError, match="deleted"):
+        await fake.click(message_id, "update")
+
+
+async def test_a_reaction_can_make_the_bot_write_a_direct_message(probe: Probe, fake: FakeDiscord) -> None:
+    member = fake.user("pen pal")
+    await fake.react(await painted(fake), "📩", user=member)
+    letter = await fake.dm(member).wait_for(lambda r: r.kind == "message")
+    assert letter.content == "a private hello"
+    assert fake.message(letter.message_id).channel_id == fake.dm_channels[member["id"]]
+
+
+async def test_the_bot_needs_permission_to_react_and_to_delete_others_messages(probe: Probe, fake: FakeDiscord) -> None:
+    posted = await fake.post("a member's words")
+    channel = f"/channels/{fake.channel_id}/messages/{posted.id}"
+    assert (await rest(fake, "DELETE", channel))[1]["code"] == 50013  # no Manage Messages
+    fake.app_permissions = DEFAULT_PERMISSIONS & ~ADD_REACTIONS
+    try:
+        assert (await rest(fake, "PUT", f"{channel}/reactions/%E2%9C%85/@me"))[1]["code"] == 50013
+    finally:
+        fake.app_permissions = DEFAULT_PERMISSIONS
+    assert (await rest(fake, "PUT", f"{channel}/reactions/%E2%9C%85/@me"))[0] == 204
+    assert fake.reactions[posted.id] == ["✅"]
+    assert (await rest(fake, "PATCH", channel, json={"content": "mine now"}))[1]["code"] == 50005
+
+
+# -- context menus and members' messages -----------------------------------------------------------
+
+
+async def test_a_message_command_gets_the_target_message(probe: Probe, fake: FakeDiscord) -> None:
+    member = fake.user("poster")
+    posted = await fake.post("look at this", user=member, attachments=[png()])
+    interaction = await fake.invoke_message_command("Dream info", posted.id, user=member)
+    answer = await interaction.wait_for(is_callback)
+    assert interaction.payload["data"]["target_id"] == str(posted.id) and interaction.payload["data"]["type"] == 3
+    # Interactions carry the content even though the bot lacks the message content intent.
+    assert answer.content == f"{posted.id} {member['id']} 1 'look at this'" and answer.ephemeral
+    assert fake.message(interaction.message_id).type == 23
+
+
+async def test_members_messages_reach_the_bot_without_content_unless_it_is_mentioned(
+    probe: Probe, fake: FakeDiscord
+) -> None:
+    hidden = await fake.post("just chatting")
+    shown = await fake.post(f"<@{fake.bot_user['id']}> hello")
+    await eventually(lambda: {hidden.id, shown.id} <= {m.id for m in probe.seen})
+    seen = {m.id: m.content for m in probe.seen}
+    assert seen[hidden.id] == "" and seen[shown.id] == shown.content
+
+
+async def test_a_user_command_gets_the_target_member(probe: Probe, fake: FakeDiscord) -> None:
+    target = fake.user("target")
+    answer = await (await fake.invoke_user_command("Wave", target)).wait_for(is_callback)
+    assert answer.content == f"waved at {target['id']}"
+
+
+# -- members' permissions --------------------------------------------------------------------------
+
+
+async def test_members_permissions_reach_the_interaction_and_the_bots_cache(probe: Probe, fake: FakeDiscord) -> None:
+    moderators = fake.role("Moderators", MANAGE_MESSAGES)
+    boss = fake.user("boss")
+    members = {
+        "plain": (fake.user("plain"), False),
+        "granted": (fake.user("granted", permissions=MANAGE_MESSAGES), True),
+        "by role": (fake.user("moderator", roles=[moderators]), True),
+        "owner": (boss, True),
+    }
+    owner = fake.guild_owner_id
+    fake.guild_owner_id = boss["id"]
+    try:
+        for name, (user, manages) in members.items():
+            interaction = await fake.invoke("jobs admin purge", user=user, count=3)
+            answer = await interaction.wait_for(is_callback)
+            assert answer.content == f"count=3 manage={manages} cache={manages} app=False", name
+            assert bool(int(interaction.payload["member"]["permissions"]) & MANAGE_MESSAGES) is manages
+    finally:
+        fake.guild_owner_id = owner
+
+
+# -- what Discord refuses in messages --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"content": "x" * 2001}, 50035),
+        ({"content": ""}, 50006),
+        ({"content": "hi", "message_reference": {"message_id": "1"}}, 50035),
+        ({"content": "hi", "components": [{"type": 1, "components": [
+            {"type": 2, "style": 1, "label": "x", "custom_id": "c" * 101}]}]}, 50035),
+        ({"content": "hi", "components": [{"type": 2, "style": 1, "label": "x", "custom_id": "loose"}]}, 50035),
+    ],
+)
+async def test_channel_messages_discord_refuses(probe: Probe, fake: FakeDiscord, payload: dict, code: int) -> None:
+    status, body = await rest(fake, "POST", f"/channels/{fake.channel_id}/messages", json=payload)
+    assert (status, body["code"]) == (400, code)
+
+
+async def test_a_reply_to_a_missing_message_can_go_without_the_reference(probe: Probe, fake: FakeDiscord) -> None:
+    status, body = await rest(fake, "POST", f"/channels/{fake.channel_id}/messages", json={
+        "content": "hi", "message_reference": {"message_id": "1", "fail_if_not_exists": False}})
+    assert status == 200 and "message_reference" not in body and body["type"] == 0
+
+
+async def test_an_upload_over_the_limit_is_refused(probe: Probe, fake: FakeDiscord) -> None:
+    form = aiohttp.FormData()
+    form.add_field("payload_json", json.dumps({"content": "big"}), content_type="application/json")
+    form.add_field("files[0]", b"x" * 11, filename="big.png", content_type="image/png")
+    limit = fake.upload_limit
+    fake.upload_limit = 10
+    try:
+        status, body = await rest(fake, "POST", f"/channels/{fake.channel_id}/messages", data=form)
+    finally:
+        fake.upload_limit = limit
+    assert (status, body["code"]) == (413, 40005)
+
+
+async def test_an_edit_keeps_the_attachments_it_lists_and_adds_new_files(probe: Probe, fake: FakeDiscord) -> None:
+    def form(payload: dict, *files: tuple[str, bytes]) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("payload_json", json.dumps(payload), content_type="application/json")
+        for index, (name, content) in enumerate(files):
+            data.add_field(f"files[{index}]", content, filename=name, content_type="image/png")
+        return data
+
+    channel = f"/channels/{fake.channel_id}/messages"
+    status, body = await rest(fake, "POST", channel, data=form(
+        {"content": "two", "attachments": [{"id": 0, "filename": "a.png"}, {"id": 1, "filename": "b.png"}]},
+        ("a.png", b"A"), ("b.png", b"B")))
+    assert status == 200 and [a["filename"] for a in body["attachments"]] == ["a.png", "b.png"]
+    keep = body["attachments"][1]["id"]
+    status, body = await rest(fake, "PATCH", f"{channel}/{body['id']}", data=form(
+        {"attachments": [{"id": keep}, {"id": 0, "filename": "c.png"}]}, ("c.png", b"C")))
+    message = fake.message(body["id"])
+    assert [(a.filename, a.data) for a in message.attachments] == [("b.png", b"B"), ("c.png", b"C")]
+    assert message.content == "two" and message.edits == 1
+
+
+async def test_removing_a_members_reaction_needs_manage_messages(probe: Probe, fake: FakeDiscord) -> None:
+    message_id = await painted(fake)
+    member = fake.user("fan")
+    event = await fake.react(message_id, "blob:123", user=member)
+    assert event["emoji"] == {"id": "123", "name": "blob", "animated": False}
+    route = f"/channels/{fake.channel_id}/messages/{message_id}/reactions/blob:123/{member['id']}"
+    assert (await rest(fake, "DELETE", route))[1]["code"] == 50013
+    fake.app_permissions = DEFAULT_PERMISSIONS | MANAGE_MESSAGES
+    try:
+        assert (await rest(fake, "DELETE", route))[0] == 204
+    finally:
+        fake.app_permissions = DEFAULT_PERMISSIONS
+    assert fake.message(message_id).reactions["blob:123"] == []
+    removal = await fake.unreact(message_id, "🔁", member)  # nothing to take back: the event is still sent
+    assert removal["user_id"] == member["id"] and "member" not in removal
+
+
+async def test_intents_are_recorded_and_can_be_enforced(probe: Probe, fake: FakeDiscord) -> None:
+    assert fake.intents == discord.Intents.default().value
+    message_id = await painted(fake)
+    seen = len(probe.raw_reactions)
+    fake.strict_intents, fake.intents = True, fake.intents & ~GUILD_MESSAGE_REACTIONS
+    try:
+        await fake.react(message_id, "🔁")
+    finally:
+        fake.strict_intents, fake.intents = False, discord.Intents.default().value
+    assert fake.events[-1][0] == "MESSAGE_REACTION_ADD (dropped: not subscribed)"
+    await fake.react(message_id, "🔀")  # not strict: sent whatever the bot asked for
+    await eventually(lambda: any(r.emoji.name == "🔀" for r in probe.raw_reactions[seen:]))
+    assert [r.emoji.name for r in probe.raw_reactions[seen:]] == ["🔀"]
