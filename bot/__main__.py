@@ -14,8 +14,10 @@ import yarl
 
 from bot.bot import DreamBot
 from bot.engine_client import EngineClient, engine_environment
+from bot.images import ImageStore
 from bot.queue import JobQueue
 from bot.store import Store
+from bot.styles import Style, StylesError, load_styles
 from dreambot.settings import BotSettings, load
 
 log = logging.getLogger("bot")
@@ -29,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = load(BotSettings)
+    try:
+        styles = load_styles(settings.styles_file)
+    except StylesError as error:
+        print(f"invalid settings: STYLES_FILE {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -36,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     # A service manager stops us with SIGTERM: shut down as cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        asyncio.run(run(settings, force_sync=args.sync))
+        asyncio.run(run(settings, styles, force_sync=args.sync))
     except KeyboardInterrupt:
         pass
     except discord.LoginFailure:
@@ -53,7 +60,7 @@ def point_at_discord(settings: BotSettings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
-async def run(settings: BotSettings, *, force_sync: bool = False) -> None:
+async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bool = False) -> None:
     store = await Store.open(settings.database_path)
     engine = EngineClient(
         engine_environment(
@@ -67,7 +74,8 @@ async def run(settings: BotSettings, *, force_sync: bool = False) -> None:
         )
     )
     queue = JobQueue(store, engine)
-    bot = DreamBot(settings=settings, store=store, engine=engine, queue=queue, force_sync=force_sync)
+    bot = DreamBot(settings=settings, store=store, engine=engine, queue=queue,
+                   images=ImageStore(settings.images_dir), styles=styles, force_sync=force_sync)
     try:
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())

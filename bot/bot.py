@@ -6,18 +6,21 @@ import hashlib
 import json
 import logging
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.engine_client import EngineClient
+from bot.images import ImageStore
 from bot.queue import JobQueue
 from bot.store import Store
+from bot.styles import Style
 from dreambot.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.dream", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.admin")
 FINGERPRINT_KEY = "commands_fingerprint"
 
 
@@ -59,6 +62,8 @@ class DreamBot(commands.Bot):
         store: Store,
         engine: EngineClient,
         queue: JobQueue,
+        images: ImageStore,
+        styles: dict[str, Style],
         force_sync: bool = False,
     ) -> None:
         super().__init__(
@@ -71,12 +76,17 @@ class DreamBot(commands.Bot):
         self.store = store
         self.engine = engine
         self.queue = queue
+        self.images = images
+        self.styles = styles
         self.force_sync = force_sync
+        # For members' attachments; opened in setup_hook, where there is a running loop.
+        self.http_session: aiohttp.ClientSession | None = None
 
     async def setup_hook(self) -> None:
         abandoned = await self.store.fail_unfinished("the bot stopped before this job finished")
         if abandoned:
             log.warning("marked %d job(s) left over from the last run as failed", abandoned)
+        self.http_session = aiohttp.ClientSession()
         self.engine.start()
         self.queue.start()
         for extension in EXTENSIONS:
@@ -85,6 +95,8 @@ class DreamBot(commands.Bot):
 
     async def close(self) -> None:
         await self.queue.close()
+        if self.http_session is not None:
+            await self.http_session.close()
         await super().close()
 
     async def sync_commands(self, *, force: bool = False) -> bool:

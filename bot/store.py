@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from dreambot.protocol import GenerateRequest, GenerateResult
+from dreambot.protocol import DEFAULT_FRAMES, GenerateRequest, GenerateResult
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,43 @@ class JobRow:
     finished_at: str | None
     engine_seconds: float | None
     error: str | None
+    mode: str
+    action: str
+    parent_job_id: int | None
+    parent_image: int | None
+    strength: float | None
+    direction: str | None
+    amount: int | None
+    end_prompt: str | None
+    end_seed: int | None
+    frames: int | None
+    style: str
+    deleted_at: str | None
 
-    @property
-    def request(self) -> GenerateRequest:
+    def request(self, image: bytes | None = None, mask: bytes | None = None) -> GenerateRequest:
+        """The job's request; the input pictures live outside the database (`bot.images`)."""
+        image_based = self.mode not in ("txt2img", "interpolate")
         return GenerateRequest(
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
-            width=self.width,
-            height=self.height,
+            # A picture's size comes from its input; a txt2img job's is the size it was made at.
+            width=None if image_based else self.width,
+            height=None if image_based else self.height,
             seed=self.seed,
             scheduler=self.scheduler,
             num_images=self.num_images,
+            mode=self.mode,
+            image=image,
+            mask=mask,
+            strength=self.strength,
+            direction=self.direction or "all",
+            amount=self.amount or 0,
+            end_prompt=self.end_prompt,
+            end_seed=self.end_seed,
+            frames=self.frames or DEFAULT_FRAMES,
+            style=self.style,
         )
 
 
@@ -148,19 +172,28 @@ class Store:
         channel_id: int | None,
         interaction_id: int | None,
         model: str,
+        action: str = "dream",
+        parent_job_id: int | None = None,
+        parent_image: int | None = None,
     ) -> int:
         assert request.seed is not None, "the bot picks the seed before recording the job"
+        interpolating = request.mode == "interpolate"
         cursor = await self._db.execute(
             """
             INSERT INTO jobs (user_id, guild_id, channel_id, interaction_id, prompt, negative_prompt,
                               num_inference_steps, guidance_scale, width, height, seed, scheduler,
-                              num_images, model)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              num_images, model, mode, action, parent_job_id, parent_image, strength, direction,
+                              amount, end_prompt, end_seed, frames, style)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             (
                 user_id, guild_id, channel_id, interaction_id, request.prompt, request.negative_prompt,
                 request.num_inference_steps, request.guidance_scale, request.width, request.height,
-                request.seed, request.scheduler, request.num_images, model,
+                request.seed, request.scheduler, request.num_images, model, request.mode, action, parent_job_id, parent_image,
+                request.strength, request.direction if request.mode == "outpaint" else None,
+                request.amount if request.mode == "outpaint" else None,
+                request.end_prompt if interpolating else None, request.end_seed if interpolating else None,
+                request.frames if interpolating else None, request.style,
             ),
         )
         return cursor.lastrowid
@@ -193,6 +226,15 @@ class Store:
 
     async def set_message(self, job_id: int, message_id: int) -> None:
         await self._db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def mark_deleted(self, job_id: int) -> None:
+        await self._db.execute(f"UPDATE jobs SET deleted_at = {_NOW} WHERE id = ?", (job_id,))
+
+    async def job_for_message(self, message_id: int) -> JobRow | None:
+        """The job whose result is this message (buttons and reactions on it act on that job)."""
+        async with self._db.execute("SELECT * FROM jobs WHERE message_id = ?", (message_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _job(row) if row else None
 
     async def get_job(self, job_id: int) -> JobRow | None:
         async with self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:

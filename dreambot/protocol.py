@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 # Sampler names as members know them (AUTOMATIC1111's), in the order the bot offers them.
@@ -28,6 +29,13 @@ DEFAULT_GUIDANCE = 7.0
 MIN_SIZE = 64
 MAX_SEED = 2**32 - 1
 
+# What a job does with its inputs. Every mode runs on the one loaded model.
+MODES = ("txt2img", "img2img", "inpaint", "outpaint", "upscale", "interpolate")
+# How much of the input image a mode repaints (diffusers' `strength`) unless the member says.
+DEFAULT_STRENGTH = {"img2img": 0.75, "inpaint": 1.0, "outpaint": 1.0, "upscale": 0.35}
+DIRECTIONS = ("left", "right", "up", "down", "all")
+DEFAULT_FRAMES = 8
+
 
 class InvalidRequest(ValueError):
     """A request a user can fix; the message says what to change."""
@@ -40,6 +48,7 @@ class Limits:
     max_height: int = 1024
     max_images: int = 4
     max_prompt_length: int = 1000
+    max_frames: int = 16
 
 
 @dataclass(frozen=True)
@@ -48,20 +57,46 @@ class GenerateRequest:
     negative_prompt: str = ""
     num_inference_steps: int = DEFAULT_STEPS
     guidance_scale: float = DEFAULT_GUIDANCE
-    # None: the model's native size (512 for SD 1.x, 768 for SD 2.x, 1024 for SDXL).
+    # None: the model's native size (512 for SD 1.x, 768 for SD 2.x, 1024 for SDXL); modes that
+    # start from an image use the image's size (outpaint: plus the new strip; upscale: twice it).
     width: int | None = None
     height: int | None = None
     # None: the engine picks one; image i of a job uses seed + i, so each can be re-made alone.
     seed: int | None = None
     scheduler: str = DEFAULT_SAMPLER
     num_images: int = 1
+    mode: str = "txt2img"
+    # PNG bytes: the picture to start from (all modes but txt2img and interpolate) and, for
+    # inpainting, the mask (white = repaint), already the image's size.
+    image: bytes | None = None
+    mask: bytes | None = None
+    # Share of the picture repainted, 0-1 (None: DEFAULT_STRENGTH of the mode).
+    strength: float | None = None
+    # Outpainting: which side(s) to extend, by how many pixels.
+    direction: str = "all"
+    amount: int = 0
+    # Interpolation: frames from (prompt, seed) to (end_prompt, end_seed); a None end keeps the start.
+    end_prompt: str | None = None
+    end_seed: int | None = None
+    frames: int = DEFAULT_FRAMES
+    # The style preset whose text was added to the prompts, shown with the result.
+    style: str = ""
+
+    @property
+    def denoising_strength(self) -> float | None:
+        """The strength the engine uses, or None for modes that start from noise."""
+        if self.mode not in DEFAULT_STRENGTH:
+            return None
+        return DEFAULT_STRENGTH[self.mode] if self.strength is None else self.strength
 
     def validated(self, limits: Limits) -> GenerateRequest:
         """Return the request if it is within `limits`, else raise InvalidRequest saying what to change."""
         prompt = self.prompt.strip()
         if not prompt:
             raise InvalidRequest("The prompt is empty: describe the image you want.")
-        for name, text in (("prompt", prompt), ("negative prompt", self.negative_prompt)):
+        end_prompt = self.end_prompt.strip() if self.end_prompt is not None else None
+        for name, text in (("prompt", prompt), ("negative prompt", self.negative_prompt),
+                           ("end prompt", end_prompt or "")):
             if len(text) > limits.max_prompt_length:
                 raise InvalidRequest(
                     f"The {name} is {len(text)} characters long; the limit is {limits.max_prompt_length}."
@@ -78,23 +113,58 @@ class GenerateRequest:
             if value % 8:
                 lower, upper = value - value % 8, value - value % 8 + 8
                 raise InvalidRequest(f"{name} must be a multiple of 8 (got {value}; try {lower} or {upper}).")
-        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise InvalidRequest(f"Seed must be between 0 and {MAX_SEED} (got {self.seed}).")
+        for name, seed in (("Seed", self.seed), ("End seed", self.end_seed)):
+            if seed is not None and not 0 <= seed <= MAX_SEED:
+                raise InvalidRequest(f"{name} must be between 0 and {MAX_SEED} (got {seed}).")
         if self.scheduler not in SAMPLERS:
             raise InvalidRequest(f"Unknown sampler {self.scheduler!r}; choose one of: {', '.join(SAMPLERS)}.")
         if not 1 <= self.num_images <= limits.max_images:
             raise InvalidRequest(f"Count must be between 1 and {limits.max_images} (got {self.num_images}).")
-        return replace(self, prompt=prompt, negative_prompt=self.negative_prompt.strip())
+        if self.mode not in MODES:
+            raise InvalidRequest(f"Unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
+        needs_image = self.mode not in ("txt2img", "interpolate")
+        if needs_image and self.image is None:
+            raise InvalidRequest(f"{self.mode} needs an image to start from.")
+        if not needs_image and self.image is not None:
+            raise InvalidRequest(f"{self.mode} does not take an image.")
+        if (self.mask is not None) != (self.mode == "inpaint"):
+            raise InvalidRequest("Inpainting needs a mask." if self.mode == "inpaint" else
+                                 f"{self.mode} does not take a mask.")
+        if self.strength is not None and not 0 < self.strength <= 1:
+            raise InvalidRequest(f"Strength must be above 0 and at most 1 (got {self.strength:g}).")
+        strength = self.denoising_strength
+        if strength is not None and int(self.num_inference_steps * strength) < 1:
+            # diffusers runs int(steps * strength) of the steps: none at all would fail.
+            raise InvalidRequest(
+                f"At strength {strength:g}, {self.num_inference_steps} steps leave no step to run; "
+                f"use at least {math.ceil(1 / strength)} steps or a higher strength."
+            )
+        if self.mode == "outpaint":
+            if self.direction not in DIRECTIONS:
+                raise InvalidRequest(f"Unknown direction {self.direction!r}; choose one of: {', '.join(DIRECTIONS)}.")
+            if not 8 <= self.amount <= 512 or self.amount % 8:
+                raise InvalidRequest(f"The outpainting amount must be a multiple of 8 from 8 to 512 pixels "
+                                     f"(got {self.amount}).")
+        if self.mode == "interpolate":
+            if not 2 <= self.frames <= limits.max_frames:
+                raise InvalidRequest(f"Frames must be between 2 and {limits.max_frames} (got {self.frames}).")
+            if self.num_images != 1:
+                raise InvalidRequest("An interpolation makes one animation; leave the count at 1.")
+            if (end_prompt in (None, prompt)) and self.end_seed in (None, self.seed):
+                raise InvalidRequest("An interpolation needs an end prompt or an end seed that differs from the start.")
+        return replace(self, prompt=prompt, negative_prompt=self.negative_prompt.strip(), end_prompt=end_prompt)
 
 
 @dataclass(frozen=True)
 class ImageResult:
-    png: bytes
+    # A PNG, or for an interpolation an animated GIF (`format`).
+    data: bytes
     seed: int
     nsfw_content_detected: bool
     # The safety classifier's own number: open_nsfw's probability, or the CLIP checker's highest
     # concept margin (flagged above 0).
     nsfw_score: float
+    format: str = "png"
 
 
 @dataclass(frozen=True)
@@ -169,7 +239,10 @@ def encode(message: Message) -> bytes:
     body = asdict(message)
     if isinstance(message, GenerateResult):
         for image in body["images"]:
-            image["png"] = base64.b64encode(image["png"]).decode("ascii")
+            image["data"] = _b64(image["data"])
+    if isinstance(message, Job):
+        for key in ("image", "mask"):
+            body["request"][key] = _b64(body["request"][key])
     return json.dumps({"type": _NAMES[type(message)], **body}, separators=(",", ":")).encode() + b"\n"
 
 
@@ -177,12 +250,21 @@ def decode(line: bytes) -> Message:
     data = json.loads(line)
     cls = _TYPES[data.pop("type")]
     if cls is Job:
-        return Job(job_id=data["job_id"], request=GenerateRequest(**data["request"]))
+        request = data["request"]
+        for key in ("image", "mask"):
+            request[key] = _unb64(request[key])
+        return Job(job_id=data["job_id"], request=GenerateRequest(**request))
     if cls is GenerateResult:
-        data["images"] = tuple(
-            ImageResult(**{**image, "png": base64.b64decode(image["png"])}) for image in data["images"]
-        )
+        data["images"] = tuple(ImageResult(**{**image, "data": _unb64(image["data"])}) for image in data["images"])
     return cls(**data)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
 
 
 def infotext(request: GenerateRequest, *, seed: int, width: int, height: int, model: str) -> str:
@@ -190,8 +272,20 @@ def infotext(request: GenerateRequest, *, seed: int, width: int, height: int, mo
     lines = [request.prompt]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
-    lines.append(
-        f"Steps: {request.num_inference_steps}, Sampler: {request.scheduler}, "
-        f"CFG scale: {request.guidance_scale:g}, Seed: {seed}, Size: {width}x{height}, Model: {model}"
-    )
+    fields = (f"Steps: {request.num_inference_steps}, Sampler: {request.scheduler}, "
+              f"CFG scale: {request.guidance_scale:g}, Seed: {seed}, Size: {width}x{height}, Model: {model}")
+    if request.denoising_strength is not None:
+        fields += f", Denoising strength: {request.denoising_strength:g}"
+    if request.mode != "txt2img":
+        fields += f", Mode: {request.mode}"
+    if request.mode == "outpaint":
+        fields += f", Outpaint: {request.direction} {request.amount}"
+    if request.mode == "interpolate":
+        end_seed = seed if request.end_seed is None else request.end_seed
+        # Quoted as AUTOMATIC1111 quotes values that hold its separators.
+        fields += f", End prompt: {json.dumps(request.end_prompt or request.prompt)}, End seed: {end_seed}, " \
+                  f"Frames: {request.frames}"
+    if request.style:
+        fields += f", Style: {request.style}"
+    lines.append(fields)
     return "\n".join(lines)

@@ -44,11 +44,16 @@ class BotSettings(EngineSettings):
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
     database_path: Path = Path("data/dreambot.sqlite3")
+    images_dir: Path = Path("data/images")
+    styles_file: Path | None = None
     max_steps: int = Field(50, ge=1, le=500)
     max_width: int = Field(1024, ge=64, le=4096)
     max_height: int = Field(1024, ge=64, le=4096)
     max_images: int = Field(4, ge=1, le=10)
     max_prompt_length: int = Field(1000, ge=1, le=6000)
+    max_frames: int = Field(16, ge=2, le=64)
+    max_attachment_mb: float = Field(10.0, gt=0, le=25)
+    max_attachment_megapixels: float = Field(40.0, gt=0, le=200)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("discord_token")
@@ -73,6 +78,7 @@ class BotSettings(EngineSettings):
             max_height=self.max_height,
             max_images=self.max_images,
             max_prompt_length=self.max_prompt_length,
+            max_frames=self.max_frames,
         )
 
 

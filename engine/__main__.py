@@ -8,11 +8,22 @@ import os
 import sys
 from pathlib import Path
 
-from dreambot.protocol import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, GenerateRequest, InvalidRequest, Limits
+from dreambot.protocol import (
+    DEFAULT_FRAMES,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    DIRECTIONS,
+    SAMPLERS,
+    GenerateRequest,
+    InvalidRequest,
+    Limits,
+)
 from dreambot.settings import EngineSettings, load
 
 # The operator is not bound by the limits a Discord server sets for its members.
-CLI_LIMITS = Limits(max_steps=1000, max_width=4096, max_height=4096, max_images=16, max_prompt_length=10_000)
+CLI_LIMITS = Limits(max_steps=1000, max_width=4096, max_height=4096, max_images=16, max_prompt_length=10_000,
+                    max_frames=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
                      help=f"one of: {', '.join(SAMPLERS)} (default: {DEFAULT_SAMPLER})")
     gen.add_argument("--count", type=int, default=1, help="number of images")
     gen.add_argument("--model", help="overrides SD_MODEL")
+    modes = gen.add_argument_group("modes (default: text to image)")
+    modes.add_argument("--image", type=Path, help="start from this picture (image to image); sides multiples of 8")
+    modes.add_argument("--strength", type=float, help="with --image: how much to repaint, 0-1")
+    modes.add_argument("--mask", type=Path, help="with --image: inpaint where this mask is white")
+    modes.add_argument("--outpaint", choices=DIRECTIONS, help="with --image: extend it on this side (or all)")
+    modes.add_argument("--amount", type=int, default=64, help="with --outpaint: pixels to add (default 64)")
+    modes.add_argument("--upscale", action="store_true", help="with --image: make it twice the size")
+    modes.add_argument("--end-prompt", help="interpolate to this prompt; writes an animated GIF")
+    modes.add_argument("--end-seed", type=int, help="interpolate to this seed; writes an animated GIF")
+    modes.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="interpolation frames (default 8)")
 
     tiny = commands.add_parser(
         "tiny-model",
@@ -68,6 +89,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.model:
         settings = settings.model_copy(update={"sd_model": args.model})
     try:
+        inputs = _inputs(args)
         request = GenerateRequest(
             prompt=args.prompt,
             negative_prompt=args.negative,
@@ -78,6 +100,13 @@ def _generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             scheduler=args.sampler,
             num_images=args.count,
+            strength=args.strength,
+            direction=args.outpaint or "all",
+            amount=args.amount if args.outpaint else 0,
+            end_prompt=args.end_prompt,
+            end_seed=args.end_seed,
+            frames=args.frames,
+            **inputs,
         ).validated(CLI_LIMITS)
     except InvalidRequest as error:
         print(f"error: {error}", file=sys.stderr)
@@ -108,13 +137,52 @@ def _generate(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(result.images, start=1):
         path = out if len(result.images) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}")
+        if image.format != "png" and path.suffix.lower() != f".{image.format}":
+            path = path.with_suffix(f".{image.format}")
         if image.nsfw_content_detected:
             print(f"image {i} (seed {image.seed}) was flagged by the safety checker "
                   f"(score {image.nsfw_score}); not written")
             continue
-        path.write_bytes(image.png)
+        path.write_bytes(image.data)
         print(f"wrote {path} (seed {image.seed}, {result.width}x{result.height}, {result.timings['total']:.1f} s)")
     return 0 if not result.all_flagged else 3
+
+
+def _inputs(args: argparse.Namespace) -> dict:
+    """The mode and its input pictures (as PNG bytes) from the command line."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if args.end_prompt is not None or args.end_seed is not None:
+        return {"mode": "interpolate"}
+    if args.image is None:
+        for flag, given in (("--mask", args.mask), ("--outpaint", args.outpaint), ("--upscale", args.upscale),
+                            ("--strength", args.strength)):
+            if given:
+                raise InvalidRequest(f"{flag} needs --image.")
+        return {}
+
+    def read(path: Path, what: str, mode: str) -> tuple[bytes, tuple[int, int]]:
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert(mode)
+        except (OSError, UnidentifiedImageError) as error:
+            raise InvalidRequest(f"cannot read {what} {path}: {error}") from error
+        if image.width % 8 or image.height % 8:
+            raise InvalidRequest(f"{what} {path} is {image.width}x{image.height}; its sides must be multiples of 8.")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue(), image.size
+
+    image, size = read(args.image, "the image", "RGB")
+    if args.mask is not None:
+        mask, mask_size = read(args.mask, "the mask", "L")
+        if mask_size != size:
+            raise InvalidRequest(f"the mask is {mask_size[0]}x{mask_size[1]} but the image is {size[0]}x{size[1]}.")
+        return {"mode": "inpaint", "image": image, "mask": mask}
+    mode = "outpaint" if args.outpaint else "upscale" if args.upscale else "img2img"
+    return {"mode": mode, "image": image}
 
 
 def _quiet_libraries() -> None:

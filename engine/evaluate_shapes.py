@@ -29,7 +29,7 @@ def accuracy(engine, combinations, seeds=SEEDS, **options) -> tuple[float, ...]:
         request = GenerateRequest(prompt=shapes.caption(*combination), seed=seeds[0], num_images=len(seeds),
                                   **{"num_inference_steps": 20, "guidance_scale": 5.0, **options})
         for image in engine.generate(0, request).images:
-            seen = shapes.classify(Image.open(io.BytesIO(image.png)))
+            seen = shapes.classify(Image.open(io.BytesIO(image.data)))
             hits = [h + (s == c) for h, s, c in zip(hits, seen, combination)]
             total += 1
     return tuple(h / total for h in hits)

@@ -7,11 +7,13 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
     AutoPipelineForText2Image,
     DDIMScheduler,
     DiffusionPipeline,
@@ -24,6 +26,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
 )
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -37,6 +40,7 @@ from dreambot.protocol import (
     infotext,
 )
 from dreambot.settings import EngineSettings
+from engine import imaging
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, SafetyChecker
 
 log = logging.getLogger(__name__)
@@ -142,6 +146,7 @@ class Engine:
     # The checkpoint's own scheduler config: every job's sampler is built from it, so one job's
     # sampler options (Karras sigmas, say) never leak into the next.
     scheduler_config: dict
+    _pipes: dict[str, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, settings: EngineSettings) -> Engine:
@@ -159,16 +164,21 @@ class Engine:
     def native_size(self) -> int:
         return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
 
-    def generate(self, job_id: int, request: GenerateRequest, on_step: StepCallback | None = None) -> GenerateResult:
-        started = time.perf_counter()
-        seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
-        width = request.width or self.native_size
-        height = request.height or self.native_size
-        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
-        # MPS generators are not reproducible; diffusers recommends CPU generators there.
-        generator_device = "cpu" if self.device.type == "mps" else self.device
-        generators = [torch.Generator(generator_device).manual_seed(s) for s in seeds]
+    def pipeline(self, mode: str) -> DiffusionPipeline:
+        """The pipeline for a mode, built once from the loaded one's components (no second copy of
+        the weights). Inpainting with a regular 4-channel UNet works through diffusers' latent
+        blending; an inpainting checkpoint's 9-channel UNet is used as such."""
+        if mode not in self._pipes:
+            if mode in ("txt2img", "interpolate"):
+                self._pipes[mode] = self.pipe
+            elif mode in ("img2img", "upscale"):
+                self._pipes[mode] = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            else:
+                self._pipes[mode] = AutoPipelineForInpainting.from_pipe(self.pipe)
+            self._pipes[mode].set_progress_bar_config(disable=True)
+        return self._pipes[mode]
 
+    def _scheduler(self, request: GenerateRequest):
         scheduler_cls, overrides = SCHEDULERS[request.scheduler]
         scheduler = scheduler_cls.from_config(self.scheduler_config, **overrides)
         scheduler.set_timesteps(request.num_inference_steps)
@@ -180,41 +190,41 @@ class Engine:
                 f"The {request.scheduler} sampler cannot run {request.num_inference_steps} steps on this model "
                 f"(its noise schedule repeats steps); choose another sampler."
             )
-        self.pipe.scheduler = scheduler
+        return scheduler
 
-        def step_end(pipe, step, timestep, tensors):
-            if on_step is not None:
-                on_step(step + 1, pipe.num_timesteps)
-            return {}
-
-        images = self.pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            num_inference_steps=request.num_inference_steps,
-            guidance_scale=request.guidance_scale,
-            width=width,
-            height=height,
-            num_images_per_prompt=request.num_images,
-            generator=generators,
-            callback_on_step_end=step_end,
-            output_type="pil",
-        ).images
+    def generate(self, job_id: int, request: GenerateRequest, on_step: StepCallback | None = None) -> GenerateResult:
+        started = time.perf_counter()
+        seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
+        self._scheduler(request)  # refuse a sampler that cannot run before any work
+        if request.mode == "interpolate":
+            width = request.width or self.native_size
+            height = request.height or self.native_size
+            frames = self._interpolate(request, seed, width, height, on_step)
+        else:
+            images, width, height = self._images(request, seeds, on_step)
         generated = time.perf_counter()
-        verdicts = self.safety.check(images)
-        checked = time.perf_counter()
 
-        results = tuple(
-            ImageResult(
-                png=_png(image, infotext(request, seed=s, width=width, height=height, model=self.model)),
-                seed=s,
-                nsfw_content_detected=verdict.flagged,
-                nsfw_score=verdict.score,
-            )
-            for image, s, verdict in zip(images, seeds, verdicts, strict=True)
-        )
+        results = []
+        if request.mode == "interpolate":
+            # One animation: withheld as a whole if any frame is flagged.
+            verdicts = self.safety.check(frames)
+            parameters = infotext(request, seed=seed, width=width, height=height, model=self.model)
+            results.append(ImageResult(
+                data=imaging.gif(frames, comment=parameters), seed=seed, format="gif",
+                nsfw_content_detected=any(v.flagged for v in verdicts),
+                nsfw_score=max(v.score for v in verdicts),
+            ))
+        else:
+            verdicts = self.safety.check(images)
+            for image, s, verdict in zip(images, seeds, verdicts, strict=True):
+                parameters = infotext(request, seed=s, width=width, height=height, model=self.model)
+                results.append(ImageResult(data=_png(image, parameters), seed=s,
+                                           nsfw_content_detected=verdict.flagged, nsfw_score=verdict.score))
+        checked = time.perf_counter()
         return GenerateResult(
             job_id=job_id,
-            images=results,
+            images=tuple(results),
             seed=seed,
             width=width,
             height=height,
@@ -225,6 +235,101 @@ class Engine:
                 "total": round(time.perf_counter() - started, 3),
             },
         )
+
+    def _generators(self, seeds: list[int]) -> list[torch.Generator]:
+        # MPS generators are not reproducible; diffusers recommends CPU generators there.
+        device = "cpu" if self.device.type == "mps" else self.device
+        return [torch.Generator(device).manual_seed(s) for s in seeds]
+
+    def _images(self, request: GenerateRequest, seeds: list[int], on_step: StepCallback | None):
+        """Run one pipeline call for the request; return the finished pictures and their size."""
+        pipe = self.pipeline(request.mode)
+        pipe.scheduler = self._scheduler(request)
+        options: dict = {}
+        finish = None
+        if request.mode == "txt2img":
+            width, height = request.width or self.native_size, request.height or self.native_size
+            options = {"width": width, "height": height}
+        else:
+            source = imaging.open_rgb(request.image)
+            if request.mode == "upscale":
+                source = source.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
+            if request.mode == "inpaint":
+                mask = paste = imaging.open_mask(request.mask, source.size)
+            elif request.mode == "outpaint":
+                source, mask, paste = imaging.outpaint_canvas(source, request.direction, request.amount)
+            width, height = source.size
+            options = {"image": source, "strength": request.denoising_strength}
+            if request.mode in ("inpaint", "outpaint"):
+                options.update(mask_image=mask, width=width, height=height)
+                # The pipeline repaints through the VAE, which blurs what it keeps: paste the kept
+                # pixels back exactly, and blend the repainted ones into them over a few pixels.
+                original, blend = source, imaging.feathered(paste)
+
+                def finish(image: Image.Image) -> Image.Image:
+                    return Image.composite(image, original, blend)
+
+        def step_end(pipe, step, timestep, tensors):
+            if on_step is not None:
+                on_step(step + 1, pipe.num_timesteps)
+            return {}
+
+        images = pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            num_images_per_prompt=request.num_images,
+            generator=self._generators(seeds),
+            callback_on_step_end=step_end,
+            output_type="pil",
+            **options,
+        ).images
+        if finish is not None:
+            images = [finish(image) for image in images]
+        return images, width, height
+
+    @torch.no_grad()
+    def _interpolate(self, request: GenerateRequest, seed: int, width: int, height: int,
+                     on_step: StepCallback | None) -> list[Image.Image]:
+        """Frames from (prompt, seed) to (end prompt, end seed): the text embeddings move in a
+        straight line, the starting noise along a great circle (slerp), so every frame's noise
+        stays as large as real noise. Frame 0 is exactly the txt2img picture of (prompt, seed)."""
+        pipe = self.pipe
+        if isinstance(pipe, StableDiffusionXLPipeline):
+            raise InvalidRequest("Interpolation is not available for SDXL models yet.")
+        guided = request.guidance_scale > 1
+        start, negative = pipe.encode_prompt(request.prompt, self.device, 1, guided, request.negative_prompt or None)
+        end, _ = pipe.encode_prompt(request.end_prompt or request.prompt, self.device, 1, guided,
+                                    request.negative_prompt or None)
+        shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+        end_seed = seed if request.end_seed is None else request.end_seed
+        noise_start, noise_end = (
+            randn_tensor(shape, generator=self._generators([s]), device=self.device, dtype=start.dtype)
+            for s in (seed, end_seed)
+        )
+        frames = []
+        for frame in range(request.frames):
+            t = frame / (request.frames - 1)
+            pipe.scheduler = self._scheduler(request)
+
+            def step_end(pipe, step, timestep, tensors, frame=frame):
+                if on_step is not None:  # some samplers take more steps than asked (Heun: 2n - 1)
+                    on_step(frame * pipe.num_timesteps + step + 1, request.frames * pipe.num_timesteps)
+                return {}
+
+            frames.append(pipe(
+                prompt_embeds=torch.lerp(start, end, t),
+                negative_prompt_embeds=negative if guided else None,
+                latents=imaging.slerp(noise_start, noise_end, t),
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                width=width,
+                height=height,
+                callback_on_step_end=step_end,
+                output_type="pil",
+            ).images[0])
+        return frames
 
 
 def _pick_safety_checker(pipe: DiffusionPipeline, setting: str, source: str) -> SafetyChecker:

@@ -1,29 +1,33 @@
-"""/dream: defer at once, validate, record and queue the job, then post the image(s) with their parameters."""
+"""/dream (text or image to image), /inpaint, /outpaint and /interpolate: defer at once, check
+the options and attachments, then run the job (`bot.jobs`), which posts the result."""
 
 # No `from __future__ import annotations`: the option bounds below come from the settings at
 # runtime, and discord.py reads the annotations as objects.
 
-import io
+import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Optional
 
 import discord
 from discord import app_commands
 
-from bot import render
+from bot import attachments, jobs
+from bot.attachments import AttachmentError
 from bot.bot import reply_privately
-from bot.engine_client import EngineCrashed, EngineJobFailed, EngineUnavailable
 from dreambot.protocol import (
+    DEFAULT_FRAMES,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    DIRECTIONS,
     MAX_SEED,
     MIN_SIZE,
     SAMPLERS,
     GenerateRequest,
     InvalidRequest,
-    Job,
 )
 
 if TYPE_CHECKING:
@@ -31,136 +35,284 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Build = Callable[[], Awaitable[tuple[GenerateRequest, tuple[str, ...]]]]
 
-def build_dream_command(bot: "DreamBot") -> app_commands.Command:
+
+def choices(bot: "DreamBot"):
+    """The samplers and the operator's styles as choices (Discord refuses an empty list)."""
+    offered = {
+        "sampler": [app_commands.Choice(name=name, value=name) for name in SAMPLERS],
+        "style": [app_commands.Choice(name=name, value=name) for name in bot.styles],
+    }
+    return app_commands.choices(**{name: listed for name, listed in offered.items() if listed})
+
+
+async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build, action: str) -> None:
+    """The common path of every command: defer, build and check the request, run the job."""
+    # Defer before anything else: Discord allows 3 seconds for the first answer.
+    await interaction.response.defer(thinking=True)
+    try:
+        request, notes = await build()
+        # Discord enforces the option bounds, but a Discord-compatible server or an old client
+        # need not: check everything again.
+        request = request.validated(bot.settings.limits)
+    except AttachmentError as error:
+        await reply_privately(interaction, f"⚠️ {error}")
+        return
+    except InvalidRequest as error:
+        await reply_privately(interaction, f"⚠️ {error}")
+        return
+    except TypeError:
+        # A Discord-compatible server that sends text for a number; logged in case it is our bug.
+        log.warning("/%s: an option of the wrong type", action, exc_info=True)
+        await reply_privately(interaction, "⚠️ One of the options has a value of the wrong type.")
+        return
+    origin = jobs.Origin(user=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
+                         interaction=interaction)
+    await jobs.run(bot, origin, request, action=action, notes=notes)
+
+
+def styled(bot: "DreamBot", style: Optional[str], prompt: str, negative: str) -> tuple[str, str]:
+    if not style:
+        return prompt, negative
+    if style not in bot.styles:
+        raise InvalidRequest(f"Unknown style {style!r}; choose one of: {', '.join(bot.styles) or '(none set up)'}.")
+    prompt, negative = bot.styles[style].apply(prompt, negative)
+    most = bot.settings.max_prompt_length
+    for name, text in (("prompt", prompt), ("negative prompt", negative)):
+        if len(text) > most:
+            raise InvalidRequest(f"With the {style} style the {name} is {len(text)} characters long; the limit is "
+                                 f"{most}. Shorten it or leave the style out.")
+    return prompt, negative
+
+
+async def load_picture(bot: "DreamBot", attachment: discord.Attachment, what: str, *, mask: bool = False):
+    """An attachment as a checked RGB picture (`bot.attachments` says what is refused and why)."""
+    settings = bot.settings
+    data = await attachments.download(bot.http_session, attachment, what=what,
+                                      max_bytes=int(settings.max_attachment_mb * 1_000_000))
+    return await asyncio.to_thread(attachments.load_image, data, name=attachment.filename, what=what,
+                                   max_pixels=int(settings.max_attachment_megapixels * 1_000_000),
+                                   matte=(0, 0, 0) if mask else (255, 255, 255))
+
+
+async def as_png(image) -> bytes:
+    return await asyncio.to_thread(attachments.to_png, image)
+
+
+def fit(bot: "DreamBot", image, room: tuple[int, int] = (0, 0)):
+    """The picture at a size the engine takes, within the limits less `room` (outpainting adds to
+    the picture), and a note of what was done to it, if anything."""
+    width, height = bot.settings.max_width - room[0], bot.settings.max_height - room[1]
+    if min(width, height) < MIN_SIZE:
+        raise InvalidRequest(f"That much outpainting leaves no room under this server's size limit of "
+                             f"{bot.settings.max_width}×{bot.settings.max_height}; use a smaller amount.")
+    return attachments.fit_size(image, max_width=width, max_height=height, min_size=MIN_SIZE)
+
+
+def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
     limits = bot.settings.limits
     Range = app_commands.Range
-
-    @app_commands.command(name="dream", description="Make an image from a text prompt with Stable Diffusion")
-    @app_commands.describe(
-        prompt="What to draw",
+    Prompt = Range[str, 1, limits.max_prompt_length]
+    Steps = Range[int, 1, limits.max_steps]
+    Guidance = Range[float, 0.0, 30.0]
+    Seed = Range[int, 0, MAX_SEED]
+    Strength = Range[float, 0.01, 1.0]
+    common = dict(
         negative="What to keep out of the image (negative prompt)",
         steps=f"Denoising steps (default {DEFAULT_STEPS}): more is slower and often finer",
         guidance=f"How closely to follow the prompt, CFG scale (default {DEFAULT_GUIDANCE:g})",
         seed="Seed for a repeatable image (default: random)",
+        sampler=f"Sampler (default {DEFAULT_SAMPLER})",
+        style="A style preset that adds to the prompt",
+    )
+
+    def base(prompt, negative, steps, guidance, seed, sampler, style, **fields) -> GenerateRequest:
+        prompt, negative = styled(bot, style, prompt, negative or "")
+        return GenerateRequest(
+            prompt=prompt,
+            negative_prompt=negative,
+            num_inference_steps=DEFAULT_STEPS if steps is None else steps,
+            guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance,
+            seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
+            scheduler=sampler or DEFAULT_SAMPLER,
+            style=style or "",
+            **fields,
+        )
+
+    @choices(bot)
+    @app_commands.command(name="dream", description="Make an image from a text prompt, or from an image and a prompt")
+    @app_commands.describe(
+        prompt="What to draw",
         width="Width in pixels, a multiple of 8 (default: the model's native size)",
         height="Height in pixels, a multiple of 8 (default: the model's native size)",
-        sampler=f"Sampler (default {DEFAULT_SAMPLER})",
         count="How many images (default 1)",
+        image="A picture to start from (image-to-image): PNG, JPEG, WebP or GIF",
+        strength=f"With an image: how much of it to repaint, 0.01-1 (default {DEFAULT_STRENGTH['img2img']:g})",
+        **common,
     )
-    @app_commands.choices(sampler=[app_commands.Choice(name=name, value=name) for name in SAMPLERS])
     async def dream(
         interaction: discord.Interaction,
-        prompt: Range[str, 1, limits.max_prompt_length],
-        negative: Optional[Range[str, 1, limits.max_prompt_length]] = None,
-        steps: Optional[Range[int, 1, limits.max_steps]] = None,
-        guidance: Optional[Range[float, 0.0, 30.0]] = None,
-        seed: Optional[Range[int, 0, MAX_SEED]] = None,
+        prompt: Prompt,
+        negative: Optional[Prompt] = None,
+        steps: Optional[Steps] = None,
+        guidance: Optional[Guidance] = None,
+        seed: Optional[Seed] = None,
         width: Optional[Range[int, MIN_SIZE, limits.max_width]] = None,
         height: Optional[Range[int, MIN_SIZE, limits.max_height]] = None,
         sampler: Optional[str] = None,
         count: Optional[Range[int, 1, limits.max_images]] = None,
+        style: Optional[str] = None,
+        image: Optional[discord.Attachment] = None,
+        strength: Optional[Strength] = None,
     ) -> None:
-        # Defer before anything else: Discord allows 3 seconds for the first answer.
-        await interaction.response.defer(thinking=True)
-        try:
-            # Discord enforces the bounds above, but a Discord-compatible server or an old client
-            # need not: check everything again.
-            request = GenerateRequest(
-                prompt=prompt,
-                negative_prompt=negative or "",
-                num_inference_steps=DEFAULT_STEPS if steps is None else steps,
-                guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance,
-                width=width,
-                height=height,
-                seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
-                scheduler=sampler or DEFAULT_SAMPLER,
-                num_images=1 if count is None else count,
-            ).validated(limits)
-        except (InvalidRequest, TypeError) as error:
-            await reply_privately(interaction, f"⚠️ {error}" if isinstance(error, InvalidRequest) else
-                                  "⚠️ One of the options has a value of the wrong type.")
-            return
-        await run_job(bot, interaction, request)
+        async def build():
+            notes = []
+            fields = {"num_images": 1 if count is None else count}
+            if image is None:
+                if strength is not None:
+                    raise InvalidRequest("Strength only applies with an image to start from; attach one or leave "
+                                         "strength out.")
+                fields.update(width=width, height=height)
+            else:
+                fitted, notice = await asyncio.to_thread(fit, bot, await load_picture(bot, image, "The image"))
+                notes += [notice] if notice else []
+                if width is not None or height is not None:
+                    notes.append("Width and height were left aside: image-to-image keeps the image's size.")
+                fields.update(mode="img2img", image=await as_png(fitted), strength=strength)
+            return base(prompt, negative, steps, guidance, seed, sampler, style, **fields), tuple(notes)
 
-    return dream
+        await start(bot, interaction, build, "dream")
 
-
-async def run_job(bot: "DreamBot", interaction: discord.Interaction, request: GenerateRequest) -> None:
-    job_id = await bot.store.create_job(
-        request,
-        user_id=interaction.user.id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        interaction_id=interaction.id,
-        model=bot.engine.info.model if bot.engine.info else bot.settings.sd_model,
+    @choices(bot)
+    @app_commands.command(name="inpaint", description="Repaint the white part of a mask on your image")
+    @app_commands.describe(
+        image="The picture to change: PNG, JPEG, WebP or GIF",
+        mask="Same size as the image: white where to repaint, black where to keep",
+        prompt="What to paint in the masked area",
+        strength=f"How much of the masked area to repaint, 0.01-1 (default {DEFAULT_STRENGTH['inpaint']:g})",
+        **common,
     )
-    ticket = bot.queue.submit(Job(job_id, request))
-    log.info("job %s queued for user %s: %r", job_id, interaction.user.id, request.prompt[:80])
-    try:
-        await interaction.edit_original_response(content=render.queued(job_id, bot.queue.position(job_id)))
-    except discord.HTTPException:
-        log.warning("job %s: could not show the queue position", job_id, exc_info=True)  # the job still runs
+    async def inpaint(
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        mask: discord.Attachment,
+        prompt: Prompt,
+        negative: Optional[Prompt] = None,
+        strength: Optional[Strength] = None,
+        steps: Optional[Steps] = None,
+        guidance: Optional[Guidance] = None,
+        seed: Optional[Seed] = None,
+        sampler: Optional[str] = None,
+        style: Optional[str] = None,
+    ) -> None:
+        async def build():
+            source = await load_picture(bot, image, "The image")
+            fitted, notice = await asyncio.to_thread(fit, bot, source)
+            drawn = await load_picture(bot, mask, "The mask", mask=True)
+            scaled, mask_notice = await asyncio.to_thread(attachments.fit_mask, drawn, source.size)
+            # The same resize and crop as the image, so the mask still covers the same pixels.
+            fitted_mask, _ = await asyncio.to_thread(fit, bot, scaled)
+            notes = tuple(n for n in (notice, mask_notice) if n)
+            request = base(prompt, negative, steps, guidance, seed, sampler, style, mode="inpaint",
+                           image=await as_png(fitted), mask=await as_png(fitted_mask), strength=strength)
+            return request, notes
 
-    try:
-        result = await ticket.result
-    except EngineUnavailable as error:
-        await answer(interaction, render.engine_unavailable(job_id, str(error)))
-        return
-    except EngineCrashed:
-        await answer(interaction, render.crashed(job_id))
-        return
-    except EngineJobFailed as error:
-        message = f"⚠️ {error} (job {job_id})" if error.kind == "invalid" else render.failed(job_id)
-        await answer(interaction, message)
-        return
-    except RuntimeError:
-        await answer(interaction, render.failed(job_id))
-        return
+        await start(bot, interaction, build, "inpaint")
 
-    shown = [image for image in result.images if not image.nsfw_content_detected]
-    if not shown:
-        # A flagged image is never uploaded: only the notice is posted.
-        await answer(interaction, render.all_withheld(job_id, len(result.images)))
-        return
-    images = [(f"dream-{job_id}-{image.seed}.png", image.png) for image in shown]
-    message = await answer(interaction, render.summary(job_id, request, result), images)
-    if message is not None:
-        await bot.store.set_message(job_id, message.id)
+    @choices(bot)
+    @app_commands.command(name="outpaint", description="Extend your image beyond its edges")
+    @app_commands.describe(
+        image="The picture to extend: PNG, JPEG, WebP or GIF",
+        prompt="What the extended picture shows",
+        direction="Which side to extend (default: all)",
+        amount="How many pixels to add, a multiple of 8 (default: a quarter of the picture)",
+        **common,
+    )
+    @app_commands.choices(direction=[app_commands.Choice(name=d, value=d) for d in DIRECTIONS])
+    async def outpaint(
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: Prompt,
+        direction: Optional[str] = None,
+        amount: Optional[Range[int, 8, 512]] = None,
+        negative: Optional[Prompt] = None,
+        steps: Optional[Steps] = None,
+        guidance: Optional[Guidance] = None,
+        seed: Optional[Seed] = None,
+        sampler: Optional[str] = None,
+        style: Optional[str] = None,
+    ) -> None:
+        async def build():
+            side = direction or "all"
+            if side not in DIRECTIONS:
+                raise InvalidRequest(f"Unknown direction {side!r}; choose one of: {', '.join(DIRECTIONS)}.")
+            if amount is not None and amount % 8:
+                raise InvalidRequest(f"The amount must be a multiple of 8 (got {amount}; try {amount - amount % 8 or 8}).")
+            source = await load_picture(bot, image, "The image")
+            if amount is None:
+                # A quarter of the picture by default: sized for the picture, whatever the model.
+                shown, _ = await asyncio.to_thread(fit, bot, source)
+                length = {"left": shown.width, "right": shown.width, "up": shown.height, "down": shown.height}
+                grow = min(512, max(8, length.get(side, min(shown.size)) // 4 // 8 * 8))
+            else:
+                grow = amount
+            times = 2 if side == "all" else 1
+            wide = times * grow if side in ("left", "right", "all") else 0
+            tall = times * grow if side in ("up", "down", "all") else 0
+            fitted, notice = await asyncio.to_thread(fit, bot, source, (wide, tall))
+            request = base(prompt, negative, steps, guidance, seed, sampler, style, mode="outpaint",
+                           image=await as_png(fitted), direction=side, amount=grow)
+            return request, tuple(n for n in (notice,) if n)
+
+        await start(bot, interaction, build, "outpaint")
+
+    @choices(bot)
+    @app_commands.command(name="interpolate", description="Animate from one prompt (or seed) to another, as a GIF")
+    @app_commands.describe(
+        prompt="Where the animation starts",
+        end_prompt="Where it ends (default: the same prompt, with end_seed)",
+        end_seed="The seed it ends on (default: the start seed)",
+        frames=f"Number of frames, 2-{limits.max_frames} (default {DEFAULT_FRAMES})",
+        width="Width in pixels, a multiple of 8 (default: the model's native size)",
+        height="Height in pixels, a multiple of 8 (default: the model's native size)",
+        **common,
+    )
+    async def interpolate(
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        end_prompt: Optional[Prompt] = None,
+        seed: Optional[Seed] = None,
+        end_seed: Optional[Seed] = None,
+        frames: Optional[Range[int, 2, limits.max_frames]] = None,
+        negative: Optional[Prompt] = None,
+        steps: Optional[Steps] = None,
+        guidance: Optional[Guidance] = None,
+        width: Optional[Range[int, MIN_SIZE, limits.max_width]] = None,
+        height: Optional[Range[int, MIN_SIZE, limits.max_height]] = None,
+        sampler: Optional[str] = None,
+        style: Optional[str] = None,
+    ) -> None:
+        async def build():
+            end = styled(bot, style, end_prompt, "")[0] if end_prompt else None
+            request = base(prompt, negative, steps, guidance, seed, sampler, style, mode="interpolate",
+                           end_prompt=end, end_seed=end_seed, frames=DEFAULT_FRAMES if frames is None else frames,
+                           width=width, height=height)
+            return request, ()
+
+        await start(bot, interaction, build, "interpolate")
+
+    return [dream, inpaint, outpaint, interpolate]
 
 
-async def answer(
-    interaction: discord.Interaction, content: str, images: list[tuple[str, bytes]] = ()
-) -> discord.Message | None:
-    """Put the job's outcome in place of the "thinking…" message. Interactions expire after 15
-    minutes; a job that took longer is posted in the channel instead, mentioning the member."""
-
-    def files() -> list[discord.File]:  # a File is spent once sent: fresh ones for each try
-        return [discord.File(io.BytesIO(png), filename=name) for name, png in images]
-
-    try:
-        if images:
-            return await interaction.edit_original_response(content=content, attachments=files())
-        return await interaction.edit_original_response(content=content)
-    except discord.HTTPException as error:
-        log.info("interaction %s can no longer be edited (%s); posting in the channel", interaction.id, error)
-    channel = interaction.channel
-    if not isinstance(channel, discord.abc.Messageable):
-        return None
-    try:
-        return await channel.send(
-            f"{interaction.user.mention} {content}",
-            files=files(),
-            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
-        )
-    except discord.HTTPException:
-        log.exception("could not deliver the outcome of interaction %s", interaction.id)
-        return None
+NAMES = ("dream", "inpaint", "outpaint", "interpolate")
 
 
 async def setup(bot: "DreamBot") -> None:
-    bot.tree.add_command(build_dream_command(bot))
+    for command in build_commands(bot):
+        bot.tree.add_command(command)
 
 
 async def teardown(bot: "DreamBot") -> None:
-    bot.tree.remove_command("dream")
+    for name in NAMES:
+        bot.tree.remove_command(name)

@@ -64,7 +64,7 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
     job_id = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=40, model="tiny")
     job = await store.get_job(job_id)
     assert (job.status, job.user_id, job.guild_id, job.channel_id, job.interaction_id) == ("queued", 10, 20, 30, 40)
-    assert job.request == REQUEST and job.created_at and job.started_at is None
+    assert job.request() == REQUEST and job.created_at and job.started_at is None
 
     await store.mark_running(job_id)
     assert (await store.get_job(job_id)).status == "running"
@@ -110,4 +110,43 @@ async def test_meta_values(tmp_path: Path) -> None:
     await store.set_meta("k", "one")
     await store.set_meta("k", "two")
     assert await store.get_meta("k") == "two"
+    await store.close()
+
+
+async def test_upgrading_from_the_first_schema_keeps_the_history(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    first = await Store.open(path, bundled_migrations()[:1])
+    await first._db.execute(
+        "INSERT INTO jobs (user_id, guild_id, prompt, num_inference_steps, guidance_scale, seed, scheduler, "
+        "num_images, status, message_id) VALUES (1, 2, 'an old fox', 20, 7.5, 9, 'Euler', 1, 'done', 555)"
+    )
+    await first.close()
+
+    store = await Store.open(path)
+    old = await store.job_for_message(555)
+    assert (old.prompt, old.seed, old.status) == ("an old fox", 9, "done")
+    assert (old.mode, old.action, old.parent_job_id, old.style) == ("txt2img", "dream", None, "")
+    assert old.request().mode == "txt2img"
+    await store.close()
+
+
+async def test_a_job_made_from_another_records_where_it_came_from(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    parent = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=4, model="m")
+    upscale = GenerateRequest(prompt="a red fox", seed=8, mode="upscale", image=b"png", style="anime")
+    child = await store.create_job(upscale, user_id=5, guild_id=2, channel_id=3, interaction_id=None, model="m",
+                                   action="upscale", parent_job_id=parent, parent_image=1)
+    row = await store.get_job(child)
+    assert (row.user_id, row.action, row.parent_job_id, row.parent_image, row.mode) == (5, "upscale", parent, 1, "upscale")
+    assert row.request(image=b"png") == upscale
+    outpaint = GenerateRequest(prompt="p", seed=1, mode="outpaint", image=b"i", direction="left", amount=64)
+    row = await store.get_job(await store.create_job(outpaint, user_id=1, guild_id=2, channel_id=3,
+                                                     interaction_id=None, model="m"))
+    assert row.request(image=b"i") == outpaint
+    frames = GenerateRequest(prompt="p", seed=1, mode="interpolate", end_prompt="q", end_seed=3, frames=5)
+    row = await store.get_job(await store.create_job(frames, user_id=1, guild_id=2, channel_id=3,
+                                                     interaction_id=None, model="m"))
+    assert row.request() == frames
+    await store.mark_deleted(row.id)
+    assert (await store.get_job(row.id)).deleted_at is not None
     await store.close()

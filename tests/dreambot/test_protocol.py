@@ -52,6 +52,49 @@ def test_invalid_requests_say_what_to_change(changes: dict, message: str) -> Non
     assert message in str(caught.value)
 
 
+PNG = b"\x89PNG fake bytes"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mode": "sketch"}, "Unknown mode 'sketch'; choose one of: txt2img, img2img"),
+        ({"mode": "img2img"}, "img2img needs an image to start from"),
+        ({"image": PNG}, "txt2img does not take an image"),
+        ({"mode": "img2img", "image": PNG, "mask": PNG}, "img2img does not take a mask"),
+        ({"mode": "inpaint", "image": PNG}, "Inpainting needs a mask"),
+        ({"mode": "img2img", "image": PNG, "strength": 0.0}, "Strength must be above 0 and at most 1 (got 0)"),
+        ({"mode": "img2img", "image": PNG, "strength": 1.5}, "Strength must be above 0 and at most 1 (got 1.5)"),
+        ({"mode": "img2img", "image": PNG, "strength": 0.2, "num_inference_steps": 4},
+         "At strength 0.2, 4 steps leave no step to run; use at least 5 steps"),
+        ({"mode": "outpaint", "image": PNG, "direction": "north", "amount": 64}, "Unknown direction 'north'"),
+        ({"mode": "outpaint", "image": PNG, "amount": 12}, "multiple of 8 from 8 to 512 pixels (got 12)"),
+        ({"mode": "outpaint", "image": PNG, "amount": 0}, "(got 0)"),
+        ({"mode": "interpolate", "end_prompt": "a dog", "frames": 1}, "Frames must be between 2 and 16 (got 1)"),
+        ({"mode": "interpolate", "end_prompt": "a dog", "frames": 17}, "Frames must be between 2 and 16 (got 17)"),
+        ({"mode": "interpolate", "end_prompt": "a dog", "num_images": 2}, "leave the count at 1"),
+        ({"mode": "interpolate", "seed": 3}, "needs an end prompt or an end seed that differs"),
+        ({"mode": "interpolate", "seed": 3, "end_seed": 3, "end_prompt": " a red fox "}, "needs an end prompt"),
+        ({"mode": "interpolate", "end_prompt": "x" * 101}, "The end prompt is 101 characters long"),
+        ({"mode": "interpolate", "end_prompt": "a dog", "end_seed": -2}, "End seed must be between 0"),
+    ],
+)
+def test_invalid_mode_requests_say_what_to_change(changes: dict, message: str) -> None:
+    request = GenerateRequest(**{"prompt": "a red fox", **changes})
+    with pytest.raises(InvalidRequest) as caught:
+        request.validated(LIMITS)
+    assert message in str(caught.value)
+
+
+def test_each_mode_has_its_strength() -> None:
+    assert GenerateRequest(prompt="p").denoising_strength is None
+    assert GenerateRequest(prompt="p", mode="img2img", image=PNG).denoising_strength == 0.75
+    assert GenerateRequest(prompt="p", mode="upscale", image=PNG).denoising_strength == 0.35
+    assert GenerateRequest(prompt="p", mode="inpaint", image=PNG, mask=PNG, strength=0.6).denoising_strength == 0.6
+    valid = GenerateRequest(prompt="p", mode="interpolate", end_prompt=" q ", end_seed=4, frames=16).validated(LIMITS)
+    assert valid.end_prompt == "q"
+
+
 def test_valid_request_is_trimmed_and_kept() -> None:
     request = GenerateRequest(prompt="  a red fox ", negative_prompt=" blurry ", width=512, height=768, seed=0,
                               scheduler="Euler a", num_images=4, num_inference_steps=50, guidance_scale=0)
@@ -63,10 +106,16 @@ def test_valid_request_is_trimmed_and_kept() -> None:
 def test_every_message_survives_the_wire() -> None:
     messages = [
         Job(job_id=3, request=GenerateRequest(prompt="ünïcode ✨", negative_prompt="n", seed=5, width=64)),
+        Job(job_id=4, request=GenerateRequest(prompt="p", mode="inpaint", image=b"\x89PNG\x00\xff", mask=b"\x00\x01",
+                                              strength=0.5, style="anime")),
+        Job(job_id=5, request=GenerateRequest(prompt="p", mode="interpolate", end_prompt="q", end_seed=9, frames=3)),
         Progress(job_id=3, step=2, total=20),
-        GenerateResult(job_id=3, images=(ImageResult(png=b"\x89PNG\x00\xff", seed=5, nsfw_content_detected=True,
+        GenerateResult(job_id=3, images=(ImageResult(data=b"\x89PNG\x00\xff", seed=5, nsfw_content_detected=True,
                                                      nsfw_score=0.91),),
                        seed=5, width=64, height=64, model="tiny", timings={"total": 0.5}),
+        GenerateResult(job_id=5, images=(ImageResult(data=b"GIF89a\x00", seed=5, nsfw_content_detected=False,
+                                                     nsfw_score=0.1, format="gif"),),
+                       seed=5, width=64, height=64, model="tiny"),
         EngineError(job_id=3, message="boom", kind="internal"),
         Ready(model="tiny", device="cpu", dtype="float32", safety_checker="opennsfw"),
         Fatal(message="no such model"),
@@ -87,6 +136,18 @@ def test_infotext_is_what_automatic1111_writes() -> None:
     )
     no_negative = GenerateRequest(prompt="a cat", guidance_scale=7.0)
     assert infotext(no_negative, seed=1, width=64, height=64, model="tiny").splitlines()[1].startswith("Steps: 25,")
+
+
+def test_infotext_names_the_mode_and_its_options() -> None:
+    img2img = GenerateRequest(prompt="a cat", mode="img2img", image=PNG, strength=0.4, style="anime")
+    assert infotext(img2img, seed=1, width=64, height=64, model="m").splitlines()[1].endswith(
+        "Model: m, Denoising strength: 0.4, Mode: img2img, Style: anime")
+    outpaint = GenerateRequest(prompt="a cat", mode="outpaint", image=PNG, direction="left", amount=64)
+    assert "Denoising strength: 1, Mode: outpaint, Outpaint: left 64" in infotext(
+        outpaint, seed=1, width=64, height=64, model="m")
+    frames = GenerateRequest(prompt="a cat", mode="interpolate", end_prompt="a dog, at night", frames=4)
+    assert 'End prompt: "a dog, at night", End seed: 1, Frames: 4' in infotext(
+        frames, seed=1, width=64, height=64, model="m")
 
 
 def test_the_eight_samplers_members_know() -> None:

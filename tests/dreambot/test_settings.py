@@ -68,3 +68,17 @@ def test_python_m_bot_stops_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("invalid settings: ")
     assert "DISCORD_TOKEN is required but not set" in lines[0]
     assert "SD_DEVICE must be auto, cpu, mps, cuda or cuda:N" in lines[0]
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    from dreambot.settings import BotSettings
+
+    root = Path(__file__).resolve().parents[2]
+    example = (root / ".env.example").read_text()
+    readme = (root / "README.md").read_text()
+    for name in BotSettings.model_fields:
+        variable = name.upper()
+        assert f"\n{variable}=" in example, f"{variable} is missing from .env.example"
+        assert f"`{variable}`" in readme, f"{variable} is missing from the README's settings table"

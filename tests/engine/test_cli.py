@@ -60,3 +60,32 @@ def test_flagged_images_are_not_written(flagging_model: Path, tmp_path: Path) ->
                SD_MODEL=str(flagging_model))
     assert done.returncode == 3 and "was flagged by the safety checker" in done.stdout
     assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_in_each_mode(tmp_path: Path) -> None:
+    Image.new("RGB", (64, 64), (40, 80, 230)).save(tmp_path / "in.png")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    mask.save(tmp_path / "mask.png")
+    cases = [
+        (["--image", "in.png", "--strength", "0.5"], "img.png", (64, 64)),
+        (["--image", "in.png", "--mask", "mask.png"], "inpaint.png", (64, 64)),
+        (["--image", "in.png", "--outpaint", "left", "--amount", "16"], "out.png", (80, 64)),
+        (["--image", "in.png", "--upscale"], "up.png", (128, 128)),
+        (["--end-prompt", "a blue square on a white background", "--frames", "3"], "anim.gif", (64, 64)),
+    ]
+    for options, name, size in cases:
+        done = run("generate", "--prompt", "a red circle on a blue background", "--seed", "1", "--steps", "4",
+                   "--out", name, *options, cwd=tmp_path, SD_MODEL="shapes")
+        assert done.returncode == 0, (options, done.stderr)
+        assert Image.open(tmp_path / name).size == size, options
+    assert Image.open(tmp_path / "anim.gif").n_frames == 3
+
+
+def test_generate_refuses_bad_mode_options(tmp_path: Path) -> None:
+    Image.new("RGB", (60, 64)).save(tmp_path / "odd.png")
+    for options, message in ((["--mask", "m.png"], "--mask needs --image"),
+                             (["--image", "odd.png"], "is 60x64; its sides must be multiples of 8"),
+                             (["--image", "missing.png"], "cannot read the image missing.png")):
+        done = run("generate", "--prompt", "x", "--out", "x.png", *options, cwd=tmp_path, SD_MODEL="shapes")
+        assert done.returncode == 2 and message in done.stderr, (options, done.stderr)

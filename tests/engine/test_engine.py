@@ -45,9 +45,9 @@ def test_auto_device_and_dtype_follow_the_hardware() -> None:
 
 def test_same_seed_same_image_other_seed_other_image(engine: Engine) -> None:
     request = GenerateRequest(prompt="a red fox", seed=7, num_inference_steps=8)
-    first = engine.generate(1, request).images[0].png
-    again = engine.generate(2, request).images[0].png
-    other = engine.generate(3, GenerateRequest(prompt="a red fox", seed=8, num_inference_steps=8)).images[0].png
+    first = engine.generate(1, request).images[0].data
+    again = engine.generate(2, request).images[0].data
+    other = engine.generate(3, GenerateRequest(prompt="a red fox", seed=8, num_inference_steps=8)).images[0].data
     assert first == again
     assert np.abs(pixels(first) - pixels(other)).mean() > 5
 
@@ -55,7 +55,7 @@ def test_same_seed_same_image_other_seed_other_image(engine: Engine) -> None:
 def test_prompt_and_negative_prompt_reach_the_model(engine: Engine) -> None:
     base = GenerateRequest(prompt="a red fox", seed=3, num_inference_steps=6)
     images = [
-        engine.generate(1, request).images[0].png
+        engine.generate(1, request).images[0].data
         for request in (base, GenerateRequest(prompt="a blue whale", seed=3, num_inference_steps=6),
                         GenerateRequest(prompt="a red fox", negative_prompt="blurry", seed=3, num_inference_steps=6))
     ]
@@ -67,14 +67,14 @@ def test_every_image_of_a_batch_can_be_made_alone(engine: Engine) -> None:
     assert [image.seed for image in batch.images] == [40, 41, 42] and batch.seed == 40
     alone = engine.generate(2, GenerateRequest(prompt="a cat", seed=42, num_inference_steps=6)).images[0]
     # Batched and single matmuls may round differently in the last bit; the picture is the same.
-    assert np.abs(pixels(batch.images[2].png) - pixels(alone.png)).max() <= 2
+    assert np.abs(pixels(batch.images[2].data) - pixels(alone.data)).max() <= 2
 
 
 def test_png_carries_the_parameters_chunk(engine: Engine) -> None:
     request = GenerateRequest(prompt="a red fox", negative_prompt="blurry", seed=11, width=96, height=64,
                               num_inference_steps=5, guidance_scale=6.5, scheduler="Euler a")
     result = engine.generate(1, request)
-    image = Image.open(io.BytesIO(result.images[0].png))
+    image = Image.open(io.BytesIO(result.images[0].data))
     assert image.size == (96, 64) and (result.width, result.height) == (96, 64)
     assert image.text["parameters"] == (
         "a red fox\nNegative prompt: blurry\n"
@@ -103,13 +103,13 @@ def test_each_sampler_runs_and_reports_its_steps(engine: Engine, sampler: str) -
     name, karras = EXPECTED_SCHEDULERS[sampler]
     assert type(engine.pipe.scheduler).__name__ == name
     assert bool(engine.pipe.scheduler.config.get("use_karras_sigmas", False)) is karras
-    assert Image.open(io.BytesIO(result.images[0].png)).size == (64, 64)
+    assert Image.open(io.BytesIO(result.images[0].data)).size == (64, 64)
 
 
 def test_a_sampler_does_not_depend_on_the_previous_job(engine: Engine) -> None:
     def make(name: str) -> bytes:
         request = GenerateRequest(prompt="a fox", seed=2, num_inference_steps=6, scheduler=name)
-        return engine.generate(1, request).images[0].png
+        return engine.generate(1, request).images[0].data
 
     plain = make("DPM++ 2M")
     karras = make("DPM++ 2M Karras")
@@ -153,7 +153,7 @@ def test_checkpoint_safety_checker_is_used_when_shipped(flagging_model: Path) ->
     result = engine.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=2, num_inference_steps=3))
     assert result.all_flagged and all(image.nsfw_score > 0 for image in result.images)
     # The image itself is intact (a later filter mode may show it behind a spoiler).
-    assert pixels(result.images[0].png).std() > 1
+    assert pixels(result.images[0].data).std() > 1
 
 
 def test_checkpoint_scores_agree_with_diffusers(flagging_model: Path) -> None:

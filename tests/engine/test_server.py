@@ -29,7 +29,7 @@ def test_ready_progress_result_and_errors_keep_it_serving(tiny_model: Path) -> N
     progress = [m for m in messages if isinstance(m, Progress) and m.job_id == 1]
     assert [(p.step, p.total) for p in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     results = {m.job_id: m for m in messages if isinstance(m, GenerateResult | EngineError)}
-    assert isinstance(results[1], GenerateResult) and results[1].images[0].png.startswith(b"\x89PNG")
+    assert isinstance(results[1], GenerateResult) and results[1].images[0].data.startswith(b"\x89PNG")
     assert isinstance(results[2], EngineError) and "100" in results[2].message
     assert isinstance(results[3], GenerateResult) and [i.seed for i in results[3].images] == [4, 5]
     # Nothing but protocol lines on stdout, whatever the libraries print.

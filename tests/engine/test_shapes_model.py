@@ -41,7 +41,7 @@ def pictures(engine: Engine, prompt: str, *, seeds=SEEDS, **options) -> list[tup
     """What the oracle sees in the pictures of `prompt`; consecutive seeds from seeds[0]."""
     request = GenerateRequest(prompt=prompt, seed=seeds[0], num_images=len(seeds), num_inference_steps=20,
                               **{"guidance_scale": 5.0, **options})
-    return [shapes.classify(Image.open(io.BytesIO(image.png))) for image in engine.generate(0, request).images]
+    return [shapes.classify(Image.open(io.BytesIO(image.data))) for image in engine.generate(0, request).images]
 
 
 def adherence(engine: Engine, combinations=PROMPTS, seeds=SEEDS, **options) -> np.ndarray:
@@ -88,7 +88,7 @@ def test_a_sampler_that_would_fail_half_way_is_refused_up_front(engine: Engine) 
 def test_a_different_seed_changes_the_picture(engine: Engine) -> None:
     request = GenerateRequest(prompt="a red circle on a blue background", num_inference_steps=20,
                               guidance_scale=5.0, seed=1, num_images=2)
-    a, b = (np.asarray(Image.open(io.BytesIO(i.png)), dtype=np.int16) for i in engine.generate(0, request).images)
+    a, b = (np.asarray(Image.open(io.BytesIO(i.data)), dtype=np.int16) for i in engine.generate(0, request).images)
     assert np.abs(a - b).mean() > 3
 
 

@@ -1,0 +1,204 @@
+"""Run one job for a member and deliver its outcome, wherever it was asked for.
+
+A slash command's job answers in place of its "thinking…" message. A job started by a button or a
+reaction on an earlier result is posted as a reply to that result, mentioning the member who asked.
+Either way the posted result gets the buttons that start the next job from it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import render
+from bot.engine_client import EngineCrashed, EngineJobFailed, EngineUnavailable
+from dreambot.protocol import GenerateRequest, GenerateResult, Job
+
+if TYPE_CHECKING:
+    from bot.bot import DreamBot
+
+log = logging.getLogger(__name__)
+
+# A variation repaints this much of its source: close to it, yet visibly different.
+VARY_STRENGTH = 0.5
+
+
+@dataclass
+class Origin:
+    """Who asked for a job, and where its outcome goes."""
+
+    user: discord.abc.User
+    channel: discord.abc.Messageable | None
+    guild_id: int | None
+    # A slash command: the outcome replaces its deferred answer.
+    interaction: discord.Interaction | None = None
+    # A button or a reaction: the outcome replies to this result message.
+    reply_to: discord.Message | discord.PartialMessage | None = None
+
+
+async def run(
+    bot: DreamBot,
+    origin: Origin,
+    request: GenerateRequest,
+    *,
+    action: str = "dream",
+    parent_job_id: int | None = None,
+    parent_image: int | None = None,
+    notes: tuple[str, ...] = (),
+) -> None:
+    """Record, queue and run `request`, then post its outcome. Never raises for engine failures."""
+    job_id = await bot.store.create_job(
+        request,
+        user_id=origin.user.id,
+        guild_id=origin.guild_id,
+        channel_id=getattr(origin.channel, "id", None),
+        interaction_id=origin.interaction.id if origin.interaction else None,
+        model=bot.engine.info.model if bot.engine.info else bot.settings.sd_model,
+        action=action,
+        parent_job_id=parent_job_id,
+        parent_image=parent_image,
+    )
+    # Inputs are kept so that a re-roll can run the job again, after a restart too.
+    for name, data in (("image", request.image), ("mask", request.mask)):
+        if data is not None:
+            await bot.images.save(job_id, name, data)
+    ticket = bot.queue.submit(Job(job_id, request))
+    log.info("job %s (%s) queued for user %s: %r", job_id, action, origin.user.id, request.prompt[:80])
+    delivery = Delivery(origin)
+    await delivery.show(render.queued(job_id, bot.queue.position(job_id), notes))
+
+    try:
+        result = await ticket.result
+    except EngineUnavailable as error:
+        await delivery.finish(render.engine_unavailable(job_id, str(error)))
+        return
+    except EngineCrashed:
+        await delivery.finish(render.crashed(job_id))
+        return
+    except EngineJobFailed as error:
+        await delivery.finish(f"⚠️ {error} (job {job_id})" if error.kind == "invalid" else render.failed(job_id))
+        return
+    except RuntimeError:
+        await delivery.finish(render.failed(job_id))
+        return
+
+    shown = [(index, image) for index, image in enumerate(result.images) if not image.nsfw_content_detected]
+    if not shown:
+        # A flagged image is never uploaded (nor kept): only the notice is posted.
+        await delivery.finish(render.all_withheld(job_id, len(result.images)))
+        return
+    try:
+        files = []
+        for index, image in shown:
+            await bot.images.save(job_id, f"result-{index}.{image.format}", image.data)
+            files.append((f"dream-{job_id}-{image.seed}.{image.format}", image.data))
+        text = render.summary(job_id, request, result, origin=render.origin(action, parent_job_id, parent_image),
+                              notes=notes)
+        message = await delivery.finish(text, files, result_view(job_id, request, result))
+        if message is None:
+            # Discord refused the upload (too large, say) and every fallback: say so in words.
+            await delivery.finish(render.undeliverable(job_id))
+        else:
+            await bot.store.set_message(job_id, message.id)
+    except Exception:
+        log.exception("job %s: could not post its result", job_id)
+        await delivery.finish(render.failed(job_id))
+
+
+def result_view(job_id: int, request: GenerateRequest, result: GenerateResult) -> discord.ui.View:
+    """Re-roll and Delete for every result; Vary and Upscale for each picture shown (V1-V4 and
+    U1-U4 when there are several, as members know them from Midjourney). The buttons carry the job
+    id, so they work for as long as the job is in the history, across restarts."""
+    from bot.cogs.results import ResultButton  # the cog owns the buttons' behaviour
+
+    view = discord.ui.View(timeout=None)
+    shown = [index for index, image in enumerate(result.images) if not image.nsfw_content_detected]
+    if request.mode == "interpolate":
+        rows = 0
+    elif len(result.images) == 1:
+        view.add_item(ResultButton("vary", job_id, 0, row=0))
+        view.add_item(ResultButton("upscale", job_id, 0, row=0))
+        rows = 0
+    else:
+        # Discord puts at most 5 buttons in a row: V1-V5 | V6-V10 | U1-U5 | U6-U10 | the rest.
+        per_row = 5
+        v_rows = (len(shown) + per_row - 1) // per_row
+        for position, index in enumerate(shown):
+            view.add_item(ResultButton("vary", job_id, index, label=f"V{index + 1}", row=position // per_row))
+            view.add_item(ResultButton("upscale", job_id, index, label=f"U{index + 1}",
+                                       row=v_rows + position // per_row))
+        rows = 2 * v_rows
+    view.add_item(ResultButton("reroll", job_id, row=rows))
+    view.add_item(ResultButton("delete", job_id, row=rows))
+    return view
+
+
+class Delivery:
+    """Where a job's messages go: the interaction's own answer, or a reply in the channel."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.message: discord.Message | None = None  # the reply posted for a button/reaction
+
+    async def show(self, content: str) -> None:
+        """The queued notice. Failing to show it must not stop the job."""
+        try:
+            if self.origin.interaction is not None:
+                await self.origin.interaction.edit_original_response(content=content)
+            elif self.origin.channel is not None:
+                self.message = await self.origin.channel.send(
+                    f"{self.origin.user.mention} {content}",
+                    reference=self._reference(),
+                    mention_author=False,
+                    allowed_mentions=discord.AllowedMentions(users=[self.origin.user]),
+                )
+        except discord.HTTPException:
+            log.warning("could not show the queued notice", exc_info=True)
+
+    async def finish(
+        self, content: str, images: list[tuple[str, bytes]] = (), view: discord.ui.View | None = None
+    ) -> discord.Message | None:
+        """Put the outcome in place of the queued notice. Interactions expire after 15 minutes; a
+        job that took longer is posted in the channel instead, mentioning the member."""
+
+        def files() -> list[discord.File]:  # a File is spent once sent: fresh ones for each try
+            return [discord.File(io.BytesIO(data), filename=name) for name, data in images]
+
+        extra = {"view": view} if view is not None else {}
+        try:
+            if self.origin.interaction is not None:
+                return await self.origin.interaction.edit_original_response(
+                    content=content, attachments=files(), **extra
+                )
+            if self.message is not None:
+                return await self.message.edit(
+                    content=f"{self.origin.user.mention} {content}", attachments=files(),
+                    allowed_mentions=discord.AllowedMentions(users=[self.origin.user]), **extra
+                )
+        except discord.HTTPException as error:
+            log.info("could not edit the job's message (%s); posting in the channel", error)
+        if self.origin.channel is None:
+            return None
+        for reference in dict.fromkeys((self._reference(), None)):  # without the reply if that is what fails
+            try:
+                return await self.origin.channel.send(
+                    f"{self.origin.user.mention} {content}",
+                    files=files(),
+                    reference=reference,
+                    mention_author=False,
+                    allowed_mentions=discord.AllowedMentions(users=[self.origin.user]),
+                    **extra,
+                )
+            except discord.HTTPException as error:
+                log.warning("could not post a job's outcome in channel %s: %s",
+                            getattr(self.origin.channel, "id", None), error)
+        return None
+
+    def _reference(self) -> discord.MessageReference | None:
+        if self.origin.reply_to is None:
+            return None
+        return self.origin.reply_to.to_reference(fail_if_not_exists=False)

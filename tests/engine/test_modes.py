@@ -1,0 +1,153 @@
+"""The image modes do what they mean, checked on the trained shapes model with its oracle.
+
+Each test uses a handful of 64x64 pictures and fixed seeds, and compares with margins.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreambot.protocol import GenerateRequest
+from dreambot.settings import EngineSettings
+from engine import shapes
+from engine.pipeline import Engine
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine.load(EngineSettings(_env_file=None, sd_model="shapes"))
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
+
+
+def drawn(colour: str, shape: str, background: str, seed: int = 0) -> Image.Image:
+    return shapes.draw(colour, shape, background, random.Random(seed))
+
+
+def run(engine: Engine, **fields) -> list[bytes]:
+    request = GenerateRequest(**{"num_inference_steps": 20, "guidance_scale": 5.0, "seed": 1, **fields})
+    return [image.data for image in engine.generate(0, request).images]
+
+
+def test_img2img_moves_away_from_its_input_as_strength_rises(engine: Engine) -> None:
+    source = drawn("red", "square", "gray")
+    distances = []
+    for strength in (0.2, 0.5, 0.9):
+        out = run(engine, prompt="a blue square on a gray background", mode="img2img", image=png(source),
+                  strength=strength, num_images=3)
+        distances.append(np.mean([np.abs(pixels(o) - np.asarray(source, np.float32)).mean() for o in out]))
+        assert Image.open(io.BytesIO(out[0])).size == (64, 64)
+    assert distances[0] < distances[1] < distances[2], distances
+    # Strong enough, the picture takes the prompt's colour.
+    strong = run(engine, prompt="a blue square on a gray background", mode="img2img", image=png(source),
+                 strength=0.9, num_images=3)
+    assert sum(shapes.classify(Image.open(io.BytesIO(o)))[0] == "blue" for o in strong) >= 2
+
+
+def test_img2img_is_deterministic_given_its_seed(engine: Engine) -> None:
+    source = png(drawn("green", "circle", "white"))
+    first = run(engine, prompt="a green circle on a white background", mode="img2img", image=source, strength=0.6)
+    again = run(engine, prompt="a green circle on a white background", mode="img2img", image=source, strength=0.6)
+    assert first == again
+
+
+def test_inpainting_repaints_the_mask_to_the_prompt_and_keeps_the_rest(engine: Engine) -> None:
+    source = Image.new("RGB", (64, 64), shapes.BACKGROUNDS["white"])
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 40, 64))  # repaint the left part
+    out = run(engine, prompt="a red circle on a white background", mode="inpaint", image=png(source),
+              mask=png(mask), num_images=3)
+    keep = np.asarray(mask) == 0
+    for data in out:
+        result = pixels(data)
+        assert np.array_equal(result[keep], np.asarray(source, np.float32)[keep])  # untouched, exactly
+        painted = result[:, :40]
+        red = np.linalg.norm(painted - np.asarray(shapes.COLOURS["red"], np.float32), axis=-1) < 90
+        assert red.sum() > 40, "the masked area should now hold the prompt's red shape"
+
+
+def test_outpainting_keeps_the_original_and_fills_the_new_strip(engine: Engine) -> None:
+    source = drawn("yellow", "circle", "blue")
+    out = run(engine, prompt="a yellow circle on a blue background", mode="outpaint", image=png(source),
+              direction="right", amount=32, num_images=2)
+    for data in out:
+        result = pixels(data)
+        assert result.shape == (64, 96, 3)
+        assert np.array_equal(result[:, :64], np.asarray(source, np.float32))
+        strip = result[:, 64:]
+        # The background continues into the new strip, which is painted, not a copy of the edge.
+        blue = np.linalg.norm(strip - np.asarray(shapes.BACKGROUNDS["blue"], np.float32), axis=-1) < 90
+        assert blue.mean() > 0.5
+        assert strip.std(axis=(0, 1)).max() > 2
+
+
+def test_outpainting_all_sides_grows_the_canvas(engine: Engine) -> None:
+    out = run(engine, prompt="a green square on a black background", mode="outpaint",
+              image=png(drawn("green", "square", "black")), direction="all", amount=16)
+    assert Image.open(io.BytesIO(out[0])).size == (96, 96)
+
+
+def test_a_variation_stays_close_to_its_source_and_a_re_roll_does_not(engine: Engine) -> None:
+    prompt = "a purple triangle on a white background"
+    source = run(engine, prompt=prompt, seed=5)[0]
+    near, far = [], []
+    for seed in (11, 12, 13):
+        variation = run(engine, prompt=prompt, mode="img2img", image=source, strength=0.5, seed=seed)[0]
+        reroll = run(engine, prompt=prompt, seed=seed)[0]
+        near.append(np.abs(pixels(variation) - pixels(source)).mean())
+        far.append(np.abs(pixels(reroll) - pixels(source)).mean())
+    assert np.mean(near) < 0.6 * np.mean(far), (near, far)
+
+
+def test_upscaling_doubles_the_size_and_keeps_the_picture(engine: Engine) -> None:
+    source = run(engine, prompt=shapes.caption("orange", "square", "black"), seed=3)[0]
+    [big] = run(engine, prompt=shapes.caption("orange", "square", "black"), mode="upscale", image=source, seed=3)
+    image = Image.open(io.BytesIO(big))
+    assert image.size == (128, 128)
+    small = np.asarray(image.resize((64, 64), Image.Resampling.BOX), np.float32)
+    assert np.abs(small - pixels(source)).mean() < 25
+    assert shapes.classify(image)[::2] == shapes.classify(Image.open(io.BytesIO(source)))[::2]
+
+
+def frames_of(data: bytes) -> list[Image.Image]:
+    gif = Image.open(io.BytesIO(data))
+    assert gif.format == "GIF" and gif.info.get("loop") == 0
+    out = []
+    for index in range(gif.n_frames):
+        gif.seek(index)
+        out.append(gif.convert("RGB"))
+    return out
+
+
+def test_interpolation_passes_from_the_first_prompt_to_the_second(engine: Engine) -> None:
+    request = GenerateRequest(prompt="a red circle on a white background", end_prompt="a blue circle on a white background",
+                              mode="interpolate", frames=5, seed=4, num_inference_steps=20, guidance_scale=5.0)
+    [result] = engine.generate(0, request).images
+    assert result.format == "gif"
+    frames = frames_of(result.data)
+    assert len(frames) == 5 and frames[0].size == (64, 64)
+    assert shapes.classify(frames[0])[0] == "red" and shapes.classify(frames[-1])[0] == "blue"
+    # Frame 0 is the txt2img picture of the first prompt and seed (up to the GIF's palette).
+    [still] = run(engine, prompt="a red circle on a white background", seed=4)
+    assert np.abs(np.asarray(frames[0], np.float32) - pixels(still)).mean() < 6
+
+
+def test_interpolation_between_seeds_changes_the_picture_gradually(engine: Engine) -> None:
+    request = GenerateRequest(prompt="a green square on a gray background", mode="interpolate", frames=4, seed=1,
+                              end_seed=2, num_inference_steps=20, guidance_scale=5.0)
+    frames = [np.asarray(f, np.float32) for f in frames_of(engine.generate(0, request).images[0].data)]
+    steps = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:])]
+    assert np.abs(frames[-1] - frames[0]).mean() > max(steps) * 0.9  # the ends differ more than neighbours
