@@ -111,7 +111,8 @@ async def run(
 
 def result_view(job_id: int, request: GenerateRequest, result: GenerateResult) -> discord.ui.View:
     """Re-roll and Delete for every result; Vary and Upscale for each picture shown (V1-V4 and
-    U1-U4 when there are several, as members know them from Midjourney). The buttons carry the job
+    U1-U4 when there are several, as members know them from Midjourney); a single picture also
+    gets ⬅️ ➡️ 🔼 🔽 to extend it that way. The buttons carry the job
     id, so they work for as long as the job is in the history, across restarts."""
     from bot.cogs.results import ResultButton  # the cog owns the buttons' behaviour
 
@@ -122,6 +123,9 @@ def result_view(job_id: int, request: GenerateRequest, result: GenerateResult) -
     elif len(result.images) == 1:
         view.add_item(ResultButton("vary", job_id, 0, row=0))
         view.add_item(ResultButton("upscale", job_id, 0, row=0))
+        if shown:
+            for side in ("left", "right", "up", "down"):  # extend the picture that way (outpainting)
+                view.add_item(ResultButton(side, job_id, 0, row=1))
         rows = 0
     else:
         # Discord puts at most 5 buttons in a row: V1-V5 | V6-V10 | U1-U5 | U6-U10 | the rest.

@@ -20,7 +20,9 @@ def _clip(text: str, most: int) -> str:
 
 
 # What each button/reaction action is called where members read it.
-ACTIONS = {"reroll": "re-roll", "vary": "variation", "upscale": "upscale"}
+ACTIONS = {"reroll": "re-roll", "vary": "variation", "upscale": "upscale", "left": "extension to the left",
+           "right": "extension to the right", "up": "extension upwards", "down": "extension downwards",
+           "inpaint": "inpainting", "outpaint": "outpainting", "interpolate": "animation"}
 
 
 def queued(job_id: int, ahead: int, notes: tuple[str, ...] = ()) -> str:

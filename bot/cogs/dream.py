@@ -52,7 +52,7 @@ async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build,
     # Defer before anything else: Discord allows 3 seconds for the first answer.
     await interaction.response.defer(thinking=True)
     try:
-        request, notes = await build()
+        request, notes, *parent = await build()
         # Discord enforces the option bounds, but a Discord-compatible server or an old client
         # need not: check everything again.
         request = request.validated(bot.settings.limits)
@@ -69,7 +69,36 @@ async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build,
         return
     origin = jobs.Origin(user=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
                          interaction=interaction)
-    await jobs.run(bot, origin, request, action=action, notes=notes)
+    # Started from an earlier result (a `job` option): recorded as its child.
+    parent_job_id, parent_image = parent[0] if parent and parent[0] else (None, None)
+    await jobs.run(bot, origin, request, action=action, notes=notes, parent_job_id=parent_job_id,
+                   parent_image=parent_image)
+
+
+async def earlier_result(bot: "DreamBot", interaction: discord.Interaction, job_id: int, picture: Optional[int]):
+    """A result of this server's history to start from (a `job` option): its row and picture."""
+    from bot.cogs.results import source_picture  # shared with the buttons
+
+    job = await bot.store.get_job(job_id)
+    visible = job is not None and job.guild_id == interaction.guild_id and job.deleted_at is None and (
+        job.guild_id is not None or job.user_id == interaction.user.id)
+    if not visible:
+        raise InvalidRequest(f"There is no job {job_id} in this server's history to start from.")
+    if job.mode == "interpolate":
+        raise InvalidRequest(f"Job {job_id} is an animation; start from a picture.")
+    index = 0 if picture is None else picture - 1
+    return job, index, await source_picture(bot, job, index)
+
+
+async def starting_picture(bot: "DreamBot", interaction: discord.Interaction, image, job_id, picture):
+    """The picture a command starts from: an attachment, or a result given by its job number.
+    Returns (PIL picture, the job it came from or None, that picture's index)."""
+    if (image is None) == (job_id is None):
+        raise InvalidRequest("Attach an image, or give the job number of a result to start from (not both).")
+    if image is not None:
+        return await load_picture(bot, image, "The image"), None, None
+    job, index, data = await earlier_result(bot, interaction, job_id, picture)
+    return await asyncio.to_thread(attachments.load_image, data, name=f"job {job.id}", max_pixels=10**9), job, index
 
 
 def styled(bot: "DreamBot", style: Optional[str], prompt: str, negative: str) -> tuple[str, str]:
@@ -118,6 +147,8 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
     Guidance = Range[float, 0.0, 30.0]
     Seed = Range[int, 0, MAX_SEED]
     Strength = Range[float, 0.01, 1.0]
+    JobNumber = Range[int, 1, 2**53]
+    Picture = Range[int, 1, limits.max_images]
     common = dict(
         negative="What to keep out of the image (negative prompt)",
         steps=f"Denoising steps (default {DEFAULT_STEPS}): more is slower and often finer",
@@ -126,6 +157,14 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
         sampler=f"Sampler (default {DEFAULT_SAMPLER})",
         style="A style preset that adds to the prompt",
     )
+
+    def prompts(prompt, negative, parent):
+        """The member's prompts, or those of the result they start from."""
+        if prompt is None and parent is None:
+            raise InvalidRequest("Give a prompt, or the job number of a result whose prompt to use.")
+        if parent is None:
+            return prompt, negative
+        return prompt or parent.prompt, parent.negative_prompt if negative is None else negative
 
     def base(prompt, negative, steps, guidance, seed, sampler, style, **fields) -> GenerateRequest:
         prompt, negative = styled(bot, style, prompt, negative or "")
@@ -185,19 +224,23 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
         await start(bot, interaction, build, "dream")
 
     @choices(bot)
-    @app_commands.command(name="inpaint", description="Repaint the white part of a mask on your image")
+    @app_commands.command(name="inpaint", description="Repaint the white part of a mask on your image or a result")
     @app_commands.describe(
-        image="The picture to change: PNG, JPEG, WebP or GIF",
+        image="The picture to change: PNG, JPEG, WebP or GIF (or give job)",
+        job="Or the job number of a result to change (shown under it)",
+        picture="With job: which of its pictures, 1-4 (default 1)",
         mask="Same size as the image: white where to repaint, black where to keep",
-        prompt="What to paint in the masked area",
+        prompt="What to paint in the masked area (default: the job's prompt)",
         strength=f"How much of the masked area to repaint, 0.01-1 (default {DEFAULT_STRENGTH['inpaint']:g})",
         **common,
     )
     async def inpaint(
         interaction: discord.Interaction,
-        image: discord.Attachment,
         mask: discord.Attachment,
-        prompt: Prompt,
+        prompt: Optional[Prompt] = None,
+        image: Optional[discord.Attachment] = None,
+        job: Optional[JobNumber] = None,
+        picture: Optional[Picture] = None,
         negative: Optional[Prompt] = None,
         strength: Optional[Strength] = None,
         steps: Optional[Steps] = None,
@@ -207,24 +250,27 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
         style: Optional[str] = None,
     ) -> None:
         async def build():
-            source = await load_picture(bot, image, "The image")
+            source, parent, index = await starting_picture(bot, interaction, image, job, picture)
+            said, negative_said = prompts(prompt, negative, parent)
             fitted, notice = await asyncio.to_thread(fit, bot, source)
             drawn = await load_picture(bot, mask, "The mask", mask=True)
             scaled, mask_notice = await asyncio.to_thread(attachments.fit_mask, drawn, source.size)
             # The same resize and crop as the image, so the mask still covers the same pixels.
             fitted_mask, _ = await asyncio.to_thread(fit, bot, scaled)
             notes = tuple(n for n in (notice, mask_notice) if n)
-            request = base(prompt, negative, steps, guidance, seed, sampler, style, mode="inpaint",
+            request = base(said, negative_said, steps, guidance, seed, sampler, style, mode="inpaint",
                            image=await as_png(fitted), mask=await as_png(fitted_mask), strength=strength)
-            return request, notes
+            return request, notes, (parent and parent.id, index)
 
         await start(bot, interaction, build, "inpaint")
 
     @choices(bot)
-    @app_commands.command(name="outpaint", description="Extend your image beyond its edges")
+    @app_commands.command(name="outpaint", description="Extend your image or a result beyond its edges")
     @app_commands.describe(
-        image="The picture to extend: PNG, JPEG, WebP or GIF",
-        prompt="What the extended picture shows",
+        image="The picture to extend: PNG, JPEG, WebP or GIF (or give job)",
+        job="Or the job number of a result to extend (shown under it)",
+        picture="With job: which of its pictures, 1-4 (default 1)",
+        prompt="What the extended picture shows (default: the job's prompt)",
         direction="Which side to extend (default: all)",
         amount="How many pixels to add, a multiple of 8 (default: a quarter of the picture)",
         **common,
@@ -232,8 +278,10 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
     @app_commands.choices(direction=[app_commands.Choice(name=d, value=d) for d in DIRECTIONS])
     async def outpaint(
         interaction: discord.Interaction,
-        image: discord.Attachment,
-        prompt: Prompt,
+        image: Optional[discord.Attachment] = None,
+        job: Optional[JobNumber] = None,
+        picture: Optional[Picture] = None,
+        prompt: Optional[Prompt] = None,
         direction: Optional[str] = None,
         amount: Optional[Range[int, 8, 512]] = None,
         negative: Optional[Prompt] = None,
@@ -249,7 +297,8 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
                 raise InvalidRequest(f"Unknown direction {side!r}; choose one of: {', '.join(DIRECTIONS)}.")
             if amount is not None and amount % 8:
                 raise InvalidRequest(f"The amount must be a multiple of 8 (got {amount}; try {amount - amount % 8 or 8}).")
-            source = await load_picture(bot, image, "The image")
+            source, parent, index = await starting_picture(bot, interaction, image, job, picture)
+            said, negative_said = prompts(prompt, negative, parent)
             if amount is None:
                 # A quarter of the picture by default: sized for the picture, whatever the model.
                 shown, _ = await asyncio.to_thread(fit, bot, source)
@@ -261,16 +310,18 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
             wide = times * grow if side in ("left", "right", "all") else 0
             tall = times * grow if side in ("up", "down", "all") else 0
             fitted, notice = await asyncio.to_thread(fit, bot, source, (wide, tall))
-            request = base(prompt, negative, steps, guidance, seed, sampler, style, mode="outpaint",
+            request = base(said, negative_said, steps, guidance, seed, sampler, style, mode="outpaint",
                            image=await as_png(fitted), direction=side, amount=grow)
-            return request, tuple(n for n in (notice,) if n)
+            return request, tuple(n for n in (notice,) if n), (parent and parent.id, index)
 
         await start(bot, interaction, build, "outpaint")
 
     @choices(bot)
     @app_commands.command(name="interpolate", description="Animate from one prompt (or seed) to another, as a GIF")
     @app_commands.describe(
-        prompt="Where the animation starts",
+        prompt="Where the animation starts (default: the job's prompt)",
+        job="Or start from a result: its job number (its prompt and seed)",
+        picture="With job: which of its pictures, 1-4 (default 1)",
         end_prompt="Where it ends (default: the same prompt, with end_seed)",
         end_seed="The seed it ends on (default: the start seed)",
         frames=f"Number of frames, 2-{limits.max_frames} (default {DEFAULT_FRAMES})",
@@ -280,7 +331,9 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
     )
     async def interpolate(
         interaction: discord.Interaction,
-        prompt: Prompt,
+        prompt: Optional[Prompt] = None,
+        job: Optional[JobNumber] = None,
+        picture: Optional[Picture] = None,
         end_prompt: Optional[Prompt] = None,
         seed: Optional[Seed] = None,
         end_seed: Optional[Seed] = None,
@@ -294,11 +347,20 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
         style: Optional[str] = None,
     ) -> None:
         async def build():
+            parent = index = None
+            start_seed, size = seed, (width, height)
+            if job is not None:
+                parent, index, _ = await earlier_result(bot, interaction, job, picture)
+                if start_seed is None:
+                    start_seed = (parent.seed + index) % (MAX_SEED + 1)  # that picture's own seed
+                if size == (None, None):
+                    size = (parent.width, parent.height)
+            said, negative_said = prompts(prompt, negative, parent)
             end = styled(bot, style, end_prompt, "")[0] if end_prompt else None
-            request = base(prompt, negative, steps, guidance, seed, sampler, style, mode="interpolate",
+            request = base(said, negative_said, steps, guidance, start_seed, sampler, style, mode="interpolate",
                            end_prompt=end, end_seed=end_seed, frames=DEFAULT_FRAMES if frames is None else frames,
-                           width=width, height=height)
-            return request, ()
+                           width=size[0], height=size[1])
+            return request, (), (parent and parent.id, index)
 
         await start(bot, interaction, build, "interpolate")
 

@@ -28,14 +28,21 @@ LOOKS = {
     "vary": ("Vary", "🔀", discord.ButtonStyle.secondary),
     "upscale": ("Upscale", "⬆️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+    # Outpainting by one quarter of the picture on that side ("pan", as Midjourney calls it).
+    "left": ("", "⬅️", discord.ButtonStyle.secondary),
+    "right": ("", "➡️", discord.ButtonStyle.secondary),
+    "up": ("", "🔼", discord.ButtonStyle.secondary),
+    "down": ("", "🔽", discord.ButtonStyle.secondary),
 }
+PANS = ("left", "right", "up", "down")
 # Reactions members add to a result, by emoji (without the variation selector some clients send).
 REACTIONS = {"🔁": "reroll", "🔀": "vary", "⬆": "upscale", "🗑": "delete"}
 
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"dream:(?P<action>reroll|vary|upscale|delete):(?P<job>[0-9]{1,20})(?::(?P<index>[0-9]{1,2}))?",
+    template=r"dream:(?P<action>reroll|vary|upscale|delete|left|right|up|down):(?P<job>[0-9]{1,20})"
+             r"(?::(?P<index>[0-9]{1,2}))?",
 ):
     """A button on a result message. Its custom id carries the job (and picture), so it works on
     every past result, after a restart too, with no state in memory."""
@@ -44,7 +51,7 @@ class ResultButton(
                  row: int | None = None) -> None:
         name, emoji, style = LOOKS[action]
         custom_id = f"dream:{action}:{job_id}" + (f":{index}" if index is not None else "")
-        super().__init__(discord.ui.Button(label=label or name, emoji=None if label else emoji, style=style,
+        super().__init__(discord.ui.Button(label=label or name or None, emoji=None if label else emoji, style=style,
                                            custom_id=custom_id, row=row))
         self.action, self.job_id, self.index = action, job_id, index
 
@@ -134,20 +141,23 @@ async def derived_request(bot: DreamBot, job: JobRow, action: str, index: int | 
         return replace(request, seed=seed).validated(limits), ()
 
     if job.mode == "interpolate":
-        raise InvalidRequest("An animation cannot be varied or upscaled; re-roll it instead.")
+        raise InvalidRequest("An animation cannot be varied, upscaled or extended; re-roll it instead.")
     index = 0 if index is None else index
-    if job.status != "done":
-        raise InvalidRequest(f"Job {job.id} is {job.status}; wait for its picture first.")
-    if job.nsfw_flags is not None and (index >= len(job.nsfw_flags) or job.nsfw_flags[index]):
-        raise InvalidRequest(f"Job {job.id} has no picture {index + 1} to start from.")
-    source = await bot.images.result(job.id, index)
-    if source is None:
-        raise InvalidRequest(f"Picture {index + 1} of job {job.id} is no longer stored.")
+    source = await source_picture(bot, job, index)
     base = replace(job.request(), num_images=1, image=source, mask=None, width=None, height=None,
                    end_prompt=None, end_seed=None)
     if action == "vary":
         return replace(base, mode="img2img", strength=jobs.VARY_STRENGTH, seed=seed).validated(limits), ()
     width, height = job.width or 0, job.height or 0
+    if action in PANS:
+        side = width if action in ("left", "right") else height
+        amount = min(512, max(8, side // 4 // 8 * 8))
+        wider, taller = (amount, 0) if action in ("left", "right") else (0, amount)
+        if width + wider > limits.max_width or height + taller > limits.max_height:
+            raise InvalidRequest(f"This picture is {width}×{height}; extending it would go over this server's "
+                                 f"limit of {limits.max_width}×{limits.max_height}.")
+        return replace(base, mode="outpaint", direction=action, amount=amount, strength=None, seed=seed
+                       ).validated(limits), ()
     if width * 2 > limits.max_width or height * 2 > limits.max_height:
         raise InvalidRequest(f"This picture is {width}×{height}; twice that is over this server's limit of "
                              f"{limits.max_width}×{limits.max_height}.")
@@ -213,6 +223,18 @@ async def on_reaction(bot: DreamBot, payload: discord.RawReactionActionEvent) ->
             await member.send(f"{refusal} (job {job.id})")
         except discord.HTTPException:
             pass
+
+
+async def source_picture(bot: DreamBot, job: JobRow, index: int) -> bytes:
+    """Picture `index` of a finished job, as posted, to start a new job from."""
+    if job.status != "done":
+        raise InvalidRequest(f"Job {job.id} is {job.status}; wait for its picture first.")
+    if job.nsfw_flags is not None and (index >= len(job.nsfw_flags) or job.nsfw_flags[index]):
+        raise InvalidRequest(f"Job {job.id} has no picture {index + 1} to start from.")
+    source = await bot.images.result(job.id, index)
+    if source is None:
+        raise InvalidRequest(f"Picture {index + 1} of job {job.id} is no longer stored.")
+    return source
 
 
 class Reactions(commands.Cog):

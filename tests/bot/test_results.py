@@ -82,7 +82,8 @@ async def test_a_result_carries_its_buttons(bot: BotProcess, fake: FakeDiscord) 
     _, single = await dream(fake, seed=1)
     job = await job_of(bot, single)
     assert single.custom_ids == [f"dream:vary:{job['id']}:0", f"dream:upscale:{job['id']}:0",
-                                 f"dream:reroll:{job['id']}", f"dream:delete:{job['id']}"]
+                                 f"dream:reroll:{job['id']}", f"dream:delete:{job['id']}",
+                                 *(f"dream:{side}:{job['id']}:0" for side in ("left", "right", "up", "down"))]
     _, several = await dream(fake, seed=2, count=3)
     job = await job_of(bot, several)
     labels = [several.component(custom_id)["label"] for custom_id in several.custom_ids]
@@ -232,6 +233,38 @@ async def test_inpaint_outpaint_and_interpolate(bot: BotProcess, fake: FakeDisco
     message = fake.message(frames.message_id)
     assert [c.split(":")[1] for c in message.custom_ids] == ["reroll", "delete"]
     assert "**a cat** → **a dog**" in reply.content and "3 frames" in reply.content
+
+
+async def test_from_one_dream_to_every_mode_without_typing_the_prompt_again(bot: BotProcess, fake: FakeDiscord) -> None:
+    _, source = await dream(fake, prompt="a tiny lighthouse", seed=41, negative="fog")
+    parent = await job_of(bot, source)
+
+    await fake.click(source.id, f"dream:right:{parent['id']}:0")
+    extended = await result_replying_to(fake, source.id)
+    assert Image.open(io.BytesIO(extended.attachments[0].data)).size == (80, 64)
+    row = await job_of(bot, extended)
+    assert (row["mode"], row["direction"], row["amount"], row["parent_job_id"]) == ("outpaint", "right", 16, parent["id"])
+    assert "extension to the right of job" in extended.content
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    for command, options in (("inpaint", {"mask": fake.attachment(buffer.getvalue())}),
+                             ("outpaint", {"direction": "up"}),
+                             ("interpolate", {"end_seed": 7, "frames": 2})):
+        interaction = await fake.invoke(command, job=parent["id"], steps=2, **options)
+        result = await interaction.wait_for(posted)
+        assert "**a tiny lighthouse**" in result.content and "Negative: fog" in result.content, command
+        row = rows(bot, "interaction_id = ?", interaction.id)[0]
+        assert (row["prompt"], row["parent_job_id"], row["action"]) == ("a tiny lighthouse", parent["id"], command)
+    assert row["seed"] == parent["seed"] and row["end_seed"] == 7  # the animation starts from that picture
+
+    neither = await fake.invoke("outpaint", prompt="x")
+    answer = await neither.wait_for(lambda r: r.kind == "followup")
+    assert "Attach an image, or give the job number" in answer.content
+    unknown = await fake.invoke("outpaint", job=987654)
+    assert "no job 987654" in (await unknown.wait_for(lambda r: r.kind == "followup")).content
 
 
 @pytest.mark.parametrize(
