@@ -241,8 +241,16 @@ class Engine:
         device = "cpu" if self.device.type == "mps" else self.device
         return [torch.Generator(device).manual_seed(s) for s in seeds]
 
+    @property
+    def inpainting_only(self) -> bool:
+        """An inpainting checkpoint: its UNet also takes the mask and the masked picture (9 channels)."""
+        return self.pipe.unet.config.in_channels != 4
+
     def _images(self, request: GenerateRequest, seeds: list[int], on_step: StepCallback | None):
         """Run one pipeline call for the request; return the finished pictures and their size."""
+        if self.inpainting_only and request.mode not in ("inpaint", "outpaint"):
+            raise InvalidRequest(f"This server's model ({self.model}) is an inpainting model: it can only inpaint and "
+                                 "outpaint. Use /inpaint or /outpaint.")
         pipe = self.pipeline(request.mode)
         pipe.scheduler = self._scheduler(request)
         options: dict = {}
@@ -296,6 +304,8 @@ class Engine:
         straight line, the starting noise along a great circle (slerp), so every frame's noise
         stays as large as real noise. Frame 0 is exactly the txt2img picture of (prompt, seed)."""
         pipe = self.pipe
+        if self.inpainting_only:
+            raise InvalidRequest(f"This server's model ({self.model}) is an inpainting model: it cannot animate.")
         if isinstance(pipe, StableDiffusionXLPipeline):
             raise InvalidRequest("Interpolation is not available for SDXL models yet.")
         guided = request.guidance_scale > 1

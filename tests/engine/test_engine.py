@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dreambot.protocol import SAMPLERS, GenerateRequest
+from dreambot.protocol import SAMPLERS, GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
 from engine.pipeline import Engine, ModelLoadError, model_name, resolve_device, resolve_dtype
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, Verdict
@@ -222,3 +222,34 @@ def test_bad_model_files_and_folders_say_why(tmp_path: Path) -> None:
 )
 def test_model_names_members_see(source: str, name: str) -> None:
     assert model_name(source) == name
+
+
+def test_an_inpainting_checkpoint_inpaints_and_refuses_the_rest(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    from engine.tiny import build_tiny_pipeline
+
+    tiny = build_tiny_pipeline()
+    unet = UNet2DConditionModel(**{**tiny.unet.config, "in_channels": 9})  # latents + mask + masked picture
+    StableDiffusionInpaintPipeline(vae=tiny.vae, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer, unet=unet,
+                                   scheduler=tiny.scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False).save_pretrained(tmp_path / "inpainting")
+    engine = Engine.load(settings(tmp_path / "inpainting"))
+    assert engine.inpainting_only
+
+    source = Image.new("RGB", (64, 64), (200, 40, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    png = {}
+    for name, picture in (("image", source), ("mask", mask)):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        png[name] = buffer.getvalue()
+    result = engine.generate(1, GenerateRequest(prompt="a cat", mode="inpaint", seed=1, num_inference_steps=3, **png))
+    out = np.asarray(Image.open(io.BytesIO(result.images[0].data)).convert("RGB"))
+    assert (out[:, 40:] == (200, 40, 40)).all()  # kept exactly where the mask is black
+    outpainted = engine.generate(2, GenerateRequest(prompt="a cat", mode="outpaint", image=png["image"], direction="up",
+                                                    amount=16, seed=1, num_inference_steps=3))
+    assert (outpainted.width, outpainted.height) == (64, 80)
+    with pytest.raises(InvalidRequest, match="is an inpainting model: it can only inpaint and outpaint"):
+        engine.generate(3, GenerateRequest(prompt="a cat", num_inference_steps=3))
