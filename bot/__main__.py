@@ -70,6 +70,7 @@ async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bo
                 "SD_DEVICE": settings.sd_device,
                 "SD_DTYPE": settings.sd_dtype,
                 "SD_SAFETY_CHECKER": settings.sd_safety_checker,
+                "SD_UPSCALER": settings.sd_upscaler or "",
             },
         )
     )

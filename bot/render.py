@@ -45,7 +45,7 @@ def mode_details(request: GenerateRequest) -> list[str]:
         side = "every side" if request.direction == "all" else request.direction
         return [f"outpainted {request.amount} px {side}"]
     if request.mode == "upscale":
-        return [f"upscaled 2×, strength {strength:g}"]
+        return ["upscaled 2×"]  # by SD_UPSCALER, or img2img at a strength the PNG records
     if request.mode == "interpolate":
         return [f"{request.frames} frames"]
     return []

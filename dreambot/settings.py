@@ -27,6 +27,9 @@ class EngineSettings(BaseSettings):
     sd_device: str = "auto"
     sd_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     sd_safety_checker: Literal["auto", "checkpoint", "opennsfw"] = "auto"
+    # A dedicated 2x upscaler for the Upscale button (e.g. stabilityai/sd-x2-latent-upscaler);
+    # None: resize, then an img2img pass with SD_MODEL ("hires fix").
+    sd_upscaler: str | None = None
 
     @field_validator("sd_device")
     @classmethod

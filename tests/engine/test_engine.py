@@ -253,3 +253,25 @@ def test_an_inpainting_checkpoint_inpaints_and_refuses_the_rest(tmp_path: Path) 
     assert (outpainted.width, outpainted.height) == (64, 80)
     with pytest.raises(InvalidRequest, match="is an inpainting model: it can only inpaint and outpaint"):
         engine.generate(3, GenerateRequest(prompt="a cat", num_inference_steps=3))
+
+
+def test_a_dedicated_upscaler_serves_the_upscale_mode(tiny_model: Path, tmp_path: Path) -> None:
+    from tests.models import write_tiny_upscaler
+
+    upscaler = write_tiny_upscaler(tmp_path / "tiny-up")
+    engine = Engine.load(settings(tiny_model, sd_upscaler=str(upscaler)))
+    source = engine.generate(1, GenerateRequest(prompt="a cat", seed=3, num_inference_steps=3)).images[0].data
+    steps = []
+    request = GenerateRequest(prompt="a cat", mode="upscale", image=source, seed=3, num_inference_steps=4)
+    result = engine.generate(2, request, on_step=lambda step, total: steps.append((step, total)))
+    image = Image.open(io.BytesIO(result.images[0].data))
+    assert image.size == (128, 128) and image.text["parameters"].endswith("Upscaler: tiny-up")
+    assert steps[-1] == (4, 4)
+    assert engine.generate(3, request).images[0].data == result.images[0].data  # repeatable with its seed
+    # Without one, upscaling is the img2img "hires fix" on SD_MODEL.
+    plain = Engine.load(settings(tiny_model)).generate(4, request)
+    assert "Upscaler" not in Image.open(io.BytesIO(plain.images[0].data)).text["parameters"]
+    with pytest.raises(ModelLoadError, match="could not load SD_UPSCALER"):
+        Engine.load(settings(tiny_model, sd_upscaler=str(tmp_path)))
+    with pytest.raises(ModelLoadError, match="SD_UPSCALER 'nonsense' is not an existing folder"):
+        Engine.load(settings(tiny_model, sd_upscaler="nonsense"))
