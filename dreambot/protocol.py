@@ -267,14 +267,15 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-def infotext(request: GenerateRequest, *, seed: int, width: int, height: int, model: str) -> str:
-    """Generation parameters in the text AUTOMATIC1111 writes into a PNG's `parameters` chunk."""
+def infotext(request: GenerateRequest, *, seed: int, width: int, height: int, model: str, upscaler: str = "") -> str:
+    """Generation parameters in the text AUTOMATIC1111 writes into a PNG's `parameters` chunk;
+    `upscaler` names the dedicated upscaler that made an upscale (which has no strength)."""
     lines = [request.prompt]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     fields = (f"Steps: {request.num_inference_steps}, Sampler: {request.scheduler}, "
               f"CFG scale: {request.guidance_scale:g}, Seed: {seed}, Size: {width}x{height}, Model: {model}")
-    if request.denoising_strength is not None:
+    if request.denoising_strength is not None and not upscaler:
         fields += f", Denoising strength: {request.denoising_strength:g}"
     if request.mode != "txt2img":
         fields += f", Mode: {request.mode}"
@@ -285,6 +286,8 @@ def infotext(request: GenerateRequest, *, seed: int, width: int, height: int, mo
         # Quoted as AUTOMATIC1111 quotes values that hold its separators.
         fields += f", End prompt: {json.dumps(request.end_prompt or request.prompt)}, End seed: {end_seed}, " \
                   f"Frames: {request.frames}"
+    if upscaler:
+        fields += f", Upscaler: {upscaler}"
     if request.style:
         fields += f", Style: {request.style}"
     lines.append(fields)

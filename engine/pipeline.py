@@ -225,9 +225,9 @@ class Engine:
         else:
             verdicts = self.safety.check(images)
             for image, s, verdict in zip(images, seeds, verdicts, strict=True):
-                parameters = infotext(request, seed=s, width=width, height=height, model=self.model)
-                if request.mode == "upscale" and self.upscaler is not None:
-                    parameters += f", Upscaler: {self.upscaler_name}"
+                upscaled_by = self.upscaler_name if request.mode == "upscale" and self.upscaler is not None else ""
+                parameters = infotext(request, seed=s, width=width, height=height, model=self.model,
+                                      upscaler=upscaled_by)
                 results.append(ImageResult(data=_png(image, parameters), seed=s,
                                            nsfw_content_detected=verdict.flagged, nsfw_score=verdict.score))
         checked = time.perf_counter()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 from dataclasses import replace
@@ -15,7 +16,7 @@ from discord.ext import commands
 
 from bot import jobs, render
 from bot.bot import reply_privately
-from dreambot.protocol import MAX_SEED, InvalidRequest
+from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -147,7 +148,8 @@ async def derived_request(bot: DreamBot, job: JobRow, action: str, index: int | 
     base = replace(job.request(), num_images=1, image=source, mask=None, width=None, height=None,
                    end_prompt=None, end_seed=None)
     if action == "vary":
-        return replace(base, mode="img2img", strength=jobs.VARY_STRENGTH, seed=seed).validated(limits), ()
+        return replace(base, mode="img2img", strength=jobs.VARY_STRENGTH, seed=seed,
+                       num_inference_steps=enough_steps(job, jobs.VARY_STRENGTH)).validated(limits), ()
     width, height = job.width or 0, job.height or 0
     if action in PANS:
         side = width if action in ("left", "right") else height
@@ -163,7 +165,13 @@ async def derived_request(bot: DreamBot, job: JobRow, action: str, index: int | 
                              f"{limits.max_width}×{limits.max_height}.")
     # The picture's own seed keeps the upscale's added detail in the spirit of the original.
     own_seed = (job.seed + index) % (MAX_SEED + 1)
-    return replace(base, mode="upscale", strength=None, seed=own_seed).validated(limits), ()
+    return replace(base, mode="upscale", strength=None, seed=own_seed,
+                   num_inference_steps=enough_steps(job, DEFAULT_STRENGTH["upscale"])).validated(limits), ()
+
+
+def enough_steps(job: JobRow, strength: float) -> int:
+    """The job's steps, or the few more that `strength` needs to leave at least one to run."""
+    return max(job.num_inference_steps, math.ceil(1 / strength))
 
 
 def build_info_commands(bot: DreamBot) -> tuple[app_commands.Command, app_commands.ContextMenu]:

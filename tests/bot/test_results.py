@@ -139,6 +139,14 @@ async def test_reactions_do_what_the_buttons_do(bot: BotProcess, fake: FakeDisco
     assert len(rows(bot, "parent_job_id = ?", parent["id"])) == 1
 
 
+async def test_a_quick_picture_is_upscaled_with_the_steps_its_strength_needs(bot: BotProcess, fake: FakeDiscord) -> None:
+    _, source = await dream(fake, seed=15, steps=2)  # 0.35 of 2 steps would leave none to run
+    parent = await job_of(bot, source)
+    await fake.click(source.id, f"dream:upscale:{parent['id']}:0")
+    upscaled = await job_of(bot, await result_replying_to(fake, source.id))
+    assert (upscaled["mode"], upscaled["num_inference_steps"]) == ("upscale", 3)
+
+
 async def test_only_the_owner_or_a_moderator_can_delete(bot: BotProcess, fake: FakeDiscord) -> None:
     author, stranger = fake.user("author"), fake.user("stranger")
     moderator = fake.user("moderator", permissions=MANAGE_MESSAGES)

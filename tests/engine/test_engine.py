@@ -265,7 +265,8 @@ def test_a_dedicated_upscaler_serves_the_upscale_mode(tiny_model: Path, tmp_path
     request = GenerateRequest(prompt="a cat", mode="upscale", image=source, seed=3, num_inference_steps=4)
     result = engine.generate(2, request, on_step=lambda step, total: steps.append((step, total)))
     image = Image.open(io.BytesIO(result.images[0].data))
-    assert image.size == (128, 128) and image.text["parameters"].endswith("Upscaler: tiny-up")
+    assert image.size == (128, 128) and image.text["parameters"].endswith("Mode: upscale, Upscaler: tiny-up")
+    assert "Denoising strength" not in image.text["parameters"]  # the upscaler has none
     assert steps[-1] == (4, 4)
     assert engine.generate(3, request).images[0].data == result.images[0].data  # repeatable with its seed
     # Without one, upscaling is the img2img "hires fix" on SD_MODEL.
