@@ -34,6 +34,13 @@ MODES = ("txt2img", "img2img", "inpaint", "outpaint", "upscale", "interpolate")
 # How much of the input image a mode repaints (diffusers' `strength`) unless the member says.
 DEFAULT_STRENGTH = {"img2img": 0.75, "inpaint": 1.0, "outpaint": 1.0, "upscale": 0.35}
 DIRECTIONS = ("left", "right", "up", "down", "all")
+
+
+def default_outpaint_amount(length: int) -> int:
+    """How far outpainting extends a side of `length` pixels unless told: a quarter of it, in
+    whole multiples of 8, within the 8-512 a request allows."""
+    return min(512, max(8, length // 4 // 8 * 8))
+
 DEFAULT_FRAMES = 8
 
 

@@ -203,13 +203,13 @@ class Engine:
         started = time.perf_counter()
         seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
-        self._scheduler(request)  # refuse a sampler that cannot run before any work
+        scheduler = self._scheduler(request)  # refuses a sampler that cannot run, before any work
         if request.mode == "interpolate":
             width = request.width or self.native_size
             height = request.height or self.native_size
             frames = self._interpolate(request, seed, width, height, on_step)
         else:
-            images, width, height = self._images(request, seeds, on_step)
+            images, width, height = self._images(request, seeds, scheduler, on_step)
         generated = time.perf_counter()
 
         results = []
@@ -255,7 +255,7 @@ class Engine:
         """An inpainting checkpoint: its UNet also takes the mask and the masked picture (9 channels)."""
         return self.pipe.unet.config.in_channels != 4
 
-    def _images(self, request: GenerateRequest, seeds: list[int], on_step: StepCallback | None):
+    def _images(self, request: GenerateRequest, seeds: list[int], scheduler, on_step: StepCallback | None):
         """Run one pipeline call for the request; return the finished pictures and their size."""
         if request.mode == "upscale" and self.upscaler is not None:
             return self._upscale(request, seeds, on_step)
@@ -263,7 +263,7 @@ class Engine:
             raise InvalidRequest(f"This server's model ({self.model}) is an inpainting model: it can only inpaint and "
                                  "outpaint. Use /inpaint or /outpaint.")
         pipe = self.pipeline(request.mode)
-        pipe.scheduler = self._scheduler(request)
+        pipe.scheduler = scheduler
         options: dict = {}
         finish = None
         if request.mode == "txt2img":

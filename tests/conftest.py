@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 # Never reach for the model hub: a hub id must fail at once, not after retries.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -29,3 +30,13 @@ def flagging_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.models import write_flagging_model
 
     return write_flagging_model(tmp_path_factory.mktemp("models") / "flagging")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fake():
+    """The loopback Discord (tests/fake_discord.py), one per test module."""
+    from tests.fake_discord import FakeDiscord
+
+    server = await FakeDiscord().start()
+    yield server
+    await server.close()

@@ -737,6 +737,17 @@ class FakeDiscord:
             message.attachments = message.attachments + [self._store_attachment(u.data, u.filename, scope)
                                                          for u in files]
 
+    async def _edit_route(self, request: web.Request, message: Message, record: Interaction) -> web.Response:
+        """PATCH of a message, through a webhook or the channel: check, apply, record, announce."""
+        payload, files = await _read_body(request)
+        problem = self._message_problem(payload, files, creating=False)
+        if problem is not None:
+            return problem
+        self._edit(message, payload, files)
+        self._record(record, Reply("edit", time.monotonic(), payload, files, message_id=message.id))
+        await self._emit_message("MESSAGE_UPDATE", message)
+        return _json(self._payload(message))
+
     def _edit(self, message: Message, payload: dict, files: list[Upload]) -> None:
         self._apply(message, payload, files)
         message.flags &= ~LOADING
@@ -919,14 +930,7 @@ class FakeDiscord:
             self._record(record, Reply("delete", time.monotonic(), {}, message_id=message.id))
             await self._emit_message("MESSAGE_DELETE", message)
             return web.Response(status=204)
-        payload, files = await _read_body(request)
-        problem = self._message_problem(payload, files, creating=False)
-        if problem is not None:
-            return problem
-        self._edit(message, payload, files)
-        self._record(record, Reply("edit", time.monotonic(), payload, files, message_id=message.id))
-        await self._emit_message("MESSAGE_UPDATE", message)
-        return _json(self._payload(message))
+        return await self._edit_route(request, message, record)
 
     async def _followup(self, request: web.Request, record: Interaction) -> web.Response:
         payload, files = await _read_body(request)
@@ -1017,14 +1021,7 @@ class FakeDiscord:
                 if not own:
                     return _json({"message": "Cannot edit a message authored by another user", "code": 50005},
                                  status=403)
-                payload, files = await _read_body(request)
-                problem = self._message_problem(payload, files, creating=False)
-                if problem is not None:
-                    return problem
-                self._edit(message, payload, files)
-                self._record(recorder, Reply("edit", time.monotonic(), payload, files, message_id=message.id))
-                await self._emit_message("MESSAGE_UPDATE", message)
-                return _json(self._payload(message))
+                return await self._edit_route(request, message, recorder)
             return web.Response(status=405)
         if rest[2] == "reactions":
             return await self._reaction_route(method, message, rest[3:], allowed)

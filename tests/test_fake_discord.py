@@ -179,13 +179,6 @@ class Probe(discord.Client):
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def fake():
-    server = await FakeDiscord().start()
-    yield server
-    await server.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def probe(fake: FakeDiscord):
     patch = pytest.MonkeyPatch()
     patch.setattr(discord.http.Route, "BASE", fake.api_base)

@@ -28,6 +28,7 @@ from dreambot.protocol import (
     SAMPLERS,
     GenerateRequest,
     InvalidRequest,
+    default_outpaint_amount,
 )
 
 if TYPE_CHECKING:
@@ -77,12 +78,10 @@ async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build,
 
 async def earlier_result(bot: "DreamBot", interaction: discord.Interaction, job_id: int, picture: Optional[int]):
     """A result of this server's history to start from (a `job` option): its row and picture."""
-    from bot.cogs.results import source_picture  # shared with the buttons
+    from bot.cogs.results import in_reach, source_picture  # shared with the buttons and /info
 
     job = await bot.store.get_job(job_id)
-    visible = job is not None and job.guild_id == interaction.guild_id and job.deleted_at is None and (
-        job.guild_id is not None or job.user_id == interaction.user.id)
-    if not visible:
+    if job is None or job.deleted_at is not None or not in_reach(job, interaction):
         raise InvalidRequest(f"There is no job {job_id} in this server's history to start from.")
     if job.mode == "interpolate":
         raise InvalidRequest(f"Job {job_id} is an animation; start from a picture.")
@@ -303,7 +302,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
                 # A quarter of the picture by default: sized for the picture, whatever the model.
                 shown, _ = await asyncio.to_thread(fit, bot, source)
                 length = {"left": shown.width, "right": shown.width, "up": shown.height, "down": shown.height}
-                grow = min(512, max(8, length.get(side, min(shown.size)) // 4 // 8 * 8))
+                grow = default_outpaint_amount(length.get(side, min(shown.size)))
             else:
                 grow = amount
             times = 2 if side == "all" else 1

@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import jobs, render
 from bot.bot import reply_privately
-from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest
+from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest, default_outpaint_amount
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -153,7 +153,7 @@ async def derived_request(bot: DreamBot, job: JobRow, action: str, index: int | 
     width, height = job.width or 0, job.height or 0
     if action in PANS:
         side = width if action in ("left", "right") else height
-        amount = min(512, max(8, side // 4 // 8 * 8))
+        amount = default_outpaint_amount(side)
         wider, taller = (amount, 0) if action in ("left", "right") else (0, amount)
         if width + wider > limits.max_width or height + taller > limits.max_height:
             raise InvalidRequest(f"This picture is {width}×{height}; extending it would go over this server's "
@@ -176,10 +176,7 @@ def enough_steps(job: JobRow, strength: float) -> int:
 
 def build_info_commands(bot: DreamBot) -> tuple[app_commands.Command, app_commands.ContextMenu]:
     async def show(interaction: discord.Interaction, job: JobRow | None, missing: str) -> None:
-        # A server's jobs are shown in that server; a direct message's only to its author.
-        visible = job is not None and job.guild_id == interaction.guild_id and (
-            job.guild_id is not None or job.user_id == interaction.user.id)
-        if not visible:
+        if job is None or not in_reach(job, interaction):
             await interaction.response.send_message(missing, ephemeral=True)
             return
         if job.deleted_at is not None:
@@ -231,6 +228,12 @@ async def on_reaction(bot: DreamBot, payload: discord.RawReactionActionEvent) ->
             await member.send(f"{refusal} (job {job.id})")
         except discord.HTTPException:
             pass
+
+
+def in_reach(job: JobRow, interaction: discord.Interaction) -> bool:
+    """Whether this interaction may see the job: a server's jobs in that server, a direct
+    message's only to its author."""
+    return job.guild_id == interaction.guild_id and (job.guild_id is not None or job.user_id == interaction.user.id)
 
 
 async def source_picture(bot: DreamBot, job: JobRow, index: int) -> bytes:

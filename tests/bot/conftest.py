@@ -70,13 +70,6 @@ class BotProcess:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def fake():
-    server = await FakeDiscord().start()
-    yield server
-    await server.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def bot(fake: FakeDiscord, tiny_model: Path, tmp_path_factory):
     process = BotProcess(fake, tmp_path_factory.mktemp("bot"), tiny_model)
     await process.start()
