@@ -43,6 +43,15 @@ def default_outpaint_amount(length: int) -> int:
 
 DEFAULT_FRAMES = 8
 
+# Each safety classifier's scale: an image is flagged when its score is above the threshold, so a
+# lower threshold is stricter. (default, lowest allowed, highest allowed); servers choose within.
+# opennsfw: open_nsfw's NSFW probability. checkpoint: the CLIP checker's highest concept margin
+# (cosine similarity minus the concept's own threshold; diffusers flags above 0).
+SAFETY_THRESHOLDS: dict[str, tuple[float, float, float]] = {
+    "opennsfw": (0.5, 0.05, 0.95),
+    "checkpoint": (0.0, -0.1, 0.1),
+}
+
 
 class InvalidRequest(ValueError):
     """A request a user can fix; the message says what to change."""
@@ -88,6 +97,11 @@ class GenerateRequest:
     frames: int = DEFAULT_FRAMES
     # The style preset whose text was added to the prompts, shown with the result.
     style: str = ""
+    # Safety: flag images scoring above this (None: the classifier's default, SAFETY_THRESHOLDS).
+    nsfw_threshold: float | None = None
+    # A flagged image's bytes come back only if the channel may show it (spoiler/off in an
+    # age-restricted channel); otherwise they never leave the engine.
+    keep_flagged: bool = False
 
     @property
     def denoising_strength(self) -> float | None:
@@ -164,12 +178,12 @@ class GenerateRequest:
 
 @dataclass(frozen=True)
 class ImageResult:
-    # A PNG, or for an interpolation an animated GIF (`format`).
+    # A PNG, or for an interpolation an animated GIF (`format`); empty when the image was flagged
+    # and the request did not ask to keep flagged images.
     data: bytes
     seed: int
     nsfw_content_detected: bool
-    # The safety classifier's own number: open_nsfw's probability, or the CLIP checker's highest
-    # concept margin (flagged above 0).
+    # The safety classifier's own number, on its scale (SAFETY_THRESHOLDS).
     nsfw_score: float
     format: str = "png"
 

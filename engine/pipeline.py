@@ -33,6 +33,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from dreambot.protocol import (
     MAX_SEED,
+    SAFETY_THRESHOLDS,
     SAMPLERS,
     GenerateRequest,
     GenerateResult,
@@ -204,6 +205,7 @@ class Engine:
         seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
         scheduler = self._scheduler(request)  # refuses a sampler that cannot run, before any work
+        self.nsfw_threshold(request)  # and a threshold out of bounds
         if request.mode == "interpolate":
             width = request.width or self.native_size
             height = request.height or self.native_size
@@ -212,24 +214,26 @@ class Engine:
             images, width, height = self._images(request, seeds, scheduler, on_step)
         generated = time.perf_counter()
 
+        threshold = self.nsfw_threshold(request)
         results = []
         if request.mode == "interpolate":
-            # One animation: withheld as a whole if any frame is flagged.
-            verdicts = self.safety.check(frames)
+            # One animation: flagged as a whole if any frame is.
+            score = max(self.safety.scores(frames))
             parameters = infotext(request, seed=seed, width=width, height=height, model=self.model)
-            results.append(ImageResult(
-                data=imaging.gif(frames, comment=parameters), seed=seed, format="gif",
-                nsfw_content_detected=any(v.flagged for v in verdicts),
-                nsfw_score=max(v.score for v in verdicts),
-            ))
+            flagged = score > threshold
+            data = b"" if flagged and not request.keep_flagged else imaging.gif(frames, comment=parameters)
+            results.append(ImageResult(data=data, seed=seed, format="gif", nsfw_content_detected=flagged,
+                                       nsfw_score=score))
         else:
-            verdicts = self.safety.check(images)
-            for image, s, verdict in zip(images, seeds, verdicts, strict=True):
+            scores = self.safety.scores(images)
+            for image, s, score in zip(images, seeds, scores, strict=True):
                 upscaled_by = self.upscaler_name if request.mode == "upscale" and self.upscaler is not None else ""
                 parameters = infotext(request, seed=s, width=width, height=height, model=self.model,
                                       upscaler=upscaled_by)
-                results.append(ImageResult(data=_png(image, parameters), seed=s,
-                                           nsfw_content_detected=verdict.flagged, nsfw_score=verdict.score))
+                flagged = score > threshold
+                # A flagged image the channel may not show is never encoded, let alone sent.
+                data = b"" if flagged and not request.keep_flagged else _png(image, parameters)
+                results.append(ImageResult(data=data, seed=s, nsfw_content_detected=flagged, nsfw_score=score))
         checked = time.perf_counter()
         return GenerateResult(
             job_id=job_id,
@@ -244,6 +248,16 @@ class Engine:
                 "total": round(time.perf_counter() - started, 3),
             },
         )
+
+    def nsfw_threshold(self, request: GenerateRequest) -> float:
+        """The request's safety threshold, within the bounds of this engine's classifier."""
+        default, lowest, highest = SAFETY_THRESHOLDS[self.safety.name]
+        if request.nsfw_threshold is None:
+            return default
+        if not lowest <= request.nsfw_threshold <= highest:
+            raise InvalidRequest(f"The safety threshold must be between {lowest:g} and {highest:g} for the "
+                                 f"{self.safety.name} classifier (got {request.nsfw_threshold:g}).")
+        return request.nsfw_threshold
 
     def _generators(self, seeds: list[int]) -> list[torch.Generator]:
         # MPS generators are not reproducible; diffusers recommends CPU generators there.

