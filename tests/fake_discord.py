@@ -43,10 +43,14 @@ ADD_REACTIONS = 1 << 6
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
 MANAGE_MESSAGES = 1 << 13
+EMBED_LINKS = 1 << 14
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
+MENTION_EVERYONE = 1 << 17
+USE_EXTERNAL_EMOJIS = 1 << 18
 DEFAULT_PERMISSIONS = 2248473465835073  # what Discord gives @everyone in a new server
 ALL_PERMISSIONS = (1 << 53) - 1  # the server owner and administrators have every bit
+DM_APP_PERMISSIONS = ATTACH_FILES | EMBED_LINKS | MENTION_EVERYONE | USE_EXTERNAL_EMOJIS  # app_permissions in a bot DM
 
 # Gateway intents.
 GUILD_MESSAGES = 1 << 9
@@ -172,6 +176,7 @@ class Interaction:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     type: int = APPLICATION_COMMAND
     user: dict | None = None
+    channel_id: int | None = None  # where it happened: a text channel, or the DM channel with `user`
     payload: dict = field(default_factory=dict)  # the INTERACTION_CREATE data as dispatched
     message_id: int | None = None  # the original response ("@original"), once there is one
     source_message_id: int | None = None  # component interactions: the message clicked
@@ -198,13 +203,16 @@ class Interaction:
 
 
 class FakeDiscord:
-    """One server ("guild_id") with one text channel ("channel_id").
+    """One server ("guild_id") with a default text channel ("channel_id"); `text_channel` adds more,
+    `set_nsfw` makes one age-restricted (or not), `role` and `user` add roles and members.
 
     Members act with invoke / invoke_message_command / invoke_user_command / click / select (each
-    returns the Interaction, whose replies the bot's answers fill), react / unreact and post. Tests
-    read `message(id)` (every message, edits applied, `deleted`), `channel_messages` and `dm(user)`
-    (what the bot posted outside interactions), `reactions` (the bot's own), `attachments` (with
-    their `fetches`), `events` (everything sent over the gateway) and `requests`.
+    returns the Interaction, whose replies the bot's answers fill), react / unreact and post: in the
+    default channel, in another (`in_channel=`), in a DM with the bot (`invoke(..., in_dm=True)`), or
+    where the message they act on is. Tests read `message(id)` (every message, edits applied,
+    `deleted`), `channel_messages`, `messages_in(channel_id)` and `dm(user)` (what the bot posted
+    outside interactions), `reactions` (the bot's own), `attachments` (with their `fetches`), `events`
+    (everything sent over the gateway) and `requests`.
     """
 
     def __init__(self) -> None:
@@ -213,7 +221,8 @@ class FakeDiscord:
         self.bot_user = {"id": str(self.application_id), "username": "dreambot", "discriminator": "0",
                          "global_name": None, "avatar": None, "bot": True}
         self.guild_id = self.snowflake()
-        self.channel_id = self.snowflake()
+        self.channels: dict[int, dict] = {}  # the guild's text channels, as GUILD_CREATE sends them
+        self.channel_id = self.text_channel("general")  # the default one, where members act unless told
         self.everyone_permissions = DEFAULT_PERMISSIONS
         self.app_permissions = DEFAULT_PERMISSIONS  # the bot's own, in the channel; checked on channel routes
         self.bot_role = {"id": str(self.snowflake()), "name": "Dreambot", "permissions": str(self.app_permissions),
@@ -226,6 +235,7 @@ class FakeDiscord:
         self.guild_owner_id = self.owner["id"]  # owns the server (all permissions); may be changed any time
         self._announced_roles: set[str] = set()
         self._announced_owner: str | None = None
+        self._announced_channels: dict[int, dict] = {}
         self.commands: dict[str, dict] = {}  # name -> registered payload, global and guild ones together
         self._global_commands: list[dict] = []
         self._guild_commands: list[dict] = []
@@ -234,6 +244,7 @@ class FakeDiscord:
         self.expired: set[str] = set()  # interaction tokens past Discord's 15 minutes
         self.ack_timeout: float | None = None  # set to 3.0 to refuse late first answers, as Discord does
         self.channel_messages = Interaction(id=0, token="", sent_at=0.0)  # what the bot did in the channel
+        self._in_channels: dict[int, Interaction] = {}  # the other channels' `channel_messages`
         self.messages: dict[int, Message] = {}
         self.deleted: set[int] = set()
         self.reactions: dict[int, list[str]] = {}  # message id -> emoji the bot itself added, in order
@@ -276,6 +287,31 @@ class FakeDiscord:
                 "mentionable": False, "flags": 0}
         self.roles[role["id"]] = role
         return role
+
+    def text_channel(self, name: str, *, nsfw: bool = False) -> int:
+        """A new text channel in the server; returns its id. The bot hears of it in GUILD_CREATE, or in
+        CHANNEL_CREATE just before the next event the fake sends."""
+        channel_id = self.snowflake()
+        self.channels[channel_id] = {
+            "id": str(channel_id), "type": 0, "guild_id": str(self.guild_id), "name": name,
+            "position": len(self.channels), "permission_overwrites": [], "nsfw": nsfw, "parent_id": None,
+            "topic": None, "last_message_id": None, "rate_limit_per_user": 0}
+        return channel_id
+
+    def set_nsfw(self, channel_id: int, nsfw: bool) -> None:
+        """Mark text channel `channel_id` age-restricted or not; the bot hears CHANNEL_UPDATE just before
+        the next event the fake sends."""
+        self._text_channel(channel_id)["nsfw"] = nsfw
+
+    def messages_in(self, channel_id: int) -> Interaction:
+        """What the bot did outside interactions in text channel `channel_id` (`channel_messages` for
+        the default one; `dm(user)` for a DM channel), as replies of kind "message", "edit", "delete"."""
+        if channel_id == self.channel_id:
+            return self.channel_messages
+        if self._is_dm(channel_id):
+            return self.dm(self._dm_user(channel_id))
+        self._text_channel(channel_id)
+        return self._in_channels.setdefault(channel_id, Interaction(id=0, token="", sent_at=0.0))
 
     def permissions_of(self, user: dict) -> int:
         """The member's permissions in the channel, as Discord sends them in `member.permissions`."""
@@ -356,12 +392,20 @@ class FakeDiscord:
 
     # -- what members do -------------------------------------------------------------------------
 
-    async def invoke(self, name: str, user: dict | None = None, **options: Any) -> Interaction:
+    async def invoke(self, name: str, user: dict | None = None, *, in_channel: int | None = None,
+                     in_dm: bool = False, **options: Any) -> Interaction:
         """A member runs slash command `name` ("group sub" for a subcommand) with `options`, sent as given:
         no checks, like a raw client. An Attachment, Upload or bytes value becomes an attachment option,
-        a user dict a user option."""
+        a user dict a user (or mentionable) option; by the option's declared type, a channel id a
+        channel, a role dict or id a role. It runs in the default channel, in text channel
+        `in_channel`, or with `in_dm` in the member's DM with the bot (which a guild command, or one
+        not allowed in DMs, never is)."""
         names = name.split()
         command = self.command(names[0], 1)
+        user = user or self.user("member")
+        contexts = command.get("contexts") or ([0] if command.get("dm_permission") is False else [0, 1, 2])
+        if in_dm and (command.get("guild_id") or 1 not in contexts):
+            raise AssertionError(f"/{names[0]} is not offered in DMs (a guild command, or contexts {contexts})")
         declared = command.get("options") or []
         chain = []
         for sub in names[1:]:
@@ -372,13 +416,14 @@ class FakeDiscord:
             declared = option.get("options") or []
         kinds = {o["name"]: o["type"] for o in declared}
         resolved: dict[str, dict] = {}
-        data_options = [self._option(key, value, kinds.get(key), resolved) for key, value in options.items()]
+        data_options = [self._option(key, value, kinds.get(key), resolved, user) for key, value in options.items()]
         for option in reversed(chain):
             data_options = [{"name": option["name"], "type": option["type"], "options": data_options}]
         data = {"id": command["id"], "name": names[0], "type": 1, "options": data_options}
         if resolved:
             data["resolved"] = resolved
-        return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user)
+        channel_id = self._dm_id(user) if in_dm else int(self._text_channel(in_channel or self.channel_id)["id"])
+        return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user, channel_id=channel_id)
 
     async def invoke_message_command(self, name: str, message_id: int, user: dict | None = None) -> Interaction:
         """A member picks Apps → `name` on message `message_id`."""
@@ -386,7 +431,8 @@ class FakeDiscord:
         message = self._target(message_id)
         data = {"id": command["id"], "name": name, "type": 3, "target_id": str(message.id),
                 "resolved": {"messages": {str(message.id): self._payload(message)}}}
-        return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user)
+        return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), self._viewer(message, user),
+                                    channel_id=message.channel_id)
 
     async def invoke_user_command(self, name: str, target: dict, user: dict | None = None) -> Interaction:
         """A member picks Apps → `name` on member `target`."""
@@ -397,7 +443,8 @@ class FakeDiscord:
         return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user)
 
     async def click(self, message_id: int, custom_id: str, user: dict | None = None) -> Interaction:
-        """A member clicks the button `custom_id` on message `message_id`."""
+        """A member clicks the button `custom_id` on message `message_id`, where that message is; only its
+        recipient (the default `user`) can click on an ephemeral or direct message."""
         message = self._target(message_id)
         component = self._component(message, custom_id)
         if component.get("type") != 2:
@@ -406,7 +453,7 @@ class FakeDiscord:
         return await self._interact(MESSAGE_COMPONENT, data, user, message=message)
 
     async def select(self, message_id: int, custom_id: str, values: list[str], user: dict | None = None) -> Interaction:
-        """A member picks `values` in the select menu `custom_id` on message `message_id`."""
+        """A member picks `values` in the select menu `custom_id` on message `message_id` (see `click`)."""
         message = self._target(message_id)
         component = self._component(message, custom_id)
         if component.get("type") not in SELECT_TYPES:
@@ -421,7 +468,9 @@ class FakeDiscord:
         """A member adds reaction `emoji` ("🔁", or "name:id" for a custom emoji) to message `message_id`;
         returns the MESSAGE_REACTION_ADD data sent."""
         message = self._target(message_id)
-        user = user or self.user("member")
+        if message.ephemeral:
+            raise AssertionError(f"message {message_id} is ephemeral: Discord offers no reactions on it")
+        user = self._viewer(message, user) or self.user("member")
         emoji = _emoji_key(emoji)
         who = message.reactions.setdefault(emoji, [])
         if user["id"] not in who:
@@ -445,21 +494,29 @@ class FakeDiscord:
         return data
 
     async def post(self, content: str = "", user: dict | None = None, *,
-                   attachments: list[Attachment | Upload | bytes] = (), reply_to: int | None = None) -> Message:
-        """A member posts a message in the channel (MESSAGE_CREATE; its content reaches the bot only with
-        the message content intent, as on Discord)."""
-        user = user or self.user("member")
+                   attachments: list[Attachment | Upload | bytes] = (), reply_to: int | None = None,
+                   in_channel: int | None = None) -> Message:
+        """A member posts a message in the default channel or `in_channel` (a text channel, or a DM channel
+        whose recipient then posts) as MESSAGE_CREATE; its content reaches the bot only with the message
+        content intent, as on Discord."""
+        channel_id = in_channel or self.channel_id
+        dm = self._is_dm(channel_id)
+        user = user or (self._dm_user(channel_id) if dm else self.user("member"))
+        if not dm:
+            self._text_channel(channel_id)
         stored = [a if isinstance(a, Attachment) else self._store_attachment(
             a.data if isinstance(a, Upload) else a, a.filename if isinstance(a, Upload) else "image.png",
-            f"attachments/{self.channel_id}") for a in attachments]
-        message = Message(id=self.snowflake(), channel_id=self.channel_id, author=user, content=content,
+            f"attachments/{channel_id}") for a in attachments]
+        message = Message(id=self.snowflake(), channel_id=channel_id, author=user, content=content,
                           attachments=stored, mentions=re.findall(r"<@!?(\d+)>", content))
         if reply_to is not None:
             message.type = 19
             message.message_reference = {"type": 0, "message_id": str(self._target(reply_to).id),
-                                         "channel_id": str(self.channel_id), "guild_id": str(self.guild_id)}
+                                         "channel_id": str(channel_id)}
+            if not dm:
+                message.message_reference["guild_id"] = str(self.guild_id)
         self.messages[message.id] = message
-        await self._deliver("MESSAGE_CREATE", self._gateway_payload(message), GUILD_MESSAGES)
+        await self._deliver("MESSAGE_CREATE", self._gateway_payload(message), DIRECT_MESSAGES if dm else GUILD_MESSAGES)
         return message
 
     def expire(self, interaction: Interaction) -> None:
@@ -474,10 +531,14 @@ class FakeDiscord:
             await ws.send_json({"op": 0, "t": event, "s": next(self._sequence), "d": data})
 
     async def _sync_guild(self) -> None:
-        """Tell the bot about roles and an owner change made since it last heard, as Discord would have."""
+        """Tell the bot about roles, channels and an owner change made since it last heard, as Discord would have."""
         updates = [("GUILD_ROLE_CREATE", {"guild_id": str(self.guild_id), "role": role})
                    for role_id, role in self.roles.items() if role_id not in self._announced_roles]
         self._announced_roles.update(self.roles)
+        updates += [("CHANNEL_UPDATE" if channel_id in self._announced_channels else "CHANNEL_CREATE", dict(channel))
+                    for channel_id, channel in self.channels.items()
+                    if self._announced_channels.get(channel_id) != channel]
+        self._announced_channels = {channel_id: dict(channel) for channel_id, channel in self.channels.items()}
         if self.guild_owner_id != self._announced_owner:
             self._announced_owner = self.guild_owner_id
             guild = {k: v for k, v in self._guild().items() if k not in ("channels", "members", "threads")}
@@ -523,6 +584,7 @@ class FakeDiscord:
         await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._sequence), "d": self._guild()})
         self._announced_roles = set(self.roles)
         self._announced_owner = self.guild_owner_id
+        self._announced_channels = {channel_id: dict(channel) for channel_id, channel in self.channels.items()}
         self.identify_count += 1
         self.identified.set()
 
@@ -559,19 +621,42 @@ class FakeDiscord:
             data = self._gateway_payload(message)
         await self._emit(event, data, intent)
 
-    def _channel(self) -> dict:
-        return {"id": str(self.channel_id), "type": 0, "guild_id": str(self.guild_id), "name": "general",
-                "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None,
-                "last_message_id": None, "rate_limit_per_user": 0}
+    def _channel(self, channel_id: int | None = None) -> dict:
+        """A text channel's payload, the default one's unless told."""
+        return dict(self._text_channel(channel_id or self.channel_id))
 
-    def _guild(self) -> dict:
+    def _text_channel(self, channel_id: int | str) -> dict:
+        """The stored text channel (a test's mistake if there is none)."""
+        try:
+            return self.channels[int(channel_id)]
+        except (KeyError, ValueError):
+            raise AssertionError(f"fake Discord has no text channel {channel_id}; it has {list(self.channels)}") \
+                from None
+
+    def _dm_id(self, user: dict) -> int:
+        """The id of the DM channel between the bot and `user`, opened if needed."""
+        if user["id"] not in self.dm_channels:
+            self.dm_channels[user["id"]] = self.snowflake()
+        self.dm(user)
+        return self.dm_channels[user["id"]]
+
+    def _dm_channel(self, user: dict) -> dict:
+        return {"id": str(self._dm_id(user)), "type": 1, "recipients": [user], "last_message_id": None, "flags": 0}
+
+    def _dm_user(self, channel_id: int) -> dict:
+        return self.users[next(u for u, c in self.dm_channels.items() if c == channel_id)]
+
+    def _roles(self) -> list[dict]:
         everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(self.everyone_permissions),
                     "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
         self.bot_role["permissions"] = str(self.app_permissions)
+        return [everyone, self.bot_role, *self.roles.values()]
+
+    def _guild(self) -> dict:
         return {
             "id": str(self.guild_id), "name": "Dream Lab", "icon": None, "owner_id": self.guild_owner_id,
-            "roles": [everyone, self.bot_role, *self.roles.values()], "emojis": [], "stickers": [], "features": [],
-            "channels": [self._channel()], "threads": [],
+            "roles": self._roles(), "emojis": [], "stickers": [], "features": [],
+            "channels": [dict(channel) for channel in self.channels.values()], "threads": [],
             "members": [{"user": self.bot_user, "roles": [self.bot_role["id"]], "joined_at": _now(), "deaf": False,
                          "mute": False, "flags": 0}],
             "member_count": 2, "large": False, "unavailable": False, "verification_level": 0,
@@ -585,12 +670,19 @@ class FakeDiscord:
 
     # -- interactions ----------------------------------------------------------------------------
 
-    async def _interact(self, kind: int, data: dict, user: dict | None, message: Message | None = None) -> Interaction:
+    async def _interact(self, kind: int, data: dict, user: dict | None, message: Message | None = None, *,
+                        channel_id: int | None = None) -> Interaction:
+        """INTERACTION_CREATE from `channel_id` (where `message` is, for a component): a guild channel, or
+        `user`'s DM with the bot, as Discord sends it there."""
+        if message is not None:
+            user, channel_id = self._viewer(message, user), message.channel_id
         user = user or self.user("member")
+        channel_id = channel_id or self.channel_id
+        dm = self._is_dm(channel_id)
         interaction_id = self.snowflake()
         token = f"token-{interaction_id}"
         record = Interaction(id=interaction_id, token=token, sent_at=time.monotonic(), type=kind, user=user,
-                             source_message_id=message.id if message else None)
+                             channel_id=channel_id, source_message_id=message.id if message else None)
         self.interactions[token] = record
         payload = {
             "id": str(interaction_id),
@@ -598,19 +690,20 @@ class FakeDiscord:
             "type": kind,
             "token": token,
             "version": 1,
-            "guild_id": str(self.guild_id),
-            "channel_id": str(self.channel_id),
-            "channel": self._channel(),
-            "member": self.member(user),
+            "channel_id": str(channel_id),
+            "channel": self._dm_channel(user) if dm else self._channel(channel_id),
             "data": data,
             "locale": "en-US",
-            "guild_locale": "en-US",
-            "app_permissions": str(self.app_permissions),
+            "app_permissions": str(DM_APP_PERMISSIONS if dm else self.app_permissions),
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
-            "context": 0,
+            "authorizing_integration_owners": {"0": "0" if dm else str(self.guild_id)},
+            "context": 1 if dm else 0,
             "attachment_size_limit": self.upload_limit,
         }
+        if dm:  # no guild, no member: the user at the top level
+            payload["user"] = user
+        else:
+            payload.update(guild_id=str(self.guild_id), member=self.member(user), guild_locale="en-US")
         if message is not None:
             payload["message"] = self._payload(message)
         record.payload = payload
@@ -622,21 +715,44 @@ class FakeDiscord:
             data["guild_id"] = command["guild_id"]
         return data
 
-    def _option(self, name: str, value: Any, kind: int | None, resolved: dict) -> dict:
+    def _option(self, name: str, value: Any, kind: int | None, resolved: dict, user: dict) -> dict:
+        """One option as Discord sends it, what it names added to `resolved` (`user` runs the command)."""
         if isinstance(value, (bytes, Upload)):
             value = self.attachment(value)
         if isinstance(value, Attachment):
             resolved.setdefault("attachments", {})[str(value.id)] = value.payload()
             return {"name": name, "type": 11, "value": str(value.id)}
+        if kind in (6, 9) and isinstance(value, (int, str)) and str(value) in self.users:
+            value = self.users[str(value)]
         if isinstance(value, dict) and "username" in value:
             resolved.setdefault("users", {})[value["id"]] = value
             member = {k: v for k, v in self.member(value).items() if k != "user"}
             resolved.setdefault("members", {})[value["id"]] = member
-            return {"name": name, "type": 6, "value": value["id"]}
+            return {"name": name, "type": 9 if kind == 9 else 6, "value": value["id"]}
+        if kind in (8, 9):
+            roles = {role["id"]: role for role in self._roles()}
+            role_id = str(value.get("id") if isinstance(value, dict) else value)
+            if role_id in roles:
+                resolved.setdefault("roles", {})[role_id] = roles[role_id]
+                return {"name": name, "type": kind, "value": role_id}
+        if kind == 7:
+            channel = {k: v for k, v in self._channel(value).items() if k not in ("guild_id", "permission_overwrites")}
+            resolved.setdefault("channels", {})[channel["id"]] = {
+                **channel, "permissions": str(self.permissions_of(user)), "flags": 0}
+            return {"name": name, "type": 7, "value": channel["id"]}
         if kind is None:
             kind = (5 if isinstance(value, bool) else 3 if isinstance(value, str)
                     else 10 if isinstance(value, float) else 4)
         return {"name": name, "type": kind, "value": value}
+
+    def _viewer(self, message: Message, user: dict | None) -> dict | None:
+        """Who acts on `message`: `user`, checked to be its recipient if it is ephemeral or in a DM (the
+        recipient, by default); None if anyone in the channel could."""
+        viewer = ((message.interaction_metadata or {}).get("user") if message.ephemeral
+                  else self._dm_user(message.channel_id) if self._is_dm(message.channel_id) else None)
+        if viewer is not None and user is not None and user["id"] != viewer["id"]:
+            raise AssertionError(f"only {viewer['username']} sees message {message.id}, not {user['username']}")
+        return user or viewer
 
     def _target(self, message_id: int | str) -> Message:
         message = self.message(message_id)
@@ -697,7 +813,7 @@ class FakeDiscord:
             message.webhook_id = self.application_id
             message.interaction_metadata = {
                 "id": str(interaction.id), "type": interaction.type, "user": interaction.user,
-                "authorizing_integration_owners": {"0": str(self.guild_id)}}
+                "authorizing_integration_owners": interaction.payload.get("authorizing_integration_owners", {})}
             if interaction.source_message_id is not None:
                 message.interaction_metadata["interacted_message_id"] = str(interaction.source_message_id)
             if interaction.message_id is not None:
@@ -890,8 +1006,8 @@ class FakeDiscord:
             is_command = record.type == APPLICATION_COMMAND
             command_kind = (record.payload.get("data") or {}).get("type", 1)
             message_type = (20 if command_kind == 1 else 23) if is_command else 0
-            message = self._new_message(self.channel_id, data, files, type=message_type, flags=flags,
-                                        interaction=record)
+            message = self._new_message(record.channel_id or self.channel_id, data, files, type=message_type,
+                                        flags=flags, interaction=record)
             record.message_id = message.id
         elif kind == 6:
             message = source
@@ -946,7 +1062,8 @@ class FakeDiscord:
             event = "MESSAGE_UPDATE"
         else:
             flags = (payload.get("flags") or 0) & CREATION_FLAGS
-            message = self._new_message(self.channel_id, payload, files, flags=flags, interaction=record)
+            message = self._new_message(record.channel_id or self.channel_id, payload, files, flags=flags,
+                                        interaction=record)
             record.followup_ids.append(message.id)
             event = "MESSAGE_CREATE"
         self._record(record, Reply("followup", time.monotonic(), payload, files, message_id=message.id))
@@ -956,17 +1073,13 @@ class FakeDiscord:
     async def _channel_route(self, request: web.Request, parts: list[str]) -> web.Response:
         channel_id = int(parts[1]) if parts[1].isdigit() else None
         dm = self._is_dm(channel_id)
-        if channel_id != self.channel_id and not dm:
+        if channel_id not in self.channels and not dm:
             return _json({"message": "Unknown Channel", "code": 10003}, status=404)
-        recorder = self._dms[next(u for u, c in self.dm_channels.items() if c == channel_id)] if dm \
-            else self.channel_messages
+        recorder = self.messages_in(channel_id)
         allowed = ALL_PERMISSIONS if dm else self._bot_permissions()
         rest, method = parts[2:], request.method
         if rest == [] and method == "GET":
-            if dm:
-                user = self.users[next(u for u, c in self.dm_channels.items() if c == channel_id)]
-                return _json({"id": str(channel_id), "type": 1, "recipients": [user], "last_message_id": None})
-            return _json(self._channel())
+            return _json(self._dm_channel(self._dm_user(channel_id)) if dm else self._channel(channel_id))
         if rest == ["typing"] and method == "POST":
             return web.Response(status=204)
         if rest == ["messages"] and method == "POST":
@@ -1081,9 +1194,7 @@ class FakeDiscord:
         user = self.users.get(recipient)
         if user is None:
             return _json({"message": "Unknown User", "code": 10013}, status=404)
-        channel_id = self.dm_channels.setdefault(recipient, self.snowflake())
-        self.dm(user)
-        return _json({"id": str(channel_id), "type": 1, "recipients": [user], "last_message_id": None, "flags": 0})
+        return _json(self._dm_channel(user))
 
     def _guild_route(self, parts: list[str]) -> web.Response:
         if parts[1] != str(self.guild_id):
@@ -1091,7 +1202,9 @@ class FakeDiscord:
         if len(parts) == 2:
             return _json(self._guild())
         if parts[2:] == ["roles"]:
-            return _json(self._guild()["roles"])
+            return _json(self._roles())
+        if parts[2:] == ["channels"]:
+            return _json(list(self.channels.values()))
         if len(parts) == 4 and parts[2] == "members":
             user = self.users.get(parts[3])
             if user is None or parts[3] not in self.members:

@@ -1,5 +1,6 @@
 """The loopback fake Discord, driven by a bare in-process discord.py client: buttons, reactions,
-attachments, context menus, permissions and Discord's refusals, with no bot process and no torch."""
+attachments, context menus, permissions, channels and DMs, and Discord's refusals, with no bot process
+and no torch."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from PIL import Image
 from tests.fake_discord import (
     ADD_REACTIONS,
     DEFAULT_PERMISSIONS,
+    DM_APP_PERMISSIONS,
+    EPHEMERAL,
     GUILD_MESSAGE_REACTIONS,
     MANAGE_MESSAGES,
     FakeDiscord,
+    Interaction,
     Reply,
 )
 
@@ -61,6 +65,21 @@ class ResultView(discord.ui.View):
                                                           discord.SelectOption(label="B", value="b")])
     async def on_pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
         await interaction.response.edit_message(content=f"picked {select.values[0]}")
+
+
+class PrivateView(discord.ui.View):
+    """Sent on ephemeral messages: only the member who got one sees it and can click."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=300)
+
+    @discord.ui.button(label="Edit", custom_id="private-edit")
+    async def on_edit(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.edit_message(content=f"edited for {interaction.user.name}", view=None)
+
+    @discord.ui.button(label="Answer", custom_id="private-answer")
+    async def on_answer(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.send_message(f"answered {interaction.message.id}", ephemeral=True)
 
 
 @app_commands.command(name="paint", description="Answer with a picture and buttons")
@@ -109,12 +128,50 @@ async def legacy(interaction: discord.Interaction, mode: str) -> None:
                                        allowed_mentions=discord.AllowedMentions(users=[interaction.user]))
 
 
+@app_commands.command(name="secret", description="Answer privately, with buttons")
+async def secret(interaction: discord.Interaction, followup: bool = False) -> None:
+    if not followup:
+        await interaction.response.send_message("secret", view=PrivateView(), ephemeral=True)
+        return
+    await interaction.response.send_message("wait for it", ephemeral=True)
+    await interaction.followup.send("secret followup", view=PrivateView(), ephemeral=True)
+
+
+@app_commands.command(name="where", description="Say where it runs, then post, reply, react, edit, delete there")
+async def where(interaction: discord.Interaction) -> None:
+    channel = interaction.channel
+    if interaction.guild is None:
+        here = f"dm {channel.id} {channel.type.name} app={interaction.app_permissions.value} user={interaction.user.id}"
+    else:
+        here = f"{channel.id} {channel.name} nsfw={channel.is_nsfw()}"
+    await interaction.response.defer(thinking=True)
+    await interaction.followup.send(here)  # fills the thinking message
+    extra = await interaction.followup.send("more", wait=True)
+    await extra.edit(content="more, edited")
+    posted = await channel.send("posted")
+    reply = await posted.reply("a reply")
+    await posted.add_reaction("✅")
+    await reply.edit(content="a reply, edited")
+    await posted.delete()
+
+
+@app_commands.command(name="look", description="Describe the channel, role and mentionable picked")
+async def look(interaction: discord.Interaction, channel: discord.TextChannel, role: discord.Role | None = None,
+               someone: discord.Member | discord.Role | None = None) -> None:
+    text = f"{channel.id} {channel.name} nsfw={channel.is_nsfw()}"
+    if role is not None:
+        text += f" role={role.name}"
+    if someone is not None:
+        text += f" {type(someone).__name__}={someone.id}"
+    await interaction.response.send_message(text, ephemeral=True)
+
+
 @app_commands.command(name="ignore", description="Never answers")
 async def ignore(interaction: discord.Interaction) -> None:
     pass
 
 
-jobs = app_commands.Group(name="jobs", description="Manage jobs",
+jobs = app_commands.Group(name="jobs", description="Manage jobs", guild_only=True,
                           default_permissions=discord.Permissions(manage_messages=True))
 jobs_admin = app_commands.Group(name="admin", description="Moderation", parent=jobs)
 
@@ -142,7 +199,7 @@ class Probe(discord.Client):
     def __init__(self) -> None:
         super().__init__(intents=discord.Intents.default())  # messages and reactions, not message content
         self.tree = app_commands.CommandTree(self)
-        for command in (paint, slow, legacy, ignore, jobs, dream_info, wave):
+        for command in (paint, slow, legacy, secret, where, look, ignore, jobs, dream_info, wave):
             self.tree.add_command(command)
         self.raw_reactions: list[discord.RawReactionActionEvent] = []
         self.cached_reactions: list[tuple[str, int]] = []
@@ -183,6 +240,7 @@ async def probe(fake: FakeDiscord):
     patch = pytest.MonkeyPatch()
     patch.setattr(discord.http.Route, "BASE", fake.api_base)
     patch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url))
+    fake.text_channel("gallery", nsfw=True)  # made before the bot identifies: it comes in GUILD_CREATE
     client = Probe()
     task = asyncio.create_task(client.start("fake-token"))
     deadline = time.monotonic() + 20
@@ -608,3 +666,176 @@ async def test_intents_are_recorded_and_can_be_enforced(probe: Probe, fake: Fake
     await fake.react(message_id, "🔀")  # not strict: sent whatever the bot asked for
     await eventually(lambda: any(r.emoji.name == "🔀" for r in probe.raw_reactions[seen:]))
     assert [r.emoji.name for r in probe.raw_reactions[seen:]] == ["🔀"]
+
+
+# -- channels, DMs and option types ----------------------------------------------------------------
+
+
+async def run_where(fake: FakeDiscord, **kwargs) -> tuple[Interaction, Interaction]:
+    """/where, done: the interaction, and what the bot did in its channel outside it."""
+    interaction = await fake.invoke("where", **kwargs)
+    channel = fake.messages_in(interaction.channel_id)
+    await channel.wait_for(lambda r: r.kind == "delete" and r.at > interaction.sent_at)
+    return interaction, channel
+
+
+async def test_channels_made_before_the_bot_identifies_come_in_guild_create(probe: Probe, fake: FakeDiscord) -> None:
+    gallery = discord.utils.get(probe.get_all_channels(), name="gallery")
+    assert gallery is not None and gallery.is_nsfw() and gallery.id in fake.channels
+    assert not any(data.get("id") == str(gallery.id) for event, data in fake.events if event.startswith("CHANNEL"))
+    status, body = await rest(fake, "GET", f"/channels/{gallery.id}")
+    assert status == 200 and (body["name"], body["nsfw"], body["type"]) == ("gallery", True, 0)
+    assert (await rest(fake, "GET", "/channels/123"))[1]["code"] == 10003
+
+
+async def test_later_channels_and_nsfw_changes_reach_the_bot_before_the_next_event(
+    probe: Probe, fake: FakeDiscord
+) -> None:
+    late = fake.text_channel("late")
+    assert probe.get_channel(late) is None
+    interaction, _ = await run_where(fake, in_channel=late)
+    assert fake.message(interaction.message_id).content == f"{late} late nsfw=False"
+    assert interaction.payload["channel_id"] == str(late) and interaction.payload["channel"]["name"] == "late"
+    fake.set_nsfw(late, True)
+    interaction, _ = await run_where(fake, in_channel=late)
+    assert fake.message(interaction.message_id).content == f"{late} late nsfw=True"
+    assert interaction.payload["channel"]["nsfw"] and probe.get_channel(late).is_nsfw()
+    assert [event for event, data in fake.events if data.get("id") == str(late)] == ["CHANNEL_CREATE", "CHANNEL_UPDATE"]
+
+    fake.set_nsfw(fake.channel_id, True)
+    try:
+        interaction, channel = await run_where(fake)
+        assert fake.message(interaction.message_id).content == f"{fake.channel_id} general nsfw=True"
+        assert channel is fake.channel_messages and (await rest(fake, "GET", f"/channels/{fake.channel_id}"))[1]["nsfw"]
+    finally:
+        fake.set_nsfw(fake.channel_id, False)
+    with pytest.raises(AssertionError, match="no text channel"):
+        await fake.invoke("where", in_channel=123)
+
+
+async def test_the_bot_posts_replies_reacts_edits_and_deletes_in_any_channel(probe: Probe, fake: FakeDiscord) -> None:
+    lounge = fake.text_channel("lounge")
+    interaction, channel = await run_where(fake, in_channel=lounge)
+    answer, extra = (fake.message(r.message_id) for r in interaction.replies if r.kind == "followup")
+    assert answer.id == interaction.message_id and answer.channel_id == extra.channel_id == lounge
+    assert extra.content == "more, edited" and answer.content == f"{lounge} lounge nsfw=False"
+    assert [r.kind for r in channel.replies] == ["message", "message", "edit", "delete"]
+    posted, reply = (fake.message(r.message_id) for r in channel.replies[:2])
+    assert posted.channel_id == reply.channel_id == lounge and posted.deleted
+    assert posted.reactions == {"✅": [fake.bot_user["id"]]} and reply.content == "a reply, edited"
+    assert reply.message_reference == {"type": 0, "message_id": str(posted.id), "channel_id": str(lounge),
+                                       "guild_id": str(fake.guild_id)}
+    assert not any(r.message_id in (posted.id, reply.id) for r in fake.channel_messages.replies)
+
+    said = await fake.post("hello there", in_channel=lounge)  # a member's message, and a reaction to it
+    await fake.react(said.id, "🔁")
+    again = await fake.messages_in(lounge).wait_for(lambda r: "again" in r.content)
+    assert fake.message(again.message_id).message_reference["message_id"] == str(said.id)
+    assert fake.reactions[said.id] == ["✅"] and said.channel_id == lounge
+
+
+async def test_buttons_and_message_commands_act_where_the_message_is(probe: Probe, fake: FakeDiscord) -> None:
+    studio = fake.text_channel("studio")
+    painting = await fake.invoke("paint", prompt="dune", in_channel=studio)
+    await painting.wait_for(is_callback)
+    assert fake.message(painting.message_id).channel_id == studio
+    click = await fake.click(painting.message_id, "new")
+    await click.wait_for(is_callback)
+    assert click.payload["channel_id"] == str(click.channel_id) == str(studio)
+    assert fake.message(click.message_id).channel_id == studio
+    choice = await fake.select(painting.message_id, "pick", ["a"])
+    await choice.wait_for(is_callback)
+    assert choice.payload["channel"]["name"] == "studio" and fake.message(painting.message_id).content == "picked a"
+    menu = await fake.invoke_message_command("Dream info", painting.message_id)
+    await menu.wait_for(is_callback)
+    assert menu.payload["channel_id"] == str(studio) and fake.message(menu.message_id).channel_id == studio
+
+
+async def test_a_command_in_a_dm_comes_as_discord_sends_it(probe: Probe, fake: FakeDiscord) -> None:
+    hermit = fake.user("hermit")
+    interaction, channel = await run_where(fake, user=hermit, in_dm=True)
+    dm = fake.dm_channels[hermit["id"]]
+    payload = interaction.payload
+    assert "guild_id" not in payload and "member" not in payload and payload["user"] == hermit
+    assert (payload["channel_id"], payload["channel"]["type"], payload["context"]) == (str(dm), 1, 1)
+    assert payload["app_permissions"] == str(DM_APP_PERMISSIONS)
+    assert payload["authorizing_integration_owners"] == {"0": "0"}
+    answer, extra = (fake.message(r.message_id) for r in interaction.replies if r.kind == "followup")
+    assert answer.content == f"dm {dm} private app={DM_APP_PERMISSIONS} user={hermit['id']}"
+    assert answer.channel_id == extra.channel_id == dm and extra.content == "more, edited"
+    webhook = f"/webhooks/{fake.application_id}/{interaction.token}"
+    status, original = await rest(fake, "GET", f"{webhook}/messages/@original")
+    assert status == 200 and "guild_id" not in original
+    assert channel is fake.dm(hermit) and [r.kind for r in channel.replies] == ["message", "message", "edit", "delete"]
+    reply = fake.message(channel.replies[1].message_id)
+    assert reply.channel_id == dm and reply.message_reference["channel_id"] == str(dm)
+    assert "guild_id" not in reply.message_reference
+    with pytest.raises(AssertionError, match="not offered in DMs"):
+        await fake.invoke("jobs admin purge", user=hermit, in_dm=True, count=1)
+
+    private = await fake.invoke("secret", user=hermit, in_dm=True)  # a button in the DM: only hermit is there
+    await private.wait_for(is_callback)
+    click = await fake.click(private.message_id, "private-edit")
+    await click.wait_for(is_callback)
+    assert click.user == hermit and "guild_id" not in click.payload and click.payload["channel_id"] == str(dm)
+    assert fake.message(private.message_id).content == "edited for hermit"
+    said = await fake.post("psst", in_channel=dm)  # hermit writes to the bot
+    await eventually(lambda: said.id in {m.id for m in probe.seen})
+    seen = next(m for m in probe.seen if m.id == said.id)
+    assert seen.guild is None and seen.author.id == int(hermit["id"]) and said.author == hermit
+
+
+async def test_channel_role_and_mentionable_options_are_resolved(probe: Probe, fake: FakeDiscord) -> None:
+    painters = fake.role("Painters")
+    member = fake.user("looker", roles=[painters], permissions=MANAGE_MESSAGES)
+    art = fake.text_channel("art", nsfw=True)
+    interaction = await fake.invoke("look", user=member, channel=art, role=painters, someone=member)
+    answer = await interaction.wait_for(is_callback)
+    assert answer.content == f"{art} art nsfw=True role=Painters Member={member['id']}"
+    data = interaction.payload["data"]
+    assert data["options"] == [{"name": "channel", "type": 7, "value": str(art)},
+                               {"name": "role", "type": 8, "value": painters["id"]},
+                               {"name": "someone", "type": 9, "value": member["id"]}]
+    channel = data["resolved"]["channels"][str(art)]
+    assert {k: channel[k] for k in ("id", "name", "type", "nsfw", "parent_id", "permissions")} == {
+        "id": str(art), "name": "art", "type": 0, "nsfw": True, "parent_id": None,
+        "permissions": str(fake.permissions_of(member))}
+    assert data["resolved"]["roles"] == {painters["id"]: painters} and member["id"] in data["resolved"]["members"]
+
+    interaction = await fake.invoke("look", channel=str(fake.channel_id), someone=painters["id"])
+    answer = await interaction.wait_for(is_callback)
+    assert answer.content == f"{fake.channel_id} general nsfw=False Role={painters['id']}"
+    assert interaction.payload["data"]["options"][1] == {"name": "someone", "type": 9, "value": painters["id"]}
+
+
+async def test_buttons_on_ephemeral_messages_work_for_the_member_who_got_them(probe: Probe, fake: FakeDiscord) -> None:
+    whisperer = fake.user("whisperer")
+    command = await fake.invoke("secret", user=whisperer)
+    await command.wait_for(is_callback)
+    original = fake.message(command.message_id)
+    assert original.ephemeral and original.custom_ids == ["private-edit", "private-answer"]
+    with pytest.raises(AssertionError, match="only whisperer sees"):
+        await fake.click(original.id, "private-edit", user=fake.user("snoop"))
+    with pytest.raises(AssertionError, match="ephemeral"):
+        await fake.react(original.id, "👍", user=whisperer)
+
+    click = await fake.click(original.id, "private-answer")  # the recipient, by default
+    answer = await click.wait_for(is_callback)
+    assert click.user == whisperer and click.payload["message"]["flags"] & EPHEMERAL
+    assert answer.payload["type"] == 4 and answer.ephemeral and fake.message(click.message_id).ephemeral
+    assert answer.content == f"answered {original.id}"
+
+    click = await fake.click(original.id, "private-edit", user=whisperer)
+    answer = await click.wait_for(is_callback)
+    assert answer.payload["type"] == 7 and click.message_id == original.id
+    assert (original.content, original.components, original.edits, original.ephemeral) == (
+        "edited for whisperer", [], 1, True)
+    assert not any(event.startswith("MESSAGE") and data.get("id") == str(original.id) for event, data in fake.events)
+
+    command = await fake.invoke("secret", user=whisperer, followup=True)
+    reply = await command.wait_for(lambda r: r.kind == "followup")
+    private = fake.message(reply.message_id)
+    assert private.ephemeral and command.followup_ids == [private.id] and private.custom_ids
+    click = await fake.click(private.id, "private-edit")
+    answer = await click.wait_for(is_callback)
+    assert answer.payload["type"] == 7 and (private.content, private.components) == ("edited for whisperer", [])
