@@ -15,6 +15,7 @@ import yarl
 from bot.bot import DreamBot
 from bot.engine_client import EngineClient, engine_environment
 from bot.images import ImageStore
+from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.store import Store
 from bot.styles import Style, StylesError, load_styles
@@ -76,7 +77,8 @@ async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bo
     )
     queue = JobQueue(store, engine)
     bot = DreamBot(settings=settings, store=store, engine=engine, queue=queue,
-                   images=ImageStore(settings.images_dir), styles=styles, force_sync=force_sync)
+                   images=ImageStore(settings.images_dir), styles=styles, moderation=Moderation(store),
+                   force_sync=force_sync)
     try:
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())

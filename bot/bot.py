@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Coroutine
 
 import aiohttp
 import discord
@@ -13,6 +15,7 @@ from discord.ext import commands
 
 from bot.engine_client import EngineClient
 from bot.images import ImageStore
+from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.store import Store
 from bot.styles import Style
@@ -20,8 +23,13 @@ from dreambot.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.history", "bot.cogs.moderation", "bot.cogs.admin")
 FINGERPRINT_KEY = "commands_fingerprint"
+RETENTION_SWEEP_SECONDS = 3600
+
+
+class UserError(app_commands.AppCommandError):
+    """A member's mistake in a command; the message says what to change."""
 
 
 class Tree(app_commands.CommandTree):
@@ -31,6 +39,8 @@ class Tree(app_commands.CommandTree):
             message = f"The value {error.value!r} is not valid here: {error}"
         elif isinstance(error, app_commands.CheckFailure):
             message = str(error) or "You can't use this command here."
+        elif isinstance(error, UserError):
+            message = f"⚠️ {error}"
         else:
             command = interaction.command.qualified_name if interaction.command else "?"
             log.error("error in /%s (interaction %s)", command, interaction.id, exc_info=error)
@@ -64,6 +74,7 @@ class DreamBot(commands.Bot):
         queue: JobQueue,
         images: ImageStore,
         styles: dict[str, Style],
+        moderation: Moderation,
         force_sync: bool = False,
     ) -> None:
         super().__init__(
@@ -78,9 +89,36 @@ class DreamBot(commands.Bot):
         self.queue = queue
         self.images = images
         self.styles = styles
+        self.moderation = moderation
         self.force_sync = force_sync
         # For members' attachments; opened in setup_hook, where there is a running loop.
         self.http_session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def create_task(self, coroutine: Coroutine, *, name: str) -> asyncio.Task:
+        """A background task that is kept referenced until it ends, and whose failure is logged."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    async def sweep_old_images(self) -> None:
+        """Delete stored pictures older than IMAGE_RETENTION_DAYS, now and every hour."""
+        days = self.settings.image_retention_days
+        while days:
+            try:
+                removed = await self.images.remove_older_than(days)
+                if removed:
+                    log.info("removed %d stored picture(s) older than %g days", removed, days)
+            except OSError:
+                log.exception("could not clean up old pictures in %s", self.images.folder)
+            await asyncio.sleep(RETENTION_SWEEP_SECONDS)
 
     async def setup_hook(self) -> None:
         abandoned = await self.store.fail_unfinished("the bot stopped before this job finished")
@@ -89,11 +127,14 @@ class DreamBot(commands.Bot):
         self.http_session = aiohttp.ClientSession()
         self.engine.start()
         self.queue.start()
+        self.create_task(self.sweep_old_images(), name="image-retention")
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands(force=self.force_sync)
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self.queue.close()
         if self.http_session is not None:
             await self.http_session.close()

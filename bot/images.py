@@ -1,12 +1,14 @@
 """The pictures the bot keeps on disk: each job's inputs and the results it posted.
 
 Results are kept so that Vary and Upscale can start from them after a restart, and inputs so
-that a Re-roll of an img2img or inpainting job can run again. Flagged images are never written.
+that a Re-roll of an img2img or inpainting job can run again. Blocked images are never written.
+Pictures older than IMAGE_RETENTION_DAYS are deleted; /forget deletes a member's at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 
@@ -42,6 +44,25 @@ class ImageStore:
             for path in self.folder.glob(f"{job_id}-*"):
                 path.unlink(missing_ok=True)
                 removed += 1
+            return removed
+
+        return await asyncio.to_thread(remove)
+
+    async def remove_older_than(self, days: float) -> int:
+        """Delete every picture last written more than `days` ago; returns how many went."""
+        cutoff = time.time() - days * 86400
+
+        def remove() -> int:
+            if not self.folder.is_dir():
+                return 0
+            removed = 0
+            for path in self.folder.iterdir():
+                try:
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # deleted meanwhile (a Delete button, /forget)
             return removed
 
         return await asyncio.to_thread(remove)

@@ -16,6 +16,7 @@ import discord
 
 from bot import render
 from bot.engine_client import EngineCrashed, EngineJobFailed, EngineUnavailable
+from bot.moderation import Policy, PromptBlocked, post_modlog
 from dreambot.protocol import GenerateRequest, GenerateResult, Job
 
 if TYPE_CHECKING:
@@ -40,17 +41,31 @@ class Origin:
     reply_to: discord.Message | discord.PartialMessage | None = None
 
 
+async def admit(bot: DreamBot, origin: Origin, request: GenerateRequest) -> tuple[GenerateRequest, Policy]:
+    """The server's moderation, before anything is recorded or queued: the request under the
+    channel's safety policy, or `moderation.Refused` with the member's message."""
+    try:
+        classifier = bot.engine.info.safety_checker if bot.engine.info else None
+        return await bot.moderation.admit(origin.user.id, origin.guild_id, origin.channel, request, classifier)
+    except PromptBlocked as refusal:
+        log.info("a prompt by user %s was refused by the prompt filter of server %s", origin.user.id, origin.guild_id)
+        await post_modlog(bot, origin.guild_id, render.prompt_refused(origin.user.id, origin.channel, request,
+                                                                      refusal.term))
+        raise
+
+
 async def run(
     bot: DreamBot,
     origin: Origin,
     request: GenerateRequest,
     *,
+    policy: Policy,
     action: str = "dream",
     parent_job_id: int | None = None,
     parent_image: int | None = None,
     notes: tuple[str, ...] = (),
 ) -> None:
-    """Record, queue and run `request`, then post its outcome. Never raises for engine failures."""
+    """Record, queue and run an admitted `request`, then post its outcome. Never raises for engine failures."""
     job_id = await bot.store.create_job(
         request,
         user_id=origin.user.id,
@@ -61,6 +76,7 @@ async def run(
         action=action,
         parent_job_id=parent_job_id,
         parent_image=parent_image,
+        nsfw_mode=policy.mode,
     )
     # Inputs are kept so that a re-roll can run the job again, after a restart too.
     for name, data in (("image", request.image), ("mask", request.mask)):
@@ -86,19 +102,25 @@ async def run(
         await delivery.finish(render.failed(job_id))
         return
 
-    shown = [(index, image) for index, image in enumerate(result.images) if not image.nsfw_content_detected]
+    if any(image.nsfw_content_detected for image in result.images):
+        await post_modlog(bot, origin.guild_id, render.flagged(job_id, origin.user.id, origin.channel, result,
+                                                               policy.mode))
+    shown = [(index, image) for index, image in enumerate(result.images) if shown_under(image, policy.mode)]
     if not shown:
-        # A flagged image is never uploaded (nor kept): only the notice is posted.
+        # A blocked image never reached this process (the engine keeps its bytes): only the notice.
         await delivery.finish(render.all_withheld(job_id, len(result.images)))
         return
     try:
         files = []
         for index, image in shown:
             await bot.images.save(job_id, f"result-{index}.{image.format}", image.data)
-            files.append((f"dream-{job_id}-{image.seed}.{image.format}", image.data))
+            name = f"dream-{job_id}-{image.seed}.{image.format}"
+            # Discord blurs an attachment whose name starts with SPOILER_ until it is clicked.
+            spoiler = image.nsfw_content_detected and policy.mode == "spoiler"
+            files.append(("SPOILER_" + name if spoiler else name, image.data))
         text = render.summary(job_id, request, result, origin=render.origin(action, parent_job_id, parent_image),
-                              notes=notes)
-        message = await delivery.finish(text, files, result_view(job_id, request, result))
+                              notes=notes, nsfw_mode=policy.mode)
+        message = await delivery.finish(text, files, result_view(job_id, request, result, policy.mode))
         if message is None:
             # Discord refused the upload (too large, say) and every fallback: say so in words.
             await delivery.finish(render.undeliverable(job_id))
@@ -109,7 +131,14 @@ async def run(
         await delivery.finish(render.failed(job_id))
 
 
-def result_view(job_id: int, request: GenerateRequest, result: GenerateResult) -> discord.ui.View:
+def shown_under(image, nsfw_mode: str) -> bool:
+    """Whether an image is posted under the channel's safety filter mode (and, to be sure, whether
+    the engine sent its bytes: it keeps a flagged image's unless the request allowed it)."""
+    return bool(image.data) and (not image.nsfw_content_detected or nsfw_mode != "block")
+
+
+def result_view(job_id: int, request: GenerateRequest, result: GenerateResult, nsfw_mode: str = "block"
+                ) -> discord.ui.View:
     """Re-roll and Delete for every result; Vary and Upscale for each picture shown (V1-V4 and
     U1-U4 when there are several, as members know them from Midjourney); a single picture also
     gets ⬅️ ➡️ 🔼 🔽 to extend it that way. The buttons carry the job
@@ -117,7 +146,7 @@ def result_view(job_id: int, request: GenerateRequest, result: GenerateResult) -
     from bot.cogs.results import ResultButton  # the cog owns the buttons' behaviour
 
     view = discord.ui.View(timeout=None)
-    shown = [index for index, image in enumerate(result.images) if not image.nsfw_content_detected]
+    shown = [index for index, image in enumerate(result.images) if shown_under(image, nsfw_mode)]
     if request.mode == "interpolate":
         rows = 0
     elif len(result.images) == 1:

@@ -93,5 +93,5 @@ class JobQueue:
             ticket.result.set_exception(error)
             ticket.result.exception()  # the cog may be gone (interaction expired); don't warn twice
             return
-        await self._store.finish_job(job_id, result)
+        await self._store.finish_job(job_id, result, flagged_shown=ticket.job.request.keep_flagged)
         ticket.result.set_result(result)

@@ -52,10 +52,12 @@ def mode_details(request: GenerateRequest) -> list[str]:
 
 
 def summary(job_id: int, request: GenerateRequest, result: GenerateResult, *, origin: str = "",
-            notes: tuple[str, ...] = ()) -> str:
+            notes: tuple[str, ...] = (), nsfw_mode: str = "block") -> str:
     """Prompt, negative prompt and every parameter needed to make the same image again.
-    `origin` says where the job came from ("variation of job 12"), `notes` what was done to inputs."""
-    shown = [image for image in result.images if not image.nsfw_content_detected]
+    `origin` says where the job came from ("variation of job 12"), `notes` what was done to inputs,
+    `nsfw_mode` what the channel's safety filter does with flagged images."""
+    flagged = sum(image.nsfw_content_detected for image in result.images)
+    shown = [image for image in result.images if not image.nsfw_content_detected or nsfw_mode != "block"]
     withheld = len(result.images) - len(shown)
     seeds = ", ".join(str(image.seed) for image in shown) if shown else str(result.seed)
     if request.mode == "interpolate":
@@ -79,6 +81,9 @@ def summary(job_id: int, request: GenerateRequest, result: GenerateResult, *, or
     notice = "".join(f"\nℹ️ {escape(note)}" for note in notes)
     if withheld:
         notice += f"\n🚫 {withheld} of {len(result.images)} images withheld by the safety filter."
+    elif flagged and nsfw_mode == "spoiler":
+        which = "This image was" if len(result.images) == 1 else f"{flagged} of {len(result.images)} images were"
+        notice += f"\n⚠️ {which} flagged by the safety filter and posted behind a spoiler. Open at your discretion."
     room = MESSAGE_LIMIT - len(details) - len(notice) - 60
     negative = request.negative_prompt
     end = request.end_prompt if request.mode == "interpolate" and request.end_prompt not in (None, request.prompt) else ""
@@ -154,3 +159,110 @@ def origin(action: str, parent_job_id: int | None, index: int | None = None) -> 
         return ""
     image = f", image {index + 1}" if index is not None else ""
     return f"{ACTIONS[action]} of job {parent_job_id}{image}"
+
+
+# -- moderation: what moderators read in the mod-log ------------------------------------------------
+
+
+def _where(channel) -> str:
+    channel_id = getattr(channel, "id", None)
+    return f"<#{channel_id}>" if channel_id else "a direct message"
+
+
+def prompt_refused(user_id: int, channel, request: GenerateRequest, term) -> str:
+    """A prompt the filter refused: who, where, which term (moderators only) and the prompt."""
+    what = "word" if term.kind == "word" else "pattern"
+    lines = [f"🛑 A prompt by <@{user_id}> in {_where(channel)} was refused: it matched the blocked {what} "
+             f"`{term.text.replace('`', 'ˋ')}`.", f"> {_clip(escape(request.prompt), 900)}"]
+    if request.negative_prompt:
+        lines.append(f"Negative: {_clip(escape(request.negative_prompt), 500)}")
+    return "\n".join(lines)
+
+
+FLAGGED_OUTCOME = {"block": "withheld (never uploaded)", "spoiler": "posted behind a spoiler",
+                   "off": "posted as is (the channel's filter is off)"}
+
+
+def flagged(job_id: int, user_id: int, channel, result: GenerateResult, nsfw_mode: str) -> str:
+    """A job whose images the safety classifier flagged (the image itself is never in the mod-log)."""
+    scores = [image.nsfw_score for image in result.images if image.nsfw_content_detected]
+    count = "its image" if len(result.images) == 1 else f"{len(scores)} of its {len(result.images)} images"
+    return (f"🚩 Job {job_id} by <@{user_id}> in {_where(channel)}: the safety filter flagged {count} "
+            f"(score {', '.join(f'{score:g}' for score in scores)}); {FLAGGED_OUTCOME[nsfw_mode]}.")
+
+
+def setting_changed(actor_id: int, what: str, old, new) -> str:
+    def shown(value) -> str:
+        return "(none)" if value is None else str(value)
+
+    return f"⚙️ <@{actor_id}> changed {what}: {shown(old)} → {shown(new)}."
+
+
+# -- history and privacy ------------------------------------------------------------------------
+
+
+def jump_link(job) -> str:
+    if job.message_id is None or job.channel_id is None:
+        return ""
+    return f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/{job.message_id}"
+
+
+def history(jobs, *, total: int, page: int, pages: int, whose: str) -> str:
+    """One page of a member's jobs (store.JobRow), each with its status, parameters and a jump link."""
+    if not total:
+        return f"{whose} Dreambot history is empty."
+    lines = [f"**{whose} Dreambot history** · {total} job{'s' if total != 1 else ''} · page {page + 1} of {pages}"]
+    for job in jobs:
+        status = "deleted" if job.deleted_at else job.status
+        link = jump_link(job)
+        head = f"**Job {job.id}** · {status} · {job.created_at[:16].replace('T', ' ')} UTC"
+        if link and not job.deleted_at:
+            head += f" · [jump to it]({link})"
+        size = f" · {job.width}×{job.height}" if job.width else ""
+        lines += ["", head, f"> {_clip(escape(job.prompt), 150)}",
+                  f"{job.mode} · seed {job.seed} · {job.num_inference_steps} steps · CFG {job.guidance_scale:g} · "
+                  f"{job.scheduler}{size}"]
+        if job.error:
+            lines.append(f"Error: {_clip(escape(job.error), 120)}")
+    return _clip("\n".join(lines), MESSAGE_LIMIT)
+
+
+def forget_question(total: int) -> str:
+    jobs = "1 job" if total == 1 else f"{total} jobs"
+    return (f"⚠️ Erase your Dreambot history? This deletes your {jobs} (in every server) and every picture "
+            "Dreambot stored for them, and cannot be undone. Buttons on your old results will stop working. "
+            "Messages already posted stay where they are: delete them first with their 🗑️ button if you want "
+            "them gone.")
+
+
+def forgotten(jobs: int, files: int, in_progress: int) -> str:
+    text = f"🧹 Erased {jobs} job{'s' if jobs != 1 else ''} and {files} stored picture{'s' if files != 1 else ''}."
+    if in_progress:
+        were = "were" if in_progress != 1 else "was"
+        text += (f" {in_progress} job{'s are' if in_progress != 1 else ' is'} still being made and {were} kept; "
+                 "run /forget again once they are done.")
+    return text
+
+
+AUDITED = {"filter.mode": "safety filter mode", "filter.threshold": "safety threshold", "modlog": "mod-log channel",
+           "moderator_role": "moderator role", "words.add": "blocked", "words.remove": "unblocked",
+           "ban": "barred", "unban": "let back"}
+
+
+def audit(rows) -> str:
+    """The latest moderation changes (store.AuditRow), newest first."""
+    if not rows:
+        return "No moderation changes were made in this server yet."
+    lines = ["**Latest moderation changes**"]
+    for row in rows:
+        target = f" {row.target}" if row.target else ""
+        if row.action in ("words.add", "words.remove"):  # the term itself, as code
+            change = f"`{(row.new_value or row.old_value or '').replace('`', 'ˋ')}`"
+        elif row.action in ("modlog", "moderator_role"):  # ids, shown as mentions
+            mention = "<#{}>" if row.action == "modlog" else "<@&{}>"
+            change = " → ".join(mention.format(v) if v else "(none)" for v in (row.old_value, row.new_value))
+        else:
+            change = escape(f"{row.old_value or '(none)'} → {row.new_value or '(none)'}")
+        lines.append(f"{row.created_at[:16].replace('T', ' ')} · <@{row.actor_id}> · "
+                     f"{AUDITED.get(row.action, row.action)}{target}: {_clip(change, 200)}")
+    return _clip("\n".join(lines), MESSAGE_LIMIT)

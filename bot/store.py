@@ -1,4 +1,5 @@
-"""All SQL lives here: jobs (every user's history) and small bot facts, in SQLite through aiosqlite.
+"""All SQL lives here: jobs (every user's history), moderation (settings, the prompt filter, bans
+and their audit trail) and small bot facts, in SQLite through aiosqlite.
 
 The schema is only in `migrations/NNNN_*.sql`; `Store.open` applies the pending ones in order,
 each in its own transaction, and records the version in SQLite's `user_version`.
@@ -10,8 +11,11 @@ import importlib.resources
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncio
+from contextlib import asynccontextmanager
 
 import aiosqlite
 
@@ -79,6 +83,16 @@ class JobRow:
     frames: int | None
     style: str
     deleted_at: str | None
+    nsfw_mode: str | None
+    nsfw_threshold: float | None
+
+    def shown(self, index: int) -> bool:
+        """Whether picture `index` was posted (not withheld by the safety filter)."""
+        if self.nsfw_flags is None:
+            return self.status == "done" and index < self.num_images
+        if index >= len(self.nsfw_flags):
+            return False
+        return not self.nsfw_flags[index] or self.nsfw_mode in ("spoiler", "off")
 
     def request(self, image: bytes | None = None, mask: bytes | None = None) -> GenerateRequest:
         """The job's request; the input pictures live outside the database (`bot.images`)."""
@@ -107,12 +121,50 @@ class JobRow:
         )
 
 
+@dataclass(frozen=True)
+class GuildSettings:
+    """A server's moderation settings (the defaults for a server that set nothing)."""
+
+    guild_id: int
+    nsfw_mode: str = "block"
+    nsfw_threshold: float | None = None
+    modlog_channel_id: int | None = None
+    moderator_role_id: int | None = None
+    channel_modes: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    guild_id: int
+    actor_id: int
+    action: str
+    target: str | None
+    old_value: str | None
+    new_value: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Ban:
+    guild_id: int
+    user_id: int
+    banned_by: int
+    reason: str
+    banned_at: str
+
+
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+# The columns of guild_settings a moderator changes, with the audit action of each.
+_GUILD_FIELDS = {"nsfw_mode": "filter.mode", "nsfw_threshold": "filter.threshold",
+                 "modlog_channel_id": "modlog", "moderator_role_id": "moderator_role"}
 
 
 class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # One connection serves every coroutine: a transaction must not interleave with another.
+        self._transaction_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path, migrations: list[Migration] | None = None) -> Store:
@@ -175,6 +227,7 @@ class Store:
         action: str = "dream",
         parent_job_id: int | None = None,
         parent_image: int | None = None,
+        nsfw_mode: str = "block",
     ) -> int:
         assert request.seed is not None, "the bot picks the seed before recording the job"
         interpolating = request.mode == "interpolate"
@@ -183,8 +236,8 @@ class Store:
             INSERT INTO jobs (user_id, guild_id, channel_id, interaction_id, prompt, negative_prompt,
                               num_inference_steps, guidance_scale, width, height, seed, scheduler,
                               num_images, model, mode, action, parent_job_id, parent_image, strength, direction,
-                              amount, end_prompt, end_seed, frames, style)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              amount, end_prompt, end_seed, frames, style, nsfw_mode, nsfw_threshold)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             (
                 user_id, guild_id, channel_id, interaction_id, request.prompt, request.negative_prompt,
@@ -193,7 +246,7 @@ class Store:
                 request.strength, request.direction if request.mode == "outpaint" else None,
                 request.amount if request.mode == "outpaint" else None,
                 request.end_prompt if interpolating else None, request.end_seed if interpolating else None,
-                request.frames if interpolating else None, request.style,
+                request.frames if interpolating else None, request.style, nsfw_mode, request.nsfw_threshold,
             ),
         )
         return cursor.lastrowid
@@ -201,9 +254,10 @@ class Store:
     async def mark_running(self, job_id: int) -> None:
         await self._db.execute(f"UPDATE jobs SET status = 'running', started_at = {_NOW} WHERE id = ?", (job_id,))
 
-    async def finish_job(self, job_id: int, result: GenerateResult) -> str:
-        """Record the engine's result; returns the job's final status (done, or filtered if nothing may be shown)."""
-        status = "filtered" if result.all_flagged else "done"
+    async def finish_job(self, job_id: int, result: GenerateResult, *, flagged_shown: bool = False) -> str:
+        """Record the engine's result; returns the job's final status: done, or filtered if every
+        image was flagged and the channel shows no flagged image."""
+        status = "filtered" if result.all_flagged and not flagged_shown else "done"
         await self._db.execute(
             f"""
             UPDATE jobs SET status = ?, width = ?, height = ?, model = ?, nsfw_flags = ?, nsfw_scores = ?,
@@ -241,11 +295,38 @@ class Store:
             row = await cursor.fetchone()
         return _job(row) if row else None
 
-    async def user_jobs(self, user_id: int, limit: int = 25) -> list[JobRow]:
+    async def user_jobs(self, user_id: int, *, guild_id: int | None = None, offset: int = 0,
+                        limit: int = 25) -> tuple[list[JobRow], int]:
+        """A member's jobs, newest first (in one server if `guild_id` is given), and how many there are."""
+        where, params = "user_id = ?", [user_id]
+        if guild_id is not None:
+            where, params = where + " AND guild_id = ?", params + [guild_id]
+        async with self._db.execute(f"SELECT count(*) FROM jobs WHERE {where}", params) as cursor:
+            (total,) = await cursor.fetchone()
         async with self._db.execute(
-            "SELECT * FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit)
+            f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?", (*params, limit, offset)
         ) as cursor:
-            return [_job(row) for row in await cursor.fetchall()]
+            return [_job(row) for row in await cursor.fetchall()], total
+
+    async def erase_user_jobs(self, user_id: int) -> tuple[list[int], int]:
+        """/forget: delete the member's finished jobs, keeping only their numbers (`was_erased`).
+        Returns the erased job ids and how many jobs were left because they are still in progress."""
+        async with self._transaction():
+            async with self._db.execute(
+                "SELECT id FROM jobs WHERE user_id = ? AND status NOT IN ('queued', 'running')", (user_id,)
+            ) as cursor:
+                erased = [row[0] for row in await cursor.fetchall()]
+            await self._db.executemany("INSERT OR IGNORE INTO erased_jobs (job_id) VALUES (?)",
+                                       [(job_id,) for job_id in erased])
+            await self._db.execute("DELETE FROM jobs WHERE user_id = ? AND status NOT IN ('queued', 'running')",
+                                   (user_id,))
+            async with self._db.execute("SELECT count(*) FROM jobs WHERE user_id = ?", (user_id,)) as cursor:
+                (kept,) = await cursor.fetchone()
+        return erased, kept
+
+    async def was_erased(self, job_id: int) -> bool:
+        async with self._db.execute("SELECT 1 FROM erased_jobs WHERE job_id = ?", (job_id,)) as cursor:
+            return await cursor.fetchone() is not None
 
     async def fail_unfinished(self, error: str) -> int:
         """Jobs left queued or running by a previous run cannot be answered any more: mark them failed."""
@@ -254,6 +335,121 @@ class Store:
             (error,),
         )
         return cursor.rowcount
+
+    # -- moderation ------------------------------------------------------------------------------
+
+    async def guild_settings(self, guild_id: int) -> GuildSettings:
+        async with self._db.execute("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cursor:
+            row = await cursor.fetchone()
+        async with self._db.execute(
+            "SELECT channel_id, nsfw_mode FROM channel_settings WHERE guild_id = ?", (guild_id,)
+        ) as cursor:
+            channels = {channel_id: mode for channel_id, mode in await cursor.fetchall()}
+        return GuildSettings(**(dict(row) if row else {"guild_id": guild_id}), channel_modes=channels)
+
+    async def set_guild_setting(self, guild_id: int, name: str, value, *, actor_id: int, target: str | None = None):
+        """Change one server setting and audit it; returns the old value."""
+        action = _GUILD_FIELDS[name]  # also keeps `name` out of reach of anything but our own columns
+        async with self._transaction():
+            old = getattr(await self.guild_settings(guild_id), name)
+            await self._db.execute(
+                f"INSERT INTO guild_settings (guild_id, {name}) VALUES (?, ?) "
+                f"ON CONFLICT (guild_id) DO UPDATE SET {name} = excluded.{name}",
+                (guild_id, value),
+            )
+            await self._audit(guild_id, actor_id, action, target, old, value)
+        return old
+
+    async def set_channel_mode(self, guild_id: int, channel_id: int, mode: str | None, *, actor_id: int) -> str | None:
+        """A channel's own filter mode (None: follow the server's); audited. Returns the old one."""
+        async with self._transaction():
+            old = (await self.guild_settings(guild_id)).channel_modes.get(channel_id)
+            if mode is None:
+                await self._db.execute("DELETE FROM channel_settings WHERE channel_id = ?", (channel_id,))
+            else:
+                await self._db.execute(
+                    "INSERT INTO channel_settings (channel_id, guild_id, nsfw_mode) VALUES (?, ?, ?) "
+                    "ON CONFLICT (channel_id) DO UPDATE SET nsfw_mode = excluded.nsfw_mode",
+                    (channel_id, guild_id, mode),
+                )
+            await self._audit(guild_id, actor_id, "filter.mode", f"<#{channel_id}>", old, mode)
+        return old
+
+    async def blocked_terms(self, guild_id: int) -> list[tuple[str, str]]:
+        """(kind, term) pairs, words first, each kind in alphabetical order."""
+        async with self._db.execute(
+            "SELECT kind, term FROM blocked_terms WHERE guild_id = ? ORDER BY kind DESC, term", (guild_id,)
+        ) as cursor:
+            return [(kind, term) for kind, term in await cursor.fetchall()]
+
+    async def add_blocked_term(self, guild_id: int, kind: str, term: str, *, actor_id: int) -> bool:
+        """Add a word or pattern (audited); False if it was already there."""
+        async with self._transaction():
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO blocked_terms (guild_id, kind, term, added_by) VALUES (?, ?, ?, ?)",
+                (guild_id, kind, term, actor_id),
+            )
+            if cursor.rowcount:
+                await self._audit(guild_id, actor_id, "words.add", kind, None, term)
+        return bool(cursor.rowcount)
+
+    async def remove_blocked_term(self, guild_id: int, kind: str, term: str, *, actor_id: int) -> bool:
+        async with self._transaction():
+            cursor = await self._db.execute(
+                "DELETE FROM blocked_terms WHERE guild_id = ? AND kind = ? AND term = ?", (guild_id, kind, term)
+            )
+            if cursor.rowcount:
+                await self._audit(guild_id, actor_id, "words.remove", kind, term, None)
+        return bool(cursor.rowcount)
+
+    async def ban(self, guild_id: int, user_id: int, *, actor_id: int, reason: str = "") -> bool:
+        """Bar a member from the bot in a server (audited); False if they already were."""
+        async with self._transaction():
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO bans (guild_id, user_id, banned_by, reason) VALUES (?, ?, ?, ?)",
+                (guild_id, user_id, actor_id, reason),
+            )
+            if cursor.rowcount:
+                await self._audit(guild_id, actor_id, "ban", f"<@{user_id}>", None, reason or "banned")
+        return bool(cursor.rowcount)
+
+    async def unban(self, guild_id: int, user_id: int, *, actor_id: int) -> bool:
+        async with self._transaction():
+            old = await self.get_ban(guild_id, user_id)
+            if old is not None:
+                await self._db.execute("DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+                await self._audit(guild_id, actor_id, "unban", f"<@{user_id}>", old.reason or "banned", None)
+        return old is not None
+
+    async def get_ban(self, guild_id: int, user_id: int) -> Ban | None:
+        async with self._db.execute(
+            "SELECT * FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return Ban(**dict(row)) if row else None
+
+    async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditRow]:
+        async with self._db.execute(
+            "SELECT * FROM audit_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
+        ) as cursor:
+            return [AuditRow(**dict(row)) for row in await cursor.fetchall()]
+
+    async def _audit(self, guild_id: int, actor_id: int, action: str, target: str | None, old, new) -> None:
+        await self._db.execute(
+            "INSERT INTO audit_log (guild_id, actor_id, action, target, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
+            (guild_id, actor_id, action, target, _text(old), _text(new)),
+        )
+
+    @asynccontextmanager
+    async def _transaction(self):
+        async with self._transaction_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
 
     # -- meta ------------------------------------------------------------------------------------
 
@@ -267,6 +463,10 @@ class Store:
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def _text(value) -> str | None:
+    return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _job(row: aiosqlite.Row) -> JobRow:

@@ -57,6 +57,8 @@ class BotSettings(EngineSettings):
     max_frames: int = Field(16, ge=2, le=64)
     max_attachment_mb: float = Field(10.0, gt=0, le=25)
     max_attachment_megapixels: float = Field(40.0, gt=0, le=200)
+    # Stored pictures (results, and the inputs Re-roll needs) are deleted after this many days; 0 keeps them.
+    image_retention_days: float = Field(30.0, ge=0, le=3650)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("discord_token")

@@ -20,8 +20,8 @@ def build_sync_command(bot: DreamBot) -> app_commands.Command:
             await interaction.followup.send("Only the bot's owner can register its commands.", ephemeral=True)
             return
         await bot.sync_commands(force=True)
-        names = ", ".join(f"/{command.name}" if isinstance(command, app_commands.Command) else
-                          f"the “{command.name}” menu" for command in bot.tree.get_commands())
+        names = ", ".join(f"the “{command.name}” menu" if isinstance(command, app_commands.ContextMenu) else
+                          f"/{command.name}" for command in bot.tree.get_commands())
         await interaction.followup.send(f"Registered {names} with Discord.", ephemeral=True)
 
     return sync

@@ -16,6 +16,7 @@ from discord import app_commands
 from bot import attachments, jobs
 from bot.attachments import AttachmentError
 from bot.bot import reply_privately
+from bot.moderation import Refused
 from dreambot.protocol import (
     DEFAULT_FRAMES,
     DEFAULT_GUIDANCE,
@@ -70,9 +71,14 @@ async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build,
         return
     origin = jobs.Origin(user=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
                          interaction=interaction)
+    try:
+        request, policy = await jobs.admit(bot, origin, request)
+    except Refused as refusal:
+        await reply_privately(interaction, f"🚫 {refusal}")
+        return
     # Started from an earlier result (a `job` option): recorded as its child.
     parent_job_id, parent_image = parent[0] if parent and parent[0] else (None, None)
-    await jobs.run(bot, origin, request, action=action, notes=notes, parent_job_id=parent_job_id,
+    await jobs.run(bot, origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
                    parent_image=parent_image)
 
 
@@ -81,6 +87,8 @@ async def earlier_result(bot: "DreamBot", interaction: discord.Interaction, job_
     from bot.cogs.results import in_reach, source_picture  # shared with the buttons and /info
 
     job = await bot.store.get_job(job_id)
+    if job is None and await bot.store.was_erased(job_id):
+        raise InvalidRequest(f"Job {job_id} was erased by the member who made it.")
     if job is None or job.deleted_at is not None or not in_reach(job, interaction):
         raise InvalidRequest(f"There is no job {job_id} in this server's history to start from.")
     if job.mode == "interpolate":

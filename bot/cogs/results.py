@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot import jobs, render
 from bot.bot import reply_privately
+from bot.moderation import Refused
 from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest, default_outpaint_amount
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ async def act(
 ) -> str | None:
     """Carry out a button's or reaction's action; return the refusal to show the member, if any."""
     job = await bot.store.get_job(job_id)
+    if job is None and await bot.store.was_erased(job_id):
+        return f"Job {job_id} was erased by the member who made it, so there is nothing to {action} any more."
     if job is None or job.guild_id != guild_id:
         return f"Job {job_id} is not in Dreambot's history (any more), so there is nothing to {action} here."
     if action == "delete":
@@ -117,11 +120,15 @@ async def act(
         request, notes = await derived_request(bot, job, action, index)
     except InvalidRequest as error:
         return str(error)
+    origin = jobs.Origin(user=member, channel=channel, guild_id=guild_id, reply_to=message)
+    try:
+        request, policy = await jobs.admit(bot, origin, request)
+    except Refused as refusal:
+        return f"🚫 {refusal}"
     if interaction is not None:
         # Acknowledge without a visible answer: the new job posts its own reply to the result.
         await interaction.response.defer()
-    origin = jobs.Origin(user=member, channel=channel, guild_id=guild_id, reply_to=message)
-    await jobs.run(bot, origin, request, action=action, parent_job_id=job.id,
+    await jobs.run(bot, origin, request, policy=policy, action=action, parent_job_id=job.id,
                    parent_image=index if action != "reroll" else None, notes=notes)
     return None
 
@@ -188,7 +195,9 @@ def build_info_commands(bot: DreamBot) -> tuple[app_commands.Command, app_comman
     @app_commands.command(name="info", description="Show every parameter of a Dreambot result, to make it again")
     @app_commands.describe(job="The job number shown under the result")
     async def info(interaction: discord.Interaction, job: app_commands.Range[int, 1, 2**53]) -> None:
-        await show(interaction, await bot.store.get_job(job), f"There is no job {job} in this server's history.")
+        missing = (f"Job {job} was erased by the member who made it." if await bot.store.was_erased(job)
+                   else f"There is no job {job} in this server's history.")
+        await show(interaction, await bot.store.get_job(job), missing)
 
     async def info_menu(interaction: discord.Interaction, message: discord.Message) -> None:
         await show(interaction, await bot.store.job_for_message(message.id), "That message is not a Dreambot result.")
@@ -214,7 +223,7 @@ async def on_reaction(bot: DreamBot, payload: discord.RawReactionActionEvent) ->
     can_manage = isinstance(member, discord.Member) and channel.permissions_for(member).manage_messages
     message = channel.get_partial_message(payload.message_id)
     # Vary and upscale act on the first picture the safety filter let through.
-    first_shown = next((i for i, flagged in enumerate(job.nsfw_flags or [False]) if not flagged), 0)
+    first_shown = next((i for i in range(job.num_images) if job.shown(i)), 0)
     refusal = await act(bot, action, job.id, first_shown if action in ("vary", "upscale") else None, member=member,
                         can_manage=can_manage, channel=channel, guild_id=payload.guild_id, message=message)
     if refusal is not None:
@@ -240,7 +249,7 @@ async def source_picture(bot: DreamBot, job: JobRow, index: int) -> bytes:
     """Picture `index` of a finished job, as posted, to start a new job from."""
     if job.status != "done":
         raise InvalidRequest(f"Job {job.id} is {job.status}; wait for its picture first.")
-    if job.nsfw_flags is not None and (index >= len(job.nsfw_flags) or job.nsfw_flags[index]):
+    if not job.shown(index):
         raise InvalidRequest(f"Job {job.id} has no picture {index + 1} to start from.")
     source = await bot.images.result(job.id, index)
     if source is None:

@@ -90,7 +90,8 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
     job = await store.get_job(failing)
     assert job.status == "failed" and job.error == "EngineCrashed: exited with code -9" and job.guild_id is None
 
-    assert [job.id for job in await store.user_jobs(10)] == [all_flagged, job_id]
+    jobs, total = await store.user_jobs(10)
+    assert [job.id for job in jobs] == [all_flagged, job_id] and total == 2
     await store.close()
 
 
@@ -149,4 +150,87 @@ async def test_a_job_made_from_another_records_where_it_came_from(tmp_path: Path
     assert row.request() == frames
     await store.mark_deleted(row.id)
     assert (await store.get_job(row.id)).deleted_at is not None
+    await store.close()
+
+
+async def test_upgrading_from_the_image_modes_schema_keeps_jobs_and_meta(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    second = await Store.open(path, bundled_migrations()[:2])
+    cursor = await second._db.execute(
+        "INSERT INTO jobs (user_id, guild_id, prompt, num_inference_steps, guidance_scale, seed, scheduler, "
+        "num_images, status, message_id, mode, action) VALUES (1, 2, 'a red fox', 20, 7.5, 7, 'Euler', 1, 'done', "
+        "777, 'img2img', 'vary')"
+    )
+    job_id = cursor.lastrowid
+    await second.set_meta("commands_fingerprint", "abc")
+    await second.close()
+
+    store = await Store.open(path)
+    row = await store.job_for_message(777)
+    assert (row.id, row.prompt, row.seed, row.mode, row.action) == (job_id, "a red fox", 7, "img2img", "vary")
+    assert (row.nsfw_mode, row.nsfw_threshold) == (None, None)
+    assert await store.get_meta("commands_fingerprint") == "abc"
+    assert (await store.guild_settings(2)).nsfw_mode == "block"  # a server that set nothing has the defaults
+    await store.close()
+
+
+async def test_every_moderation_change_is_audited_with_old_and_new(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    guild, mod = 2, 50
+    assert await store.set_guild_setting(guild, "nsfw_mode", "spoiler", actor_id=mod) == "block"
+    assert await store.set_guild_setting(guild, "nsfw_threshold", 0.3, actor_id=mod) is None
+    assert await store.set_channel_mode(guild, 30, "off", actor_id=mod) is None
+    assert await store.set_channel_mode(guild, 30, None, actor_id=mod) == "off"
+    assert await store.add_blocked_term(guild, "word", "gore", actor_id=mod)
+    assert not await store.add_blocked_term(guild, "word", "gore", actor_id=mod)  # already there: no audit row
+    assert await store.remove_blocked_term(guild, "word", "gore", actor_id=mod)
+    assert await store.ban(guild, 9, actor_id=mod, reason="spam")
+    assert await store.unban(guild, 9, actor_id=mod)
+    assert not await store.unban(guild, 9, actor_id=mod)
+    await store.set_guild_setting(guild, "modlog_channel_id", 31, actor_id=mod)
+    await store.set_guild_setting(guild, "moderator_role_id", 40, actor_id=mod)
+    rows = [(r.actor_id, r.action, r.target, r.old_value, r.new_value) for r in reversed(await store.audit_log(guild))]
+    assert rows == [
+        (mod, "filter.mode", None, "block", "spoiler"),
+        (mod, "filter.threshold", None, None, "0.3"),
+        (mod, "filter.mode", "<#30>", None, "off"),
+        (mod, "filter.mode", "<#30>", "off", None),
+        (mod, "words.add", "word", None, "gore"),
+        (mod, "words.remove", "word", "gore", None),
+        (mod, "ban", "<@9>", None, "spam"),
+        (mod, "unban", "<@9>", "spam", None),
+        (mod, "modlog", None, None, "31"),
+        (mod, "moderator_role", None, None, "40"),
+    ]
+    assert all(r.created_at for r in await store.audit_log(guild))
+    assert await store.audit_log(guild + 1) == []  # per server
+    settings = await store.guild_settings(guild)
+    assert (settings.nsfw_mode, settings.nsfw_threshold, settings.channel_modes) == ("spoiler", 0.3, {})
+    await store.close()
+
+
+async def test_forgetting_erases_finished_jobs_and_keeps_their_numbers(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    done = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=4, model="m")
+    await store.finish_job(done, GenerateResult(job_id=done, seed=7, width=64, height=64, model="m", images=()))
+    running = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=5, model="m")
+    await store.mark_running(running)
+    other = await store.create_job(REQUEST, user_id=8, guild_id=2, channel_id=3, interaction_id=6, model="m")
+    # Another member's job made from one of ours keeps existing, without the link.
+    child = await store.create_job(REQUEST, user_id=8, guild_id=2, channel_id=3, interaction_id=7, model="m",
+                                   action="vary", parent_job_id=done, parent_image=0)
+    assert await store.erase_user_jobs(1) == ([done], 1)
+    assert await store.get_job(done) is None and await store.was_erased(done)
+    assert (await store.get_job(running)).status == "running"
+    assert await store.get_job(other) is not None and not await store.was_erased(other)
+    assert (await store.get_job(child)).parent_job_id is None
+    assert await store.user_jobs(1) == ([await store.get_job(running)], 1)
+    await store.close()
+
+
+async def test_a_failed_change_leaves_no_audit_row(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.set_channel_mode(2, 30, "loud", actor_id=50)  # the schema's CHECK refuses it
+    assert await store.audit_log(2) == [] and (await store.guild_settings(2)).channel_modes == {}
     await store.close()

@@ -1,0 +1,89 @@
+"""bot.moderation without Discord: which mode applies where, and what `admit` lets through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bot.moderation import Moderation, PromptBlocked, Refused, configured_mode, effective_mode
+from bot.store import GuildSettings, Store
+from dreambot.protocol import GenerateRequest
+
+
+@dataclass
+class Channel:
+    id: int
+    nsfw: bool = False
+    parent_id: int | None = None
+
+    def is_nsfw(self) -> bool:
+        return self.nsfw
+
+
+@pytest.mark.parametrize(("configured", "age_restricted", "applied"), [
+    ("block", False, "block"), ("spoiler", False, "block"), ("off", False, "block"),
+    ("block", True, "block"), ("spoiler", True, "spoiler"), ("off", True, "off"),
+])
+def test_only_age_restricted_channels_relax_the_filter(configured: str, age_restricted: bool, applied: str) -> None:
+    assert effective_mode(configured, age_restricted) == applied
+
+
+def test_a_channel_override_wins_and_a_thread_follows_its_parent() -> None:
+    settings = GuildSettings(guild_id=1, nsfw_mode="spoiler", channel_modes={10: "off", 11: "block"})
+    assert configured_mode(settings, Channel(10)) == "off"
+    assert configured_mode(settings, Channel(12)) == "spoiler"
+    assert configured_mode(settings, Channel(99, parent_id=11)) == "block"
+    assert configured_mode(settings, None) == "spoiler"
+
+
+@pytest.fixture
+async def moderation(tmp_path: Path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    yield Moderation(store), store
+    await store.close()
+
+
+async def test_admit_sets_the_channels_policy_on_the_request(moderation) -> None:
+    rules, store = moderation
+    await store.set_guild_setting(1, "nsfw_mode", "spoiler", actor_id=5)
+    await store.set_guild_setting(1, "nsfw_threshold", 0.3, actor_id=5)
+    request, policy = await rules.admit(7, 1, Channel(10, nsfw=True), GenerateRequest(prompt="a fox"), "opennsfw")
+    assert (policy.mode, policy.threshold, request.keep_flagged, request.nsfw_threshold) == ("spoiler", 0.3, True, 0.3)
+    request, policy = await rules.admit(7, 1, Channel(11), GenerateRequest(prompt="a fox"), "opennsfw")
+    assert (policy.mode, request.keep_flagged) == ("block", False)
+    # Direct messages: the strictest mode at the classifier's default, whatever any server set.
+    request, policy = await rules.admit(7, None, None, GenerateRequest(prompt="a fox"), "opennsfw")
+    assert (policy.mode, request.nsfw_threshold, request.keep_flagged) == ("block", None, False)
+
+
+async def test_a_threshold_set_for_another_classifier_falls_back_to_the_default(moderation) -> None:
+    rules, store = moderation
+    await store.set_guild_setting(1, "nsfw_threshold", 0.3, actor_id=5)  # open_nsfw's scale
+    request, _ = await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"), "checkpoint")
+    assert request.nsfw_threshold is None
+
+
+async def test_bans_and_blocked_terms_refuse_and_changes_apply_at_once(moderation) -> None:
+    rules, store = moderation
+    await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a gory fox"))
+    await store.add_blocked_term(1, "word", "gory", actor_id=5)
+    rules.terms_changed(1)
+    with pytest.raises(PromptBlocked) as refused:
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox", end_prompt="a GORY fox"))
+    assert refused.value.term.text == "gory" and "gory" not in str(refused.value)
+    await rules.admit(7, 2, Channel(20), GenerateRequest(prompt="a gory fox"))  # another server's list
+    await store.ban(1, 7, actor_id=5)
+    with pytest.raises(Refused, match="barred you"):
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"))
+    await rules.admit(8, 1, Channel(10), GenerateRequest(prompt="a fox"))
+
+
+async def test_a_stored_term_that_no_longer_compiles_is_skipped_not_fatal(moderation) -> None:
+    rules, store = moderation
+    await store._db.execute("INSERT INTO blocked_terms (guild_id, kind, term, added_by) VALUES (1, 'pattern', '(a', 5)")
+    await store.add_blocked_term(1, "word", "gory", actor_id=5)
+    with pytest.raises(PromptBlocked):
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="gory"))
+    await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"))
