@@ -16,7 +16,7 @@ import discord
 
 from bot import render
 from bot.engine_client import EngineCrashed, EngineJobFailed, EngineUnavailable
-from bot.moderation import Policy, PromptBlocked, post_modlog
+from bot.moderation import Policy, PromptBlocked, Refused, post_modlog
 from dreambot.protocol import GenerateRequest, GenerateResult, Job
 
 if TYPE_CHECKING:
@@ -52,6 +52,14 @@ async def admit(bot: DreamBot, origin: Origin, request: GenerateRequest) -> tupl
         await post_modlog(bot, origin.guild_id, render.prompt_refused(origin.user.id, origin.channel, request,
                                                                       refusal.term))
         raise
+
+
+def check_source(job, index: int, policy: Policy) -> None:
+    """A picture the safety filter flagged stays where flagged pictures may be shown: starting a
+    job from it in any other channel is refused (the new picture could carry it over)."""
+    if policy.mode == "block" and job.nsfw_flags and index < len(job.nsfw_flags) and job.nsfw_flags[index]:
+        raise Refused(f"Picture {index + 1} of job {job.id} was flagged by the safety filter, so it can only be "
+                      "used in an age-restricted channel whose filter shows flagged images.")
 
 
 async def run(
@@ -103,6 +111,10 @@ async def run(
         return
 
     if any(image.nsfw_content_detected for image in result.images):
+        if policy.mode != "block" and await bot.moderation.current_mode(origin.guild_id, origin.channel) == "block":
+            # The channel lost its age restriction, or moderators tightened it, while the job waited.
+            policy = Policy("block", policy.threshold)
+            await bot.store.withhold_flagged(job_id)
         await post_modlog(bot, origin.guild_id, render.flagged(job_id, origin.user.id, origin.channel, result,
                                                                policy.mode))
     shown = [(index, image) for index, image in enumerate(result.images) if shown_under(image, policy.mode)]

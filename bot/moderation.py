@@ -112,6 +112,14 @@ class Moderation:
         return policy.apply(request), policy
 
 
+    async def current_mode(self, guild_id: int | None, channel) -> str:
+        """The mode that applies in `channel` now (a job's result may come long after it was asked for)."""
+        if guild_id is None:
+            return "block"
+        settings = await self._store.guild_settings(guild_id)
+        return effective_mode(configured_mode(settings, channel), age_restricted(channel))
+
+
 class PromptBlocked(Refused):
     """Refused by the prompt filter; `term` is for the mod-log only."""
 
@@ -129,7 +137,7 @@ async def post_modlog(bot: DreamBot, guild_id: int | None, text: str) -> None:
         if channel_id is None:
             return
         channel = bot.get_channel(channel_id) or await bot.fetch_channel(channel_id)
-        await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
+        await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none(), suppress_embeds=True)
     except discord.HTTPException as error:
         log.warning("could not post in the mod-log of server %s: %s", guild_id, error)
     except Exception:

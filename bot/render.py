@@ -175,7 +175,9 @@ def prompt_refused(user_id: int, channel, request: GenerateRequest, term) -> str
     lines = [f"🛑 A prompt by <@{user_id}> in {_where(channel)} was refused: it matched the blocked {what} "
              f"`{term.text.replace('`', 'ˋ')}`.", f"> {_clip(escape(request.prompt), 900)}"]
     if request.negative_prompt:
-        lines.append(f"Negative: {_clip(escape(request.negative_prompt), 500)}")
+        lines.append(f"Negative: {_clip(escape(request.negative_prompt), 400)}")
+    if request.end_prompt:
+        lines.append(f"End prompt: {_clip(escape(request.end_prompt), 400)}")
     return "\n".join(lines)
 
 
@@ -219,11 +221,11 @@ def history(jobs, *, total: int, page: int, pages: int, whose: str) -> str:
         if link and not job.deleted_at:
             head += f" · [jump to it]({link})"
         size = f" · {job.width}×{job.height}" if job.width else ""
-        lines += ["", head, f"> {_clip(escape(job.prompt), 150)}",
+        lines += ["", head, f"> {_clip(escape(job.prompt), 120)}",
                   f"{job.mode} · seed {job.seed} · {job.num_inference_steps} steps · CFG {job.guidance_scale:g} · "
                   f"{job.scheduler}{size}"]
         if job.error:
-            lines.append(f"Error: {_clip(escape(job.error), 120)}")
+            lines.append(f"Error: {_clip(escape(job.error), 80)}")
     return _clip("\n".join(lines), MESSAGE_LIMIT)
 
 

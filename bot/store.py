@@ -273,6 +273,16 @@ class Store:
         )
         return status
 
+    async def withhold_flagged(self, job_id: int) -> None:
+        """The job's flagged images are withheld after all (the channel's filter became block)."""
+        await self._db.execute(
+            """UPDATE jobs SET nsfw_mode = 'block',
+                   status = CASE WHEN NOT EXISTS (SELECT 1 FROM json_each(nsfw_flags) WHERE value = 0)
+                                 THEN 'filtered' ELSE status END
+               WHERE id = ?""",
+            (job_id,),
+        )
+
     async def fail_job(self, job_id: int, error: str) -> None:
         await self._db.execute(
             f"UPDATE jobs SET status = 'failed', error = ?, finished_at = {_NOW} WHERE id = ?", (error, job_id)
@@ -318,8 +328,8 @@ class Store:
                 erased = [row[0] for row in await cursor.fetchall()]
             await self._db.executemany("INSERT OR IGNORE INTO erased_jobs (job_id) VALUES (?)",
                                        [(job_id,) for job_id in erased])
-            await self._db.execute("DELETE FROM jobs WHERE user_id = ? AND status NOT IN ('queued', 'running')",
-                                   (user_id,))
+            # By id: a job that finishes meanwhile was not counted, and is kept.
+            await self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in erased])
             async with self._db.execute("SELECT count(*) FROM jobs WHERE user_id = ?", (user_id,)) as cursor:
                 (kept,) = await cursor.fetchone()
         return erased, kept
@@ -442,6 +452,9 @@ class Store:
 
     @asynccontextmanager
     async def _transaction(self):
+        # One connection: another coroutine's write may land inside the transaction and commits
+        # with it; a rollback would undo it too. The statements here fail only on a schema
+        # constraint, which no valid call meets, so that is a bug path, not a normal one.
         async with self._transaction_lock:
             await self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -71,13 +71,15 @@ async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build,
         return
     origin = jobs.Origin(user=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
                          interaction=interaction)
+    # Started from an earlier result (a `job` option): recorded as its child.
+    parent_job_id, parent_image = parent[0] if parent and parent[0] else (None, None)
     try:
         request, policy = await jobs.admit(bot, origin, request)
+        if parent_job_id is not None and request.mode != "interpolate":
+            jobs.check_source(await bot.store.get_job(parent_job_id), parent_image or 0, policy)
     except Refused as refusal:
         await reply_privately(interaction, f"🚫 {refusal}")
         return
-    # Started from an earlier result (a `job` option): recorded as its child.
-    parent_job_id, parent_image = parent[0] if parent and parent[0] else (None, None)
     await jobs.run(bot, origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
                    parent_image=parent_image)
 

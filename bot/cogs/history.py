@@ -12,7 +12,7 @@ from bot.bot import reply_privately
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 5
+PAGE_SIZE = 4  # four of the longest entries fit in one message (tests/bot/test_history.py)
 EVERYWHERE = 0  # the "server" of a member's own history: every server and direct message
 
 

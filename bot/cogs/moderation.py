@@ -149,7 +149,12 @@ class Mod(app_commands.Group):
         lines.append(f"Mod-log: {f'<#{settings.modlog_channel_id}>' if settings.modlog_channel_id else 'not set'}"
                      f" · moderator role: "
                      f"{f'<@&{settings.moderator_role_id}>' if settings.moderator_role_id else 'not set'}")
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if len(text) > render.MESSAGE_LIMIT:  # hundreds of channel overrides: keep the head and the tail
+            overrides = len(settings.channel_modes)
+            text = "\n".join([*lines[:2], f"({overrides} channels have their own mode; too many to list here)",
+                              *lines[-2:]])
+        return text
 
     # -- the prompt filter ---------------------------------------------------------------------
 
@@ -189,7 +194,7 @@ class Mod(app_commands.Group):
         if added:
             self.bot.moderation.terms_changed(guild_id)
             await self.announce(interaction, f"the prompt filter ({kind})",
-                                None if action == "add" else term, term if action == "add" else None)
+                                None if action == "add" else shown, shown if action == "add" else None)
         await self.reply(interaction, answer)
 
     async def send_list(self, interaction: discord.Interaction, terms: list[tuple[str, str]]) -> None:
@@ -198,7 +203,8 @@ class Mod(app_commands.Group):
             return
         words = [term for kind, term in terms if kind == "word"]
         patterns = [term for kind, term in terms if kind == "pattern"]
-        text = "\n".join([f"**Blocked words** ({len(words)}): " + (", ".join(f"`{w}`" for w in words) or "none"),
+        text = "\n".join([f"**Blocked words** ({len(words)}): " +
+                          (", ".join(f"`{w.replace('`', 'ˋ')}`" for w in words) or "none"),
                           f"**Blocked patterns** ({len(patterns)}): " +
                           (" ".join(f"`{p.replace('`', 'ˋ')}`" for p in patterns) or "none")])
         if len(text) <= render.MESSAGE_LIMIT:
@@ -255,6 +261,8 @@ class Mod(app_commands.Group):
             raise ModeratorOnly("Only members with the Manage Server permission can choose the moderator role.")
         if role is not None and clear:
             raise UserError("Give a role or `clear`, not both.")
+        if role is not None and (role.is_default() or role.managed):
+            raise UserError(f"{role.mention} cannot be the moderator role: choose a role you give to moderators.")
         new = role.id if role is not None else None
         old = await store.set_guild_setting(guild_id, "moderator_role_id", new, actor_id=interaction.user.id)
         await self.announce(interaction, "the moderator role", old and f"<@&{old}>", new and f"<@&{new}>")
@@ -269,6 +277,13 @@ class Mod(app_commands.Group):
             raise UserError("You cannot bar yourself.")
         if member.bot:
             raise UserError("Bots do not use Dreambot; there is nothing to bar.")
+        if isinstance(member, discord.Member):
+            settings = await self.bot.store.guild_settings(interaction.guild_id)
+            if member.guild_permissions.manage_guild:
+                raise UserError(f"{member.mention} has Manage Server, so they can always use Dreambot here.")
+            moderator = settings.moderator_role_id is not None and member.get_role(settings.moderator_role_id)
+            if moderator and not interaction.permissions.manage_guild:
+                raise UserError("Only members with Manage Server can bar a moderator.")
         banned = await self.bot.store.ban(interaction.guild_id, member.id, actor_id=interaction.user.id,
                                           reason=reason or "")
         if banned:

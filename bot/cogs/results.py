@@ -98,6 +98,9 @@ async def act(
         return f"Job {job_id} was erased by the member who made it, so there is nothing to {action} any more."
     if job is None or job.guild_id != guild_id:
         return f"Job {job_id} is not in Dreambot's history (any more), so there is nothing to {action} here."
+    if interaction is not None and message is not None and job.message_id not in (None, message.id):
+        # A raw client can send any custom id: a button acts only on the result it is on.
+        return "That button does not belong to this message."
     if action == "delete":
         if member.id != job.user_id and not can_manage:
             return "Only the member who made this picture, or a moderator with Manage Messages, can delete it."
@@ -123,6 +126,8 @@ async def act(
     origin = jobs.Origin(user=member, channel=channel, guild_id=guild_id, reply_to=message)
     try:
         request, policy = await jobs.admit(bot, origin, request)
+        if action != "reroll":
+            jobs.check_source(job, index or 0, policy)
     except Refused as refusal:
         return f"🚫 {refusal}"
     if interaction is not None:

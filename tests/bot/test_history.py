@@ -50,7 +50,7 @@ async def test_history_is_private_paged_and_links_to_each_result(bot: BotProcess
     assert reply.ephemeral
     page = reply.content
     assert "6 jobs · page 1 of 2" in page
-    assert "fox in the attic" in page and "fox number 1" in page and "fox number 0" not in page  # newest first
+    assert "fox in the attic" in page and "fox number 2" in page and "fox number 1" not in page  # newest first
     jobs = jobs_of(bot, artist)
     newest = jobs[-1]
     link = f"https://discord.com/channels/{fake.guild_id}/{newest['channel_id']}/{newest['message_id']}"
@@ -59,7 +59,8 @@ async def test_history_is_private_paged_and_links_to_each_result(bot: BotProcess
     older = next(c for c in message.custom_ids if c.endswith(":next"))
     clicked = await fake.click(message.id, older, user=artist)
     await clicked.wait_for(lambda reply: reply.kind == "callback")
-    assert "page 2 of 2" in fake.message(message.id).content and "fox number 0" in fake.message(message.id).content
+    assert "page 2 of 2" in fake.message(message.id).content
+    assert "fox number 1" in fake.message(message.id).content and "fox number 0" in fake.message(message.id).content
     newer = next(c for c in fake.message(message.id).custom_ids if c.endswith(":previous"))
     assert not fake.message(message.id).component(newer).get("disabled")
 
@@ -151,6 +152,22 @@ async def test_only_the_member_can_confirm_their_own_forget(bot: BotProcess, fak
         message.flags |= 1 << 6
     assert "Only the member whose history it is" in reply.content
     assert len(jobs_of(bot, artist)) == 6
+
+
+def test_a_page_of_the_longest_entries_fits_in_one_message() -> None:
+    from bot import render
+    from bot.cogs.history import PAGE_SIZE
+    from bot.store import JobRow
+
+    big = 2**63 - 1
+    fields = {name: None for name in JobRow.__dataclass_fields__}
+    fields.update(id=big, user_id=big, guild_id=big, channel_id=big, message_id=big, prompt="*" * 6000,
+                  negative_prompt="", num_inference_steps=500, guidance_scale=12.5, width=4096, height=4096,
+                  seed=2**32 - 1, scheduler="DPM++ 2M Karras", num_images=10, status="failed", mode="interpolate",
+                  created_at="2026-11-23T05:00:00.000Z", error="_" * 3000, style="", action="dream")
+    page = render.history([JobRow(**fields)] * PAGE_SIZE, total=10**6, page=99999, pages=10**6, whose="Your")
+    assert len(page) <= render.MESSAGE_LIMIT and page.count("jump to it") == PAGE_SIZE
+    assert page.split("\n")[-1].startswith("Error: ")  # the last entry is whole
 
 
 async def test_old_pictures_are_removed_after_the_retention_period(tmp_path: Path) -> None:

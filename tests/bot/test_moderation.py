@@ -79,6 +79,9 @@ CALLS = [
     ("mod ban", {"member": "target"}, "can no longer use Dreambot"),
     ("mod unban", {"member": "target"}, "was not barred"),
     ("mod history", {"member": "target"}, "Dreambot history"),
+    ("mod filter", {"mode": "block"}, "safety filter mode is now **block**"),
+    ("mod words", {"action": "add", "word": "matrixword"}, "`matrixword`"),
+    ("mod words", {"action": "remove", "word": "matrixword"}, "`matrixword`"),
     ("mod audit", {}, "moderation changes"),
 ]
 
@@ -221,3 +224,16 @@ async def test_a_mod_log_channel_the_bot_cannot_post_in_is_refused(bot: BotProce
         await asyncio.sleep(0)
     assert "cannot post in" in text
     assert rows(bot, "SELECT modlog_channel_id FROM guild_settings")[0][0] == modlog
+
+
+async def test_moderators_cannot_bar_those_above_them(bot: BotProcess, fake: FakeDiscord, people, modlog) -> None:
+    modrole, admin = people["moderator role"], people["manage server"]
+    text = await answer(await fake.invoke("mod ban", modrole, member=admin))
+    assert "has Manage Server" in text
+    other_mod = fake.user("othermod", roles=[people["_role"]])
+    assert "Only members with Manage Server can bar a moderator." in await answer(
+        await fake.invoke("mod ban", modrole, member=other_mod))
+    assert "can no longer use Dreambot" in await answer(await fake.invoke("mod ban", admin, member=other_mod))
+    await answer(await fake.invoke("mod unban", admin, member=other_mod))
+    everyone = {"id": str(fake.guild_id), "name": "@everyone", "permissions": "0"}
+    assert "cannot be the moderator role" in await answer(await fake.invoke("mod role", admin, role=everyone))

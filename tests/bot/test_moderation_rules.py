@@ -87,3 +87,17 @@ async def test_a_stored_term_that_no_longer_compiles_is_skipped_not_fatal(modera
     with pytest.raises(PromptBlocked):
         await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="gory"))
     await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"))
+
+
+async def test_the_mode_now_is_read_again_when_a_result_is_posted(moderation) -> None:
+    rules, store = moderation
+    gallery = Channel(10, nsfw=True)
+    await store.set_channel_mode(1, 10, "off", actor_id=5)
+    _, policy = await rules.admit(7, 1, gallery, GenerateRequest(prompt="a fox"))
+    assert policy.mode == "off" and await rules.current_mode(1, gallery) == "off"
+    gallery.nsfw = False  # the channel lost its age restriction while the job waited
+    assert await rules.current_mode(1, gallery) == "block"
+    gallery.nsfw = True
+    await store.set_channel_mode(1, 10, "block", actor_id=5)
+    assert await rules.current_mode(1, gallery) == "block"
+    assert await rules.current_mode(None, None) == "block"

@@ -4,11 +4,13 @@ block, spoiler and off, per server and per channel, against Discord's age-restri
 from __future__ import annotations
 
 import asyncio
+import io
 import sqlite3
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from PIL import Image
 
 from tests.bot.conftest import BotProcess
 from tests.fake_discord import FakeDiscord, Interaction
@@ -152,3 +154,30 @@ async def test_a_spoilered_picture_can_be_varied_where_it_was_posted(bot: BotPro
             break
         await asyncio.sleep(0.05)
     assert replies and replies[0].attachments[0].filename.startswith("SPOILER_")
+
+
+async def test_a_flagged_picture_cannot_be_carried_into_a_regular_channel(bot: BotProcess, fake: FakeDiscord,
+                                                                          channels, modlog) -> None:
+    await set_filter(fake, mode="spoiler", channel=channels["age-restricted"])
+    interaction = await dream_in(fake, channels["age-restricted"])
+    assert outcome(bot, interaction) == "spoiler"
+    job_id = job_of(bot, interaction)["id"]
+    with sqlite3.connect(bot.database) as db:
+        jobs_before = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    white = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(white, format="PNG")
+    for command, options in (("outpaint", {"direction": "left"}), ("inpaint", {"mask": white.getvalue()}),
+                             ("interpolate", {"end_seed": 5})):
+        started = await fake.invoke(command, fake.user("smuggler"), job=job_id, steps=2, **options,
+                                    in_channel=channels["regular"])
+        reply = await started.wait_for(lambda reply: bool(reply.content) and (reply.ephemeral or command == "interpolate"))
+        if command == "interpolate":  # it takes only the prompt and the seed: nothing of the picture
+            assert "withheld" in (await started.wait_for(lambda r: "withheld" in r.content or bool(r.files))).content
+            continue
+        assert "was flagged by the safety filter" in reply.content, reply.content
+    with sqlite3.connect(bot.database) as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs_before + 1  # the animation only
+    # Where flagged pictures may be shown, the same is allowed.
+    extended = await fake.invoke("outpaint", fake.user("artist"), job=job_id, steps=2, direction="left",
+                                 in_channel=channels["age-restricted"])
+    await extended.wait_for(lambda reply: bool(reply.files))

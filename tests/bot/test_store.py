@@ -234,3 +234,21 @@ async def test_a_failed_change_leaves_no_audit_row(tmp_path: Path) -> None:
         await store.set_channel_mode(2, 30, "loud", actor_id=50)  # the schema's CHECK refuses it
     assert await store.audit_log(2) == [] and (await store.guild_settings(2)).channel_modes == {}
     await store.close()
+
+
+async def test_withholding_flagged_images_after_all(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    ids = []
+    for flags in ([True, True], [True, False]):
+        job_id = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=None,
+                                        model="m", nsfw_mode="off")
+        images = tuple(ImageResult(data=b"png", seed=i, nsfw_content_detected=f, nsfw_score=0.9 if f else 0.1)
+                       for i, f in enumerate(flags))
+        result = GenerateResult(job_id=job_id, seed=7, width=64, height=64, model="m", images=images)
+        assert await store.finish_job(job_id, result, flagged_shown=True) == "done"
+        await store.withhold_flagged(job_id)
+        ids.append(job_id)
+    rows = [await store.get_job(job_id) for job_id in ids]
+    assert [(row.status, row.nsfw_mode) for row in rows] == [("filtered", "block"), ("done", "block")]
+    assert [rows[1].shown(0), rows[1].shown(1)] == [False, True]
+    await store.close()
