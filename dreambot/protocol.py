@@ -209,14 +209,26 @@ class Progress:
     job_id: int
     step: int
     total: int
+    # Now and then (every couple of seconds), a small JPEG of the picture so far: a cheap
+    # linear latent-to-RGB approximation, not a VAE decode.
+    preview: bytes | None = None
 
 
 @dataclass(frozen=True)
 class EngineError:
     job_id: int
     message: str
-    # "invalid" (the request breaks a rule), "internal" (a bug or a failed load)
+    # "invalid" (the request breaks a rule), "cancelled" (a Cancel arrived), "oom" (the device ran
+    # out of memory; the engine freed it and carries on), "internal" (a bug or a failed load)
     kind: str = "internal"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Bot to engine: stop job `job_id` between two denoising steps (it ends with an EngineError of
+    kind "cancelled"); ignored if that job is not running."""
+
+    job_id: int
 
 
 @dataclass(frozen=True)
@@ -242,10 +254,29 @@ class Job:
     request: GenerateRequest
 
 
-Message = Job | GenerateResult | Progress | EngineError | Ready | Fatal
+@dataclass(frozen=True)
+class Batch:
+    """Bot to engine: compatible jobs (same `batch_key`) run as one pipeline call. Each job gets its
+    own Progress, and its own GenerateResult or EngineError, as if it had run alone; each image is
+    the one its job would give alone with its seed."""
+
+    jobs: tuple[Job, ...]
+
+
+def batch_key(request: GenerateRequest) -> tuple | None:
+    """Jobs with equal keys can share one pipeline call; None: this job runs alone. Only text to
+    image: the other modes' inputs differ from job to job."""
+    if request.mode != "txt2img":
+        return None
+    return (request.width, request.height, request.num_inference_steps, request.scheduler, request.guidance_scale)
+
+
+Message = Job | Batch | Cancel | GenerateResult | Progress | EngineError | Ready | Fatal
 
 _TYPES: dict[str, type] = {
     "job": Job,
+    "batch": Batch,
+    "cancel": Cancel,
     "result": GenerateResult,
     "progress": Progress,
     "error": EngineError,
@@ -261,9 +292,11 @@ def encode(message: Message) -> bytes:
     if isinstance(message, GenerateResult):
         for image in body["images"]:
             image["data"] = _b64(image["data"])
-    if isinstance(message, Job):
+    for job in [body] if isinstance(message, Job) else body["jobs"] if isinstance(message, Batch) else []:
         for key in ("image", "mask"):
-            body["request"][key] = _b64(body["request"][key])
+            job["request"][key] = _b64(job["request"][key])
+    if isinstance(message, Progress):
+        body["preview"] = _b64(body["preview"])
     return json.dumps({"type": _NAMES[type(message)], **body}, separators=(",", ":")).encode() + b"\n"
 
 
@@ -271,13 +304,21 @@ def decode(line: bytes) -> Message:
     data = json.loads(line)
     cls = _TYPES[data.pop("type")]
     if cls is Job:
-        request = data["request"]
-        for key in ("image", "mask"):
-            request[key] = _unb64(request[key])
-        return Job(job_id=data["job_id"], request=GenerateRequest(**request))
+        return _job(data)
+    if cls is Batch:
+        return Batch(jobs=tuple(_job(job) for job in data["jobs"]))
+    if cls is Progress:
+        data["preview"] = _unb64(data.get("preview"))
     if cls is GenerateResult:
         data["images"] = tuple(ImageResult(**{**image, "data": _unb64(image["data"])}) for image in data["images"])
     return cls(**data)
+
+
+def _job(data: dict) -> Job:
+    request = data["request"]
+    for key in ("image", "mask"):
+        request[key] = _unb64(request[key])
+    return Job(job_id=data["job_id"], request=GenerateRequest(**request))
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from dreambot import protocol
 from dreambot.protocol import (
     SAMPLERS,
+    Batch,
+    Cancel,
     EngineError,
     Fatal,
     GenerateRequest,
@@ -17,6 +21,7 @@ from dreambot.protocol import (
     Limits,
     Progress,
     Ready,
+    batch_key,
     infotext,
 )
 
@@ -110,6 +115,10 @@ def test_every_message_survives_the_wire() -> None:
                                               strength=0.5, style="anime")),
         Job(job_id=5, request=GenerateRequest(prompt="p", mode="interpolate", end_prompt="q", end_seed=9, frames=3)),
         Progress(job_id=3, step=2, total=20),
+        Progress(job_id=3, step=4, total=20, preview=b"\xff\xd8\xff\x00"),
+        Cancel(job_id=3),
+        Batch(jobs=(Job(job_id=6, request=GenerateRequest(prompt="a", seed=1, nsfw_threshold=0.3)),
+                    Job(job_id=7, request=GenerateRequest(prompt="b", seed=2, keep_flagged=True)))),
         GenerateResult(job_id=3, images=(ImageResult(data=b"\x89PNG\x00\xff", seed=5, nsfw_content_detected=True,
                                                      nsfw_score=0.91),),
                        seed=5, width=64, height=64, model="tiny", timings={"total": 0.5}),
@@ -152,3 +161,13 @@ def test_infotext_names_the_mode_and_its_options() -> None:
 
 def test_the_eight_samplers_members_know() -> None:
     assert set(SAMPLERS) >= {"Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "LMS", "Heun"}
+
+
+def test_only_text_to_image_jobs_with_the_same_settings_share_a_batch() -> None:
+    base = GenerateRequest(prompt="a fox", seed=1, num_images=2)
+    same = [base, replace(base, prompt="a cat", negative_prompt="blur", seed=9, num_images=1, style="anime",
+                          nsfw_threshold=0.2, keep_flagged=True)]
+    assert len({batch_key(request) for request in same}) == 1
+    for change in ({"num_inference_steps": 30}, {"scheduler": "Euler a"}, {"guidance_scale": 5.0}, {"width": 64}):
+        assert batch_key(replace(base, **change)) != batch_key(base)
+    assert batch_key(replace(base, mode="img2img", image=b"png")) is None
