@@ -63,27 +63,33 @@ def point_at_discord(settings: BotSettings) -> None:
 
 async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bool = False) -> None:
     store = await Store.open(settings.database_path)
-    engine = EngineClient(
-        engine_environment(
-            os.environ,
-            {
-                "SD_MODEL": settings.sd_model,
-                "SD_DEVICE": settings.sd_device,
-                "SD_DTYPE": settings.sd_dtype,
-                "SD_SAFETY_CHECKER": settings.sd_safety_checker,
-                "SD_UPSCALER": settings.sd_upscaler or "",
-            },
+    engines = [
+        EngineClient(
+            engine_environment(
+                os.environ,
+                {
+                    "SD_MODEL": settings.sd_model,
+                    "SD_DEVICE": device,
+                    "SD_DTYPE": settings.sd_dtype,
+                    "SD_SAFETY_CHECKER": settings.sd_safety_checker,
+                    "SD_UPSCALER": settings.sd_upscaler or "",
+                },
+            ),
+            job_timeout=settings.job_timeout_seconds,
         )
-    )
-    queue = JobQueue(store, engine)
-    bot = DreamBot(settings=settings, store=store, engine=engine, queue=queue,
+        for device in settings.devices
+    ]
+    queue = JobQueue(store, engines, max_per_member=settings.max_jobs_per_member, max_queued=settings.max_queue,
+                     cooldown_seconds=settings.cooldown_seconds, max_batch=settings.max_batch)
+    bot = DreamBot(settings=settings, store=store, engine=engines[0], queue=queue,
                    images=ImageStore(settings.images_dir), styles=styles, moderation=Moderation(store),
                    force_sync=force_sync)
     try:
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())
     finally:
-        await engine.close()
+        for engine in engines:
+            await engine.close()
         await store.close()
 
 

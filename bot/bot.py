@@ -23,9 +23,33 @@ from dreambot.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.history", "bot.cogs.moderation", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.queue", "bot.cogs.history", "bot.cogs.moderation",
+              "bot.cogs.admin")
 FINGERPRINT_KEY = "commands_fingerprint"
 RETENTION_SWEEP_SECONDS = 3600
+# On SIGTERM or Ctrl-C, running jobs get this long to finish; the rest run at the next start.
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+async def watch_loop_lag(period: float, tick: float = 0.02) -> None:
+    """Log how late the event loop wakes a sleeper (p50/p99/max) every `period` seconds: the lag
+    every gateway event and command sees (LOOP_PROBE_SECONDS; bench/loop_lag.py reads it)."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    reported = loop.time()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(tick)
+        lags.append(max(loop.time() - before - tick, 0.0))
+        if loop.time() - reported >= period:
+            lags.sort()
+
+            def rank(q: float) -> float:
+                return lags[min(len(lags) - 1, max(0, round(q * len(lags)) - 1))] * 1000
+
+            log.info("loop lag over the last %g s: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
+                     period, rank(0.50), rank(0.99), lags[-1] * 1000, len(lags))
+            lags, reported = [], loop.time()
 
 
 class UserError(app_commands.AppCommandError):
@@ -121,21 +145,29 @@ class DreamBot(commands.Bot):
             await asyncio.sleep(RETENTION_SWEEP_SECONDS)
 
     async def setup_hook(self) -> None:
-        abandoned = await self.store.fail_unfinished("the bot stopped before this job finished")
-        if abandoned:
-            log.warning("marked %d job(s) left over from the last run as failed", abandoned)
         self.http_session = aiohttp.ClientSession()
-        self.engine.start()
+        for engine in self.queue.engines:
+            engine.start()
+        # Before any member can queue a new job: the old ones keep their place ahead.
+        from bot import jobs  # jobs imports the cogs' buttons, which import this module
+
+        restored = await jobs.restore(self)
+        if restored:
+            log.info("queued %d job(s) left unfinished by the last run again", restored)
         self.queue.start()
         self.create_task(self.sweep_old_images(), name="image-retention")
+        if self.settings.loop_probe_seconds:
+            self.create_task(watch_loop_lag(self.settings.loop_probe_seconds), name="loop-lag-probe")
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands(force=self.force_sync)
 
     async def close(self) -> None:
+        """Stop taking jobs, let running ones finish for a while (queued ones stay in the store for
+        the next start), then leave Discord."""
+        await self.queue.close(grace=SHUTDOWN_GRACE_SECONDS)
         for task in list(self._tasks):
             task.cancel()
-        await self.queue.close()
         if self.http_session is not None:
             await self.http_session.close()
         await super().close()
@@ -163,3 +195,4 @@ class DreamBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("logged in as %s (id %s) in %d server(s)", self.user, self.user and self.user.id, len(self.guilds))
+

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 from dreambot import protocol
-from dreambot.protocol import EngineError, Fatal, GenerateResult, Job, Progress, Ready
+from dreambot.protocol import Batch, Cancel, EngineError, Fatal, GenerateResult, Job, Progress, Ready
 
 log = logging.getLogger(__name__)
 engine_log = logging.getLogger("engine")
@@ -27,6 +27,9 @@ RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 60.0)
 # stuck: it is killed, the job fails, and a fresh engine starts. A denoising step of a big image
 # on a slow CPU takes seconds, not minutes.
 STALL_SECONDS = 300.0
+# The most a job may take, steps and safety check included (JOB_TIMEOUT_SECONDS); a batch gets
+# this much per job.
+JOB_TIMEOUT_SECONDS = 600.0
 
 
 class EngineUnavailable(RuntimeError):
@@ -45,19 +48,30 @@ class EngineJobFailed(RuntimeError):
         self.kind = error.kind
 
 
+class JobCancelled(RuntimeError):
+    """The job was cancelled (queued, or between two denoising steps)."""
+
+
+class EngineTimedOut(RuntimeError):
+    """The job ran past the time limit; the engine was restarted."""
+
+
 class EngineClient:
     def __init__(
-        self, env: Mapping[str, str], command: list[str] | None = None, stall_seconds: float = STALL_SECONDS
+        self, env: Mapping[str, str], command: list[str] | None = None, stall_seconds: float = STALL_SECONDS,
+        job_timeout: float = JOB_TIMEOUT_SECONDS,
     ) -> None:
         self._env = dict(env)
         self._command = command or [sys.executable, "-m", "engine", "serve"]
         self._stall_seconds = stall_seconds
+        self._job_timeout = job_timeout
         self._last_heard = 0.0
         self._process: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future[Ready] | None = None
-        self._pending: asyncio.Future[GenerateResult] | None = None
-        self._pending_job_id: int | None = None
-        self._on_progress: ProgressCallback | None = None
+        # The jobs in hand (one, or a batch): job id -> the future its result arrives on.
+        self._pending: dict[int, asyncio.Future[GenerateResult]] = {}
+        self._on_progress: dict[int, ProgressCallback] = {}
+        self._timed_out = False
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task | None = None
         self._closing = False
@@ -81,40 +95,77 @@ class EngineClient:
         return await asyncio.shield(self._ready)
 
     async def generate(self, job: Job, on_progress: ProgressCallback | None = None) -> GenerateResult:
+        """Run one job; raises EngineJobFailed, JobCancelled, EngineCrashed, EngineTimedOut or EngineUnavailable."""
+        outcome = (await self.generate_batch([job], {job.job_id: on_progress} if on_progress else {}))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def generate_batch(self, jobs: list[Job], on_progress: Mapping[int, ProgressCallback] | None = None
+                             ) -> list[GenerateResult | Exception]:
+        """Run jobs as one engine call (`protocol.Batch`; one job goes as a plain Job). Each job's
+        outcome is its result or the exception that ended it; EngineUnavailable is raised."""
         async with self._lock:
             await self.wait_ready()
             process = self._process
             assert process is not None and process.stdin is not None
             loop = asyncio.get_running_loop()
-            self._pending = loop.create_future()
-            self._pending_job_id = job.job_id
-            self._on_progress = on_progress
+            self._pending = {job.job_id: loop.create_future() for job in jobs}
+            self._on_progress = dict(on_progress or {})
+            message = jobs[0] if len(jobs) == 1 else Batch(jobs=tuple(jobs))
             try:
-                process.stdin.write(protocol.encode(job))
+                process.stdin.write(protocol.encode(message))
                 await process.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the reader sees the exit and fails the job as a crash
+                pass  # the reader sees the exit and fails the jobs as a crash
             try:
-                return await self._await_result(process)
+                await self._await_results(process, len(jobs))
+                outcomes = []
+                for future in self._pending.values():
+                    outcomes.append(future.exception() or future.result())
+                return outcomes
             finally:
-                self._pending = None
-                self._on_progress = None
+                self._pending = {}
+                self._on_progress = {}
 
-    async def _await_result(self, process: asyncio.subprocess.Process) -> GenerateResult:
-        assert self._pending is not None
+    async def cancel(self, job_id: int) -> bool:
+        """Ask the engine to stop `job_id` between two denoising steps; False if it is not in hand."""
+        process = self._process
+        future = self._pending.get(job_id)
+        if future is None or future.done() or process is None or process.stdin is None:
+            return False
+        try:
+            process.stdin.write(protocol.encode(Cancel(job_id=job_id)))
+            await process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    async def _await_results(self, process: asyncio.subprocess.Process, count: int) -> None:
         loop = asyncio.get_running_loop()
-        self._last_heard = loop.time()
+        self._last_heard = started = loop.time()
+        deadline = started + self._job_timeout * count
+        futures = set(self._pending.values())
         while True:
             silent = loop.time() - self._last_heard
-            done, _ = await asyncio.wait({self._pending}, timeout=max(self._stall_seconds - silent, 0.01))
-            if done:
-                return self._pending.result()
-            if loop.time() - self._last_heard >= self._stall_seconds:
+            wait = min(self._stall_seconds - silent, deadline - loop.time())
+            done, waiting = await asyncio.wait(futures, timeout=max(wait, 0.01))
+            if not waiting:
+                return
+            if loop.time() >= deadline:
+                log.error("engine process %s: jobs %s ran past the time limit of %.0f s; killing it",
+                          process.pid, list(self._pending), self._job_timeout)
+                self._timed_out = True
+            elif loop.time() - self._last_heard >= self._stall_seconds:
                 log.error("engine process %s said nothing for %.0f s while holding a job; killing it",
                           process.pid, self._stall_seconds)
                 self._stall_reason = f"the engine stalled (silent for {self._stall_seconds:.0f} s) and was restarted"
-                if process.returncode is None:
-                    process.kill()  # the reader fails the job and the supervisor restarts the engine
+            else:
+                continue
+            if process.returncode is None:
+                process.kill()  # the reader fails the jobs and the supervisor restarts the engine
+            await asyncio.wait(futures)
+            return
 
     async def close(self) -> None:
         self._closing = True
@@ -169,10 +220,15 @@ class EngineClient:
         became_ready = self._ready.done() and not self._ready.cancelled() and self._ready.exception() is None
         if not self._closing:
             log.error("engine process %s exited with code %s", process.pid, code)
-        if self._pending is not None and not self._pending.done():
-            reason = self._stall_reason or f"the engine process exited with code {code}"
-            self._pending.set_exception(EngineCrashed(reason))
-        self._stall_reason = None
+        for future in self._pending.values():
+            if future.done():
+                continue
+            if self._timed_out:
+                future.set_exception(EngineTimedOut(
+                    f"the job took longer than the limit of {self._job_timeout:.0f} s and was stopped"))
+            else:
+                future.set_exception(EngineCrashed(self._stall_reason or f"the engine process exited with code {code}"))
+        self._stall_reason, self._timed_out = None, False
         if self._closing:
             self._fail_ready("the bot is shutting down")
         elif became_ready:
@@ -198,18 +254,20 @@ class EngineClient:
                 self.last_error = message.message
                 log.error("engine could not start: %s", message.message)
             elif isinstance(message, Progress):
-                if self._on_progress is not None:
+                callback = self._on_progress.get(message.job_id)
+                if callback is not None:
                     try:
-                        self._on_progress(message)
+                        callback(message)
                     except Exception:
                         log.exception("progress callback failed")
-            elif self._pending is None or self._pending.done() or message.job_id != self._pending_job_id:
-                log.warning("engine sent %s for job %s, which is not the job in hand",
+            elif message.job_id not in self._pending or self._pending[message.job_id].done():
+                log.warning("engine sent %s for job %s, which is not a job in hand",
                             type(message).__name__, message.job_id)
             elif isinstance(message, GenerateResult):
-                self._pending.set_result(message)
+                self._pending[message.job_id].set_result(message)
             elif isinstance(message, EngineError):
-                self._pending.set_exception(EngineJobFailed(message))
+                error = JobCancelled(message.message) if message.kind == "cancelled" else EngineJobFailed(message)
+                self._pending[message.job_id].set_exception(error)
 
     def _fail_ready(self, reason: str) -> None:
         if self._ready is None or self._ready.done():

@@ -1,20 +1,174 @@
-"""The job queue: an asyncio queue in the bot that feeds the engine one job at a time.
+"""The job queue: fair across members, durable, and feeding one or more engine processes.
 
-The worker records each job's progress in the store (running, then done/filtered/failed) so the
-history is right whatever happens to the Discord side afterwards.
+`FairQueue` is the bookkeeping (no asyncio): round robin across members, so a member with ten
+jobs queued delays a member with one by at most one job; a cap per member (queued + running), a
+cap on the whole queue, and an optional cooldown. `JobQueue` runs it: one worker per engine takes
+the next job (and, for text to image, compatible ones from the members next in turn, as one
+batch), records each step in the store, retries a job once if its engine crashed, and on shutdown
+leaves what did not run in the store as queued, where the next start finds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from bot.engine_client import EngineClient, EngineCrashed, EngineJobFailed, EngineUnavailable, ProgressCallback
+from bot.engine_client import (
+    EngineClient,
+    EngineCrashed,
+    EngineJobFailed,
+    EngineTimedOut,
+    EngineUnavailable,
+    JobCancelled,
+    ProgressCallback,
+)
+from bot.render import duration
 from bot.store import Store
-from dreambot.protocol import GenerateResult, Job
+from dreambot.protocol import GenerateResult, Job, batch_key
 
 log = logging.getLogger(__name__)
+
+# How long a job takes before any has been measured, for the first estimates of the wait.
+FIRST_ESTIMATE_SECONDS = 15.0
+# A job whose engine crashed runs once more; a second crash fails it.
+ATTEMPTS = 2
+
+
+class QueueFull(Exception):
+    """A job the queue does not take now; the message says why and when to try again."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FairQueue:
+    """Round robin across members. Members take turns in the order they first queued; each turn
+    runs the oldest job of that member."""
+
+    def __init__(self, *, max_per_member: int = 3, max_queued: int = 100, cooldown_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_per_member = max_per_member
+        self.max_queued = max_queued
+        self.cooldown_seconds = cooldown_seconds
+        self._clock = clock
+        self._turns: OrderedDict[int, deque[int]] = OrderedDict()  # member -> their queued jobs, in turn order
+        self._member: dict[int, int] = {}  # job -> member, queued or running
+        self._running: set[int] = set()
+        self._last_submit: dict[int, float] = {}
+        # Places held for jobs being recorded (`JobQueue.reserve`), so that a burst of commands
+        # from one member cannot all pass the check before the first is queued.
+        self.reserved: Counter[int] = Counter()
+
+    def check(self, member_id: int, *, estimate: float = FIRST_ESTIMATE_SECONDS) -> None:
+        """Raise QueueFull if `member_id` may not queue a job now. `estimate`: seconds per job."""
+        if self.cooldown_seconds and member_id in self._last_submit:
+            wait = self._last_submit[member_id] + self.cooldown_seconds - self._clock()
+            if wait > 0:
+                raise QueueFull(f"Please wait {duration(wait)} before your next job (this server's cooldown).", wait)
+        mine = sum(1 for member in self._member.values() if member == member_id) + self.reserved[member_id]
+        if mine >= self.max_per_member:
+            raise QueueFull(f"You already have {mine} jobs queued or running, the most allowed; try again when "
+                            f"one has finished (in about {duration(estimate)}).", estimate)
+        if self.queued_count >= self.max_queued:
+            raise QueueFull(f"The queue is full ({self.max_queued} jobs); try again in about {duration(estimate)}.",
+                            estimate)
+
+    def submit(self, job_id: int, member_id: int, *, front: bool = False, check: bool = True) -> None:
+        """Queue a job. `front`: it runs next in its member's turn (a retried job). `check`: False
+        for a job already checked (`check`), retried, or restored at start-up."""
+        if job_id in self._member:
+            raise ValueError(f"job {job_id} is already queued or running")
+        if check:
+            self.check(member_id)
+        if not front:
+            self._last_submit[member_id] = self._clock()
+        jobs = self._turns.setdefault(member_id, deque())
+        if front:
+            jobs.appendleft(job_id)
+            self._turns.move_to_end(member_id, last=False)
+        else:
+            jobs.append(job_id)
+        self._member[job_id] = member_id
+
+    def next(self) -> int | None:
+        """The next job in fair order, now running; None if nothing is queued."""
+        if not self._turns:
+            return None
+        member_id, jobs = next(iter(self._turns.items()))
+        job_id = jobs.popleft()
+        self._pass_turn(member_id)
+        self._running.add(job_id)
+        return job_id
+
+    def take(self, accept: Callable[[int], bool], limit: int) -> list[int]:
+        """Up to `limit` more queued jobs that `accept` approves, in fair order (one per member per
+        round, as `next` would give them), now running: the rest of a batch."""
+        taken: list[int] = []
+        for job_id in self.order():
+            if len(taken) >= limit:
+                break
+            if accept(job_id):
+                member_id = self._member[job_id]
+                self._turns[member_id].remove(job_id)
+                self._pass_turn(member_id)
+                self._running.add(job_id)
+                taken.append(job_id)
+        return taken
+
+    def done(self, job_id: int) -> None:
+        """A running job finished (whatever the outcome)."""
+        self._running.discard(job_id)
+        self._member.pop(job_id, None)
+
+    def cancel(self, job_id: int) -> bool:
+        """Remove a queued job; False if it is not queued (running, or unknown)."""
+        member_id = self._member.get(job_id)
+        if member_id is None or job_id in self._running:
+            return False
+        self._turns[member_id].remove(job_id)
+        if not self._turns[member_id]:
+            del self._turns[member_id]
+        del self._member[job_id]
+        return True
+
+    def order(self) -> list[int]:
+        """Every queued job in the order they will start."""
+        rounds = [list(jobs) for jobs in self._turns.values()]
+        return [jobs[i] for i in range(max(map(len, rounds), default=0)) for jobs in rounds if i < len(jobs)]
+
+    def position(self, job_id: int) -> int:
+        """How many queued jobs start before this one (0: it is next, or running)."""
+        order = self.order()
+        return order.index(job_id) if job_id in order else 0
+
+    def is_running(self, job_id: int) -> bool:
+        return job_id in self._running
+
+    def member_of(self, job_id: int) -> int | None:
+        return self._member.get(job_id)
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._member) - len(self._running) + sum(self.reserved.values())
+
+    @property
+    def running(self) -> list[int]:
+        return sorted(self._running)
+
+    def __len__(self) -> int:
+        return len(self._member)
+
+    def _pass_turn(self, member_id: int) -> None:
+        if self._turns[member_id]:
+            self._turns.move_to_end(member_id)
+        else:
+            del self._turns[member_id]
 
 
 @dataclass
@@ -22,76 +176,238 @@ class Ticket:
     """A queued job and the future its result arrives on."""
 
     job: Job
+    member_id: int
     on_progress: ProgressCallback | None = None
     result: asyncio.Future[GenerateResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    attempts: int = 0
+    cancelled_by: int | None = None
+    sent: bool = False  # handed to an engine (a Cancel must then go to the engine)
+    step: tuple[int, int] | None = None  # the latest (step, total) the engine reported
+
+
+@dataclass
+class Reservation:
+    member_id: int
+    taken: bool = False
+
+
+class QueueClosed(QueueFull):
+    """The bot is shutting down."""
 
 
 class JobQueue:
-    def __init__(self, store: Store, engine: EngineClient) -> None:
+    def __init__(self, store: Store, engines: list[EngineClient] | EngineClient, *, max_per_member: int = 3,
+                 max_queued: int = 100, cooldown_seconds: float = 0.0, max_batch: int = 1) -> None:
         self._store = store
-        self._engine = engine
-        self._queue: asyncio.Queue[Ticket] = asyncio.Queue()
-        self._waiting: list[int] = []  # job ids in queue order, for positions
-        self._running: int | None = None
-        self._worker: asyncio.Task | None = None
+        self.engines = engines if isinstance(engines, list) else [engines]
+        self.fair = FairQueue(max_per_member=max_per_member, max_queued=max_queued, cooldown_seconds=cooldown_seconds)
+        self.max_batch = max_batch
+        self._tickets: dict[int, Ticket] = {}
+        self._work = asyncio.Event()
+        self._workers: list[asyncio.Task] = []
+        self._accepting = True
+        self._seconds_per_job: float | None = None  # a running average, for estimates
 
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._work(), name="job-queue-worker")
+    # -- members' side ---------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
+    def check(self, member_id: int) -> None:
+        """Raise QueueFull (or QueueClosed) if this member's job would be refused now."""
+        if not self._accepting:
+            raise QueueClosed("Dreambot is restarting; please try again in a minute.")
+        self.fair.check(member_id, estimate=self.estimate(1))
 
-    def submit(self, job: Job, on_progress: ProgressCallback | None = None) -> Ticket:
-        ticket = Ticket(job, on_progress)
-        self._waiting.append(job.job_id)
-        self._queue.put_nowait(ticket)
+    @contextmanager
+    def reserve(self, member_id: int):
+        """Check that the member may queue a job and hold its place while the job is recorded;
+        `submit(..., reservation=...)` takes the place. Raises QueueFull (or QueueClosed)."""
+        self.check(member_id)
+        reservation = Reservation(member_id)
+        self.fair.reserved[member_id] += 1
+        try:
+            yield reservation
+        finally:
+            if not reservation.taken:
+                self.fair.reserved[member_id] -= 1
+
+    def submit(self, job: Job, member_id: int, on_progress: ProgressCallback | None = None, *,
+               reservation: Reservation | None = None, check: bool = True) -> Ticket:
+        """Queue a recorded job: with the place `reserve` held for it, or checked now (`check`), or
+        neither for a job restored from a previous run (accepted then, so it runs whatever the
+        limits are now)."""
+        if reservation is not None:
+            self.fair.reserved[member_id] -= 1
+            reservation.taken = True
+        elif check:
+            self.check(member_id)
+        self.fair.submit(job.job_id, member_id, check=False)
+
+        def progressed(progress) -> None:
+            ticket.step = (progress.step, progress.total)
+            if on_progress is not None:
+                on_progress(progress)
+
+        ticket = Ticket(job, member_id, progressed)
+        self._tickets[job.job_id] = ticket
+        self._work.set()
         return ticket
 
     def position(self, job_id: int) -> int:
-        """How many jobs run before this one starts: 0 when it is next (or running)."""
-        if job_id == self._running:
+        """How many jobs run before this one starts, the running ones included (0: it is running,
+        or next with an engine free)."""
+        if self.fair.is_running(job_id):
             return 0
-        ahead = self._waiting.index(job_id) if job_id in self._waiting else 0
-        return ahead + (self._running is not None)
+        return self.fair.position(job_id) + len(self.fair.running)
 
-    def __len__(self) -> int:
-        return len(self._waiting) + (self._running is not None)
+    def estimate(self, position: int) -> float:
+        """Seconds until a job at `position` starts, from the average time a job has taken."""
+        per_job = self._seconds_per_job or FIRST_ESTIMATE_SECONDS
+        return per_job * position / len(self.engines)
 
-    async def _work(self) -> None:
-        while True:
-            ticket = await self._queue.get()
-            job_id = ticket.job.job_id
-            self._waiting.remove(job_id)
-            self._running = job_id
+    def ticket(self, job_id: int) -> Ticket | None:
+        return self._tickets.get(job_id)
+
+    def queued(self) -> list[int]:
+        return self.fair.order()
+
+    def running(self) -> list[int]:
+        return self.fair.running
+
+    async def cancel(self, job_id: int, by: int) -> bool:
+        """Stop a queued job, or a running one between two denoising steps; False if it is neither."""
+        ticket = self._tickets.get(job_id)
+        if ticket is None:
+            return False
+        ticket.cancelled_by = by
+        if self.fair.cancel(job_id):
+            del self._tickets[job_id]
+            await self._store.cancel_job(job_id, by)
+            ticket.result.set_exception(JobCancelled(f"cancelled by <@{by}>"))
+            ticket.result.exception()
+            return True
+        if not ticket.sent:
+            return True  # a worker took it and drops it before it reaches an engine
+        for engine in self.engines:
+            if await engine.cancel(job_id):
+                return True
+        return False
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._workers:
+            self._workers = [asyncio.create_task(self._serve(engine), name=f"job-worker-{i}")
+                             for i, engine in enumerate(self.engines)]
+
+    async def close(self, grace: float = 30.0) -> None:
+        """Stop taking jobs; give running ones `grace` seconds to finish. Whatever did not finish
+        stays queued in the store and runs at the next start."""
+        self._accepting = False
+        running = [self._tickets[j].result for j in self.fair.running if j in self._tickets]
+        if running:
+            log.info("waiting up to %.0f s for %d running job(s) to finish", grace, len(running))
+            await asyncio.wait(running, timeout=grace)
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             try:
-                await self._run(ticket)
-            except Exception as error:
-                log.exception("job %s: unexpected failure in the queue worker", job_id)
-                try:
-                    await self._store.fail_job(job_id, f"internal error: {type(error).__name__}: {error}")
-                except Exception:
-                    log.exception("job %s: could not record the failure", job_id)
-                if not ticket.result.done():
-                    ticket.result.set_exception(RuntimeError("internal error"))
-            finally:
-                self._running = None
+                await worker
+            except asyncio.CancelledError:
+                pass
+        unfinished = self.fair.running  # finished jobs have left it
+        for job_id in unfinished:
+            await self._store.requeue_job(job_id)
+        if unfinished or self.fair.queued_count:
+            log.info("%d job(s) left for the next start", len(unfinished) + self.fair.queued_count)
 
-    async def _run(self, ticket: Ticket) -> None:
-        job_id = ticket.job.job_id
-        await self._store.mark_running(job_id)
-        try:
-            result = await self._engine.generate(ticket.job, ticket.on_progress)
-        except (EngineCrashed, EngineJobFailed, EngineUnavailable) as error:
-            log.error("job %s failed: %s", job_id, error)
-            await self._store.fail_job(job_id, f"{type(error).__name__}: {error}")
-            ticket.result.set_exception(error)
-            ticket.result.exception()  # the cog may be gone (interaction expired); don't warn twice
+    async def _serve(self, engine: EngineClient) -> None:
+        while True:
+            job_id = self.fair.next()
+            if job_id is None:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            batch = [job_id]
+            key = batch_key(self._tickets[job_id].job.request)
+            if key is not None and self.max_batch > 1:
+                batch += self.fair.take(
+                    lambda other: batch_key(self._tickets[other].job.request) == key, self.max_batch - 1)
+            tickets = [self._tickets[j] for j in batch]
+            try:
+                await self._run(engine, list(tickets))
+            except Exception as error:
+                log.exception("jobs %s: unexpected failure in the queue worker", batch)
+                for ticket in tickets:
+                    await self._fail(ticket, f"internal error: {type(error).__name__}: {error}",
+                                     RuntimeError("internal error"))
+
+    async def _run(self, engine: EngineClient, tickets: list[Ticket]) -> None:
+        for ticket in tickets:
+            await self._store.mark_running(ticket.job.job_id)
+        for ticket in [t for t in tickets if t.cancelled_by is not None]:  # cancelled on the way
+            await self._store.cancel_job(ticket.job.job_id, ticket.cancelled_by)
+            future = self._finish(ticket)
+            future.set_exception(JobCancelled(f"cancelled by <@{ticket.cancelled_by}>"))
+            future.exception()
+            tickets.remove(ticket)
+        if not tickets:
             return
-        await self._store.finish_job(job_id, result, flagged_shown=ticket.job.request.keep_flagged)
-        ticket.result.set_result(result)
+        for ticket in tickets:
+            ticket.attempts += 1
+            ticket.sent = True
+        if len(tickets) > 1:
+            log.info("jobs %s sent to the engine as a batch of %d", ", ".join(str(t.job.job_id) for t in tickets),
+                     len(tickets))
+        started = time.monotonic()
+        if len(tickets) == 1:
+            outcomes = [await _outcome(engine.generate(tickets[0].job, tickets[0].on_progress))]
+        else:
+            outcomes = await engine.generate_batch([t.job for t in tickets],
+                                                   {t.job.job_id: t.on_progress for t in tickets if t.on_progress})
+        elapsed = (time.monotonic() - started) / len(tickets)
+        for ticket, outcome in zip(tickets, outcomes, strict=True):
+            job_id = ticket.job.job_id
+            if isinstance(outcome, GenerateResult):
+                self._measured(elapsed)
+                await self._store.finish_job(job_id, outcome, flagged_shown=ticket.job.request.keep_flagged)
+                self._finish(ticket).set_result(outcome)
+            elif isinstance(outcome, EngineCrashed) and ticket.attempts < ATTEMPTS and self._accepting:
+                log.warning("job %s: the engine crashed (%s); running it once more", job_id, outcome)
+                self.fair.done(job_id)
+                self.fair.submit(job_id, ticket.member_id, front=True, check=False)
+                await self._store.requeue_job(job_id)
+                self._work.set()
+            elif isinstance(outcome, JobCancelled):
+                await self._store.cancel_job(job_id, ticket.cancelled_by)
+                by = f"cancelled by <@{ticket.cancelled_by}>" if ticket.cancelled_by else "cancelled"
+                future = self._finish(ticket)
+                future.set_exception(JobCancelled(by))
+                future.exception()
+            else:
+                log.error("job %s failed: %s", job_id, outcome)
+                await self._fail(ticket, f"{type(outcome).__name__}: {outcome}", outcome)
+
+    async def _fail(self, ticket: Ticket, error: str, exception: BaseException) -> None:
+        try:
+            await self._store.fail_job(ticket.job.job_id, error)
+        except Exception:
+            log.exception("job %s: could not record the failure", ticket.job.job_id)
+        future = self._finish(ticket)
+        if not future.done():
+            future.set_exception(exception)
+            future.exception()  # the member's side may be gone (interaction expired); don't warn twice
+
+    def _finish(self, ticket: Ticket) -> asyncio.Future:
+        self.fair.done(ticket.job.job_id)
+        self._tickets.pop(ticket.job.job_id, None)
+        return ticket.result
+
+    def _measured(self, seconds: float) -> None:
+        self._seconds_per_job = seconds if self._seconds_per_job is None else \
+            0.8 * self._seconds_per_job + 0.2 * seconds
+
+
+async def _outcome(awaitable) -> GenerateResult | Exception:
+    try:
+        return await awaitable
+    except (EngineCrashed, EngineJobFailed, EngineUnavailable, EngineTimedOut, JobCancelled) as error:
+        return error

@@ -15,8 +15,9 @@ def escape(text: str) -> str:
     return out.replace("@", "@\u200b")
 
 
-def _clip(text: str, most: int) -> str:
+def clip(text: str, most: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= most else text[: max(most - 1, 0)] + "…"
+
 
 
 # What each button/reaction action is called where members read it.
@@ -25,13 +26,34 @@ ACTIONS = {"reroll": "re-roll", "vary": "variation", "upscale": "upscale", "left
            "inpaint": "inpainting", "outpaint": "outpainting", "interpolate": "animation"}
 
 
-def queued(job_id: int, ahead: int, notes: tuple[str, ...] = ()) -> str:
+def queued(job_id: int, ahead: int, wait: float | None = None, notes: tuple[str, ...] = (), *,
+           restored: bool = False) -> str:
+    """The notice while a job waits: its place in the queue and, when known, the estimated wait."""
+    again = " again after a restart" if restored else ""
     if ahead == 0:
-        text = f"🎨 Job {job_id} is next: starting shortly…"
+        text = f"🎨 Job {job_id} is next{again}: starting shortly…"
     else:
         jobs = "job" if ahead == 1 else "jobs"
-        text = f"🎨 Job {job_id} is queued: {ahead} {jobs} ahead of yours."
+        text = f"🎨 Job {job_id} is queued{again}: {ahead} {jobs} ahead of yours"
+        text += f", about {duration(wait)} to wait." if wait else "."
     return "\n".join((text, *(f"ℹ️ {note}" for note in notes)))
+
+
+def running(job_id: int, step: int, total: int, elapsed: float) -> str:
+    return f"🖌️ Job {job_id}: step {step} of {total} ({elapsed:.0f} s)"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    return f"{seconds} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
+def cancelled(job_id: int, by: str) -> str:
+    return f"🛑 Job {job_id} was {by}."
+
+
+def timed_out(job_id: int, reason: str) -> str:
+    return (f"⏱️ Job {job_id}: {reason}. Try fewer steps, a smaller size or fewer images.")
 
 
 def mode_details(request: GenerateRequest) -> list[str]:
@@ -89,11 +111,11 @@ def summary(job_id: int, request: GenerateRequest, result: GenerateResult, *, or
     end = request.end_prompt if request.mode == "interpolate" and request.end_prompt not in (None, request.prompt) else ""
     shares = 1 + bool(negative) + bool(end)
     prompt_room = room // shares
-    lines = [f"**{_clip(escape(request.prompt), prompt_room)}**"]
+    lines = [f"**{clip(escape(request.prompt), prompt_room)}**"]
     if end:
-        lines[0] += f" → **{_clip(escape(end), prompt_room)}**"
+        lines[0] += f" → **{clip(escape(end), prompt_room)}**"
     if negative:
-        lines.append(f"Negative: {_clip(escape(negative), prompt_room)}")
+        lines.append(f"Negative: {clip(escape(negative), prompt_room)}")
     lines.append(details)
     return "\n".join(lines) + notice
 
@@ -131,11 +153,11 @@ def info(job, *, origin: str = "") -> str:
     if origin:
         lines.append(origin)
     said = "Prompt (the style's words included)" if job.style else "Prompt"
-    lines.append(f"{said}: {_clip(escape(job.prompt), 700)}")
+    lines.append(f"{said}: {clip(escape(job.prompt), 700)}")
     if job.negative_prompt:
-        lines.append(f"Negative: {_clip(escape(job.negative_prompt), 500)}")
+        lines.append(f"Negative: {clip(escape(job.negative_prompt), 500)}")
     if job.mode == "interpolate" and job.end_prompt:
-        lines.append(f"End prompt: {_clip(escape(job.end_prompt), 300)}")
+        lines.append(f"End prompt: {clip(escape(job.end_prompt), 300)}")
     parts = [
         f"Mode {job.mode}", *mode_details(request)[:1],
         *([f"Style {escape(job.style)}"] if job.style else []),
@@ -149,8 +171,8 @@ def info(job, *, origin: str = "") -> str:
     ]
     lines.append(" · ".join(parts))
     if job.error:
-        lines.append(f"Error: {_clip(escape(job.error), 300)}")
-    return _clip("\n".join(lines), MESSAGE_LIMIT)
+        lines.append(f"Error: {clip(escape(job.error), 300)}")
+    return clip("\n".join(lines), MESSAGE_LIMIT)
 
 
 def origin(action: str, parent_job_id: int | None, index: int | None = None) -> str:
@@ -173,11 +195,11 @@ def prompt_refused(user_id: int, channel, request: GenerateRequest, term) -> str
     """A prompt the filter refused: who, where, which term (moderators only) and the prompt."""
     what = "word" if term.kind == "word" else "pattern"
     lines = [f"🛑 A prompt by <@{user_id}> in {_where(channel)} was refused: it matched the blocked {what} "
-             f"`{term.text.replace('`', 'ˋ')}`.", f"> {_clip(escape(request.prompt), 900)}"]
+             f"`{term.text.replace('`', 'ˋ')}`.", f"> {clip(escape(request.prompt), 900)}"]
     if request.negative_prompt:
-        lines.append(f"Negative: {_clip(escape(request.negative_prompt), 400)}")
+        lines.append(f"Negative: {clip(escape(request.negative_prompt), 400)}")
     if request.end_prompt:
-        lines.append(f"End prompt: {_clip(escape(request.end_prompt), 400)}")
+        lines.append(f"End prompt: {clip(escape(request.end_prompt), 400)}")
     return "\n".join(lines)
 
 
@@ -215,18 +237,18 @@ def history(jobs, *, total: int, page: int, pages: int, whose: str) -> str:
         return f"{whose} Dreambot history is empty."
     lines = [f"**{whose} Dreambot history** · {total} job{'s' if total != 1 else ''} · page {page + 1} of {pages}"]
     for job in jobs:
-        status = "deleted" if job.deleted_at else job.status
+        status = job.shown_status
         link = jump_link(job)
         head = f"**Job {job.id}** · {status} · {job.created_at[:16].replace('T', ' ')} UTC"
         if link and not job.deleted_at:
             head += f" · [jump to it]({link})"
         size = f" · {job.width}×{job.height}" if job.width else ""
-        lines += ["", head, f"> {_clip(escape(job.prompt), 120)}",
+        lines += ["", head, f"> {clip(escape(job.prompt), 120)}",
                   f"{job.mode} · seed {job.seed} · {job.num_inference_steps} steps · CFG {job.guidance_scale:g} · "
                   f"{job.scheduler}{size}"]
         if job.error:
-            lines.append(f"Error: {_clip(escape(job.error), 80)}")
-    return _clip("\n".join(lines), MESSAGE_LIMIT)
+            lines.append(f"Error: {clip(escape(job.error), 80)}")
+    return clip("\n".join(lines), MESSAGE_LIMIT)
 
 
 def forget_question(total: int) -> str:
@@ -266,5 +288,5 @@ def audit(rows) -> str:
         else:
             change = escape(f"{row.old_value or '(none)'} → {row.new_value or '(none)'}")
         lines.append(f"{row.created_at[:16].replace('T', ' ')} · <@{row.actor_id}> · "
-                     f"{AUDITED.get(row.action, row.action)}{target}: {_clip(change, 200)}")
-    return _clip("\n".join(lines), MESSAGE_LIMIT)
+                     f"{AUDITED.get(row.action, row.action)}{target}: {clip(change, 200)}")
+    return clip("\n".join(lines), MESSAGE_LIMIT)

@@ -85,6 +85,15 @@ class JobRow:
     deleted_at: str | None
     nsfw_mode: str | None
     nsfw_threshold: float | None
+    cancelled_by: int | None
+    notice_message_id: int | None
+
+    @property
+    def shown_status(self) -> str:
+        """The status as members read it (a cancelled job is stored as failed)."""
+        if self.deleted_at:
+            return "deleted"
+        return "cancelled" if self.cancelled_by is not None else self.status
 
     def shown(self, index: int) -> bool:
         """Whether picture `index` was posted (not withheld by the safety filter)."""
@@ -338,13 +347,22 @@ class Store:
         async with self._db.execute("SELECT 1 FROM erased_jobs WHERE job_id = ?", (job_id,)) as cursor:
             return await cursor.fetchone() is not None
 
-    async def fail_unfinished(self, error: str) -> int:
-        """Jobs left queued or running by a previous run cannot be answered any more: mark them failed."""
-        cursor = await self._db.execute(
-            f"UPDATE jobs SET status = 'failed', error = ?, finished_at = {_NOW} WHERE status IN ('queued', 'running')",
-            (error,),
-        )
-        return cursor.rowcount
+    async def unfinished_jobs(self) -> list[JobRow]:
+        """Jobs a previous run left queued or running, oldest first: they run again (`requeue_job`)."""
+        async with self._db.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id") as cursor:
+            return [_job(row) for row in await cursor.fetchall()]
+
+    async def requeue_job(self, job_id: int) -> None:
+        """Back to queued: its engine crashed (it runs once more), or the bot stopped before it finished."""
+        await self._db.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?", (job_id,))
+
+    async def cancel_job(self, job_id: int, by: int | None) -> None:
+        await self._db.execute(
+            f"UPDATE jobs SET status = 'failed', error = 'cancelled', cancelled_by = ?, finished_at = {_NOW} "
+            "WHERE id = ?", (by, job_id))
+
+    async def set_notice(self, job_id: int, message_id: int) -> None:
+        await self._db.execute("UPDATE jobs SET notice_message_id = ? WHERE id = ?", (message_id, job_id))
 
     # -- moderation ------------------------------------------------------------------------------
 

@@ -59,6 +59,17 @@ class BotSettings(EngineSettings):
     max_attachment_megapixels: float = Field(40.0, gt=0, le=200)
     # Stored pictures (results, and the inputs Re-roll needs) are deleted after this many days; 0 keeps them.
     image_retention_days: float = Field(30.0, ge=0, le=3650)
+    # The queue: jobs per member (queued + running), jobs queued in all, seconds between a
+    # member's jobs, the most a job may take, and how many compatible jobs run as one batch.
+    max_jobs_per_member: int = Field(3, ge=1, le=100)
+    max_queue: int = Field(100, ge=1, le=10000)
+    cooldown_seconds: float = Field(0.0, ge=0, le=3600)
+    job_timeout_seconds: float = Field(600.0, ge=10, le=86400)
+    max_batch: int = Field(4, ge=1, le=16)
+    # One engine process per device, e.g. "cuda:0,cuda:1"; empty: one engine on SD_DEVICE.
+    sd_devices: str | None = None
+    # Every this many seconds, log the event loop's lag (p50/p99/max); 0: off. For bench/loop_lag.py.
+    loop_probe_seconds: float = Field(0.0, ge=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("discord_token")
@@ -67,6 +78,23 @@ class BotSettings(EngineSettings):
         if not value.get_secret_value().strip():
             raise ValueError("is empty")
         return value
+
+    @field_validator("sd_devices")
+    @classmethod
+    def _devices(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        devices = [device.strip() for device in value.split(",")]
+        if not all(re.fullmatch(r"cpu|mps|cuda(:\d+)?", device) for device in devices):
+            raise ValueError("must be devices separated by commas, such as cuda:0,cuda:1")
+        if len(set(devices)) != len(devices):
+            raise ValueError("names a device twice")
+        return ",".join(devices)
+
+    @property
+    def devices(self) -> list[str]:
+        """The device of each engine process."""
+        return self.sd_devices.split(",") if self.sd_devices else [self.sd_device]
 
     @field_validator("discord_api_base", "discord_gateway_url")
     @classmethod

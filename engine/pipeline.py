@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import secrets
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ from diffusers import (
     LMSDiscreteScheduler,
     StableDiffusionPipeline,
     StableDiffusionLatentUpscalePipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
 )
@@ -35,10 +39,13 @@ from dreambot.protocol import (
     MAX_SEED,
     SAFETY_THRESHOLDS,
     SAMPLERS,
+    EngineError,
     GenerateRequest,
     GenerateResult,
     ImageResult,
     InvalidRequest,
+    Job,
+    batch_key,
     infotext,
 )
 from dreambot.settings import EngineSettings
@@ -60,7 +67,21 @@ SCHEDULERS: dict[str, tuple[type, dict]] = {
 }
 assert tuple(SCHEDULERS) == SAMPLERS, "engine and protocol must offer the same samplers"
 
+# (step, total): the CLI's progress bar.
 StepCallback = Callable[[int, int], None]
+# generate_batch's (job_id, step, total, preview): `preview()` renders the job's first picture so
+# far as a small JPEG (None where the model has no cheap preview); it may raise JobCancelled.
+JobStepCallback = Callable[[int, int, int, Callable[[], bytes | None]], None]
+# Inside one pipeline call: (step, total, preview), `preview(i)` renders image i of the call's batch.
+_Progress = Callable[[int, int, Callable[[int], bytes | None]], None]
+
+OOM_MESSAGE = "The GPU ran out of memory for this job: try a smaller size or fewer images."
+_SDXL_PIPELINES = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
+
+
+class JobCancelled(Exception):
+    """Raised by a step callback to stop its job between two denoising steps: diffusers lets it
+    through, so the call ends at once with no VAE decode, in every mode."""
 
 
 # Models that ship inside the package, loadable offline by name (SD_MODEL=shapes).
@@ -201,27 +222,106 @@ class Engine:
         return scheduler
 
     def generate(self, job_id: int, request: GenerateRequest, on_step: StepCallback | None = None) -> GenerateResult:
-        started = time.perf_counter()
-        seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
-        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
-        scheduler = self._scheduler(request)  # refuses a sampler that cannot run, before any work
-        self.nsfw_threshold(request)  # and a threshold out of bounds
-        if request.mode == "interpolate":
-            width = request.width or self.native_size
-            height = request.height or self.native_size
-            frames = self._interpolate(request, seed, width, height, on_step)
-        else:
-            images, width, height = self._images(request, seeds, scheduler, on_step)
-        generated = time.perf_counter()
+        """One job alone; raises InvalidRequest for a request this engine cannot serve."""
+        progress = None if on_step is None else lambda step, total, preview: on_step(step, total)
+        return self._generate([Job(job_id, request)], progress)[0]
 
-        threshold = self.nsfw_threshold(request)
+    def generate_batch(self, jobs: list[Job],
+                       on_step: JobStepCallback | None = None) -> list[GenerateResult | EngineError]:
+        """Answer each job as if it ran alone: its GenerateResult or an EngineError (invalid, cancelled,
+        oom, internal), in the order given. Jobs with equal `batch_key`s share one pipeline call;
+        `on_step` raising JobCancelled stops that job, and the call itself once no job in it is left."""
+        groups: dict[object, list[int]] = {}
+        for index, job in enumerate(jobs):
+            key = batch_key(job.request)
+            groups.setdefault(("alone", index) if key is None else key, []).append(index)
+        answers: dict[int, GenerateResult | EngineError] = {}
+        for indexes in groups.values():
+            runnable = []
+            for index in indexes:
+                try:
+                    self.nsfw_threshold(jobs[index].request)  # one member's bad threshold fails only that job
+                except InvalidRequest as error:
+                    answers[index] = EngineError(job_id=jobs[index].job_id, message=str(error), kind="invalid")
+                else:
+                    runnable.append(index)
+            if runnable:
+                answers.update(zip(runnable, self._answer([jobs[i] for i in runnable], on_step), strict=True))
+        return [answers[index] for index in range(len(jobs))]
+
+    def _answer(self, jobs: list[Job], on_step: JobStepCallback | None) -> list[GenerateResult | EngineError]:
+        """Run compatible jobs as one call and turn what can go wrong into each job's EngineError."""
+        cancelled: set[int] = set()  # positions in `jobs`
+        firsts = [sum(job.request.num_images for job in jobs[:k]) for k in range(len(jobs))]
+
+        def progress(step: int, total: int, preview: Callable[[int], bytes | None]) -> None:
+            for k, job in enumerate(jobs):
+                if k in cancelled or on_step is None:
+                    continue
+                try:
+                    on_step(job.job_id, step, total, lambda first=firsts[k]: preview(first))
+                except JobCancelled:
+                    cancelled.add(k)  # the others go on; its pictures are dropped at the end
+            if len(cancelled) == len(jobs):
+                raise JobCancelled
+
+        def failed(message: str, kind: str) -> list[EngineError]:
+            return [EngineError(job_id=job.job_id, message=message, kind=kind) for job in jobs]
+
+        out_of_memory = False
+        try:
+            results = self._generate(jobs, progress, wanted=lambda k: k not in cancelled)
+        except JobCancelled:
+            return failed("cancelled", "cancelled")
+        except InvalidRequest as error:
+            return failed(str(error), "invalid")
+        except torch.OutOfMemoryError:
+            out_of_memory = True
+        except Exception as error:
+            log.error("job(s) %s failed:\n%s", ", ".join(str(job.job_id) for job in jobs), traceback.format_exc())
+            return failed(f"{type(error).__name__}: {error}", "internal")
+        if out_of_memory:
+            # Only out here: inside the except block the traceback still holds the failed call's
+            # frames, and with them its activations.
+            free_memory(self.device)
+            log.warning("job(s) %s ran out of memory", ", ".join(str(job.job_id) for job in jobs))
+            return failed(OOM_MESSAGE, "oom")
+        return [EngineError(job_id=job.job_id, message="cancelled", kind="cancelled") if result is None else result
+                for job, result in zip(jobs, results, strict=True)]
+
+    def _generate(self, jobs: list[Job], progress: _Progress | None,
+                  wanted: Callable[[int], bool] = lambda k: True) -> list[GenerateResult | None]:
+        """One pipeline call for one job of any mode, or for text-to-image jobs of one `batch_key`;
+        None for a job no longer `wanted` (its pictures are neither checked nor encoded)."""
+        started = time.perf_counter()
+        requests = [job.request for job in jobs]
+        seeds = [_seeds(request) for request in requests]
+        scheduler = self._scheduler(requests[0])  # refuses a sampler that cannot run, before any work
+        thresholds = [self.nsfw_threshold(request) for request in requests]  # and a threshold out of bounds
+        if requests[0].mode == "interpolate":
+            width = requests[0].width or self.native_size
+            height = requests[0].height or self.native_size
+            pictures = [self._interpolate(requests[0], seeds[0][0], width, height, progress)]
+        else:
+            pictures, width, height = self._images(requests, seeds, scheduler, progress)
+        generated = time.perf_counter()
+        return [
+            self._result(job, job_seeds, threshold, images, width, height, started, generated) if wanted(k) else None
+            for k, (job, job_seeds, threshold, images) in enumerate(zip(jobs, seeds, thresholds, pictures, strict=True))
+        ]
+
+    def _result(self, job: Job, seeds: list[int], threshold: float, images: list[Image.Image], width: int,
+                height: int, started: float, generated: float) -> GenerateResult:
+        """A job's checked, encoded pictures; a shared call's time counts as each job's own."""
+        checking = time.perf_counter()
+        request, seed = job.request, seeds[0]
         results = []
         if request.mode == "interpolate":
             # One animation: flagged as a whole if any frame is.
-            score = max(self.safety.scores(frames))
+            score = max(self.safety.scores(images))
             parameters = infotext(request, seed=seed, width=width, height=height, model=self.model)
             flagged = score > threshold
-            data = b"" if flagged and not request.keep_flagged else imaging.gif(frames, comment=parameters)
+            data = b"" if flagged and not request.keep_flagged else imaging.gif(images, comment=parameters)
             results.append(ImageResult(data=data, seed=seed, format="gif", nsfw_content_detected=flagged,
                                        nsfw_score=score))
         else:
@@ -236,7 +336,7 @@ class Engine:
                 results.append(ImageResult(data=data, seed=s, nsfw_content_detected=flagged, nsfw_score=score))
         checked = time.perf_counter()
         return GenerateResult(
-            job_id=job_id,
+            job_id=job.job_id,
             images=tuple(results),
             seed=seed,
             width=width,
@@ -244,7 +344,7 @@ class Engine:
             model=self.model,
             timings={
                 "generate": round(generated - started, 3),
-                "safety": round(checked - generated, 3),
+                "safety": round(checked - checking, 3),
                 "total": round(time.perf_counter() - started, 3),
             },
         )
@@ -269,13 +369,17 @@ class Engine:
         """An inpainting checkpoint: its UNet also takes the mask and the masked picture (9 channels)."""
         return self.pipe.unet.config.in_channels != 4
 
-    def _images(self, request: GenerateRequest, seeds: list[int], scheduler, on_step: StepCallback | None):
-        """Run one pipeline call for the request; return the finished pictures and their size."""
+    def _images(self, requests: list[GenerateRequest], seeds: list[list[int]], scheduler,
+                progress: _Progress | None) -> tuple[list[list[Image.Image]], int, int]:
+        """Run one pipeline call for the requests (several only for text to image); return each
+        request's finished pictures and their size."""
+        request = requests[0]
         if request.mode == "upscale" and self.upscaler is not None:
-            return self._upscale(request, seeds, on_step)
+            return self._upscale(request, seeds[0], progress)
         if self.inpainting_only and request.mode not in ("inpaint", "outpaint"):
             raise InvalidRequest(f"This server's model ({self.model}) is an inpainting model: it can only inpaint and "
                                  "outpaint. Use /inpaint or /outpaint.")
+        assert len(requests) == 1 or request.mode == "txt2img", "only text to image jobs share a call"
         pipe = self.pipeline(request.mode)
         pipe.scheduler = scheduler
         options: dict = {}
@@ -302,35 +406,49 @@ class Engine:
                 def finish(image: Image.Image) -> Image.Image:
                     return Image.composite(image, original, blend)
 
+        if len(requests) == 1:
+            prompts = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None,
+                       "num_images_per_prompt": request.num_images}
+        else:
+            # One prompt per image: diffusers takes a single images-per-prompt count for all prompts.
+            # An empty negative prompt encodes exactly as diffusers' default for None.
+            prompts = {"prompt": [r.prompt for r in requests for _ in range(r.num_images)],
+                       "negative_prompt": [r.negative_prompt for r in requests for _ in range(r.num_images)]
+                       if any(r.negative_prompt for r in requests) else None}
+        family = _latent_family(pipe)
+
         def step_end(pipe, step, timestep, tensors):
-            if on_step is not None:
-                on_step(step + 1, pipe.num_timesteps)
+            if progress is not None:
+                latents = tensors["latents"]
+                progress(step + 1, pipe.num_timesteps, lambda i: _preview(latents[i], family))
             return {}
 
+        # One generator per image, seeded as its job alone would seed it: the starting noise (and
+        # any noise a sampler adds) of image i comes from its own generator, whatever the batch.
         images = pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **prompts,
             num_inference_steps=request.num_inference_steps,
             guidance_scale=request.guidance_scale,
-            num_images_per_prompt=request.num_images,
-            generator=self._generators(seeds),
+            generator=self._generators([seed for job_seeds in seeds for seed in job_seeds]),
             callback_on_step_end=step_end,
             output_type="pil",
             **options,
         ).images
         if finish is not None:
             images = [finish(image) for image in images]
-        return images, width, height
+        counts = [len(job_seeds) for job_seeds in seeds]
+        return [images[sum(counts[:k]):sum(counts[:k + 1])] for k in range(len(counts))], width, height
 
-    def _upscale(self, request: GenerateRequest, seeds: list[int], on_step: StepCallback | None):
+    def _upscale(self, request: GenerateRequest, seeds: list[int], progress: _Progress | None):
         """Twice the size with the operator's dedicated upscaler (a latent upscaler, which works
         best unguided, as its authors run it)."""
         source = imaging.open_rgb(request.image)
         total = request.num_inference_steps
+        family = _latent_family(self.upscaler)
 
         def step(index: int, timestep, latents) -> None:
-            if on_step is not None:
-                on_step(index + 1, total)
+            if progress is not None:
+                progress(index + 1, total, lambda i: _preview(latents[i], family))
 
         images = self.upscaler(
             prompt=[request.prompt] * len(seeds),
@@ -342,11 +460,11 @@ class Engine:
             callback=step,
             output_type="pil",
         ).images
-        return images, images[0].width, images[0].height
+        return [images], images[0].width, images[0].height
 
     @torch.no_grad()
     def _interpolate(self, request: GenerateRequest, seed: int, width: int, height: int,
-                     on_step: StepCallback | None) -> list[Image.Image]:
+                     progress: _Progress | None) -> list[Image.Image]:
         """Frames from (prompt, seed) to (end prompt, end seed): the text embeddings move in a
         straight line, the starting noise along a great circle (slerp), so every frame's noise
         stays as large as real noise. Frame 0 is exactly the txt2img picture of (prompt, seed)."""
@@ -365,14 +483,17 @@ class Engine:
             randn_tensor(shape, generator=self._generators([s]), device=self.device, dtype=start.dtype)
             for s in (seed, end_seed)
         )
+        family = _latent_family(pipe)
         frames = []
         for frame in range(request.frames):
             t = frame / (request.frames - 1)
             pipe.scheduler = self._scheduler(request)
 
             def step_end(pipe, step, timestep, tensors, frame=frame):
-                if on_step is not None:  # some samplers take more steps than asked (Heun: 2n - 1)
-                    on_step(frame * pipe.num_timesteps + step + 1, request.frames * pipe.num_timesteps)
+                if progress is not None:  # some samplers take more steps than asked (Heun: 2n - 1)
+                    latents = tensors["latents"]
+                    progress(frame * pipe.num_timesteps + step + 1, request.frames * pipe.num_timesteps,
+                             lambda i: _preview(latents[i], family))
                 return {}
 
             frames.append(pipe(
@@ -387,6 +508,34 @@ class Engine:
                 output_type="pil",
             ).images[0])
         return frames
+
+
+def _seeds(request: GenerateRequest) -> list[int]:
+    """Image i of a job uses seed + i, so each can be made again alone."""
+    seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+    return [(seed + i) % (MAX_SEED + 1) for i in range(request.num_images)]
+
+
+def _latent_family(pipe: DiffusionPipeline) -> str | None:
+    """Which linear latent-to-RGB approximation fits this pipeline's latents; None: none does
+    (not the 4 latent channels of SD 1.x/2.x and SDXL)."""
+    vae = getattr(pipe, "vae", None)
+    if vae is None or vae.config.latent_channels != 4:
+        return None
+    return "sdxl" if isinstance(pipe, _SDXL_PIPELINES) else "sd"
+
+
+def _preview(latents: torch.Tensor, family: str | None) -> bytes | None:
+    return None if family is None else imaging.latent_preview(latents, family)
+
+
+def free_memory(device: torch.device) -> None:
+    """Give back what a failed job held, so the next one starts from a clean device."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def _load_upscaler(source: str, dtype: torch.dtype, device: torch.device) -> StableDiffusionLatentUpscalePipeline:

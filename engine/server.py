@@ -1,23 +1,67 @@
 """`python -m engine serve`: the engine process the bot starts and supervises.
 
-Reads one JSON job per line on stdin and writes progress, results and errors as JSON lines
-(see `dreambot.protocol`). The protocol stream gets fd 1 to itself: whatever a library prints
-goes to stderr, which the bot logs.
+Reads jobs, batches and cancels as JSON lines on stdin and writes progress, results and errors as
+JSON lines (see `dreambot.protocol`). The protocol stream gets fd 1 to itself: whatever a library
+prints goes to stderr, which the bot logs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import queue
 import sys
-import traceback
-from typing import BinaryIO
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO
 
 from dreambot import protocol
-from dreambot.protocol import EngineError, Fatal, InvalidRequest, Job, Progress, Ready
+from dreambot.protocol import Batch, Cancel, EngineError, Fatal, Job, Progress, Ready
 from dreambot.settings import EngineSettings
 
+if TYPE_CHECKING:
+    from engine.pipeline import Engine
+
 log = logging.getLogger("engine")
+
+# A job's progress carries a preview picture at most this often (seconds); the other steps' don't.
+PREVIEW_SECONDS = 2.0
+
+
+class HeldJobs:
+    """The jobs the engine holds (queued or running) and which of them the bot cancelled.
+
+    The stdin reader adds and cancels, the job loop asks and releases: a lock keeps them apart.
+    A Cancel for a job the engine does not hold (unknown, or already answered) is ignored, so it
+    cannot stop a later job that happens to reuse the id.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: set[int] = set()
+        self._cancelled: set[int] = set()
+
+    def hold(self, jobs: list[Job]) -> None:
+        with self._lock:
+            self._held.update(job.job_id for job in jobs)
+
+    def cancel(self, job_id: int) -> None:
+        with self._lock:
+            if job_id not in self._held:
+                log.info("ignoring a cancel for job %s, which this engine does not hold", job_id)
+                return
+            self._cancelled.add(job_id)
+
+    def cancelled(self, job_id: int) -> bool:
+        with self._lock:
+            return job_id in self._cancelled
+
+    def release(self, job_id: int) -> None:
+        with self._lock:
+            self._held.discard(job_id)
+            self._cancelled.discard(job_id)
 
 
 def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
@@ -40,24 +84,72 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
     send(Ready(model=engine.model, device=str(engine.device), dtype=str(engine.dtype).removeprefix("torch."),
                safety_checker=engine.safety.name))
 
-    for line in stdin:
-        if not line.strip():
-            continue
-        job = protocol.decode(line)
-        if not isinstance(job, Job):
-            log.error("ignoring a message that is not a job: %r", line[:200])
-            continue
-        try:
-            result = engine.generate(
-                job.job_id,
-                job.request,
-                on_step=lambda step, total: send(Progress(job_id=job.job_id, step=step, total=total)),
-            )
-        except InvalidRequest as error:
-            send(EngineError(job_id=job.job_id, message=str(error), kind="invalid"))
-        except Exception as error:
-            log.error("job %s failed:\n%s", job.job_id, traceback.format_exc())
-            send(EngineError(job_id=job.job_id, message=f"{type(error).__name__}: {error}"))
-        else:
-            send(result)
+    # Stdin is read beside the jobs, so that a Cancel reaches the job it stops between two steps.
+    work: queue.Queue[list[Job] | None] = queue.Queue()
+    held = HeldJobs()
+    threading.Thread(target=_read, args=(stdin, work, held), name="stdin", daemon=True).start()
+    # End of input: the jobs already read are finished (the bot's graceful stop), then we exit.
+    while (jobs := work.get()) is not None:
+        _run(engine, jobs, held, send)
     return 0
+
+
+def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) -> None:
+    try:
+        for line in stdin:
+            if not line.strip():
+                continue
+            try:
+                message = protocol.decode(line)
+            except Exception:
+                log.exception("ignoring a line that is not a message: %r", line[:200])
+                continue
+            if isinstance(message, Cancel):
+                held.cancel(message.job_id)
+            elif isinstance(message, Job | Batch):
+                jobs = [message] if isinstance(message, Job) else list(message.jobs)
+                held.hold(jobs)  # before a Cancel for them can be read
+                work.put(jobs)
+            else:
+                log.error("ignoring a message that is not a job: %r", line[:200])
+    finally:
+        work.put(None)  # even if reading failed: the job loop must not wait forever
+
+
+def _run(engine: Engine, jobs: list[Job], held: HeldJobs, send: Callable[[protocol.Message], None]) -> None:
+    from engine.pipeline import JobCancelled  # imported by serve() already, after its fd swap
+
+    waiting = []
+    for job in jobs:
+        if held.cancelled(job.job_id):  # cancelled while it waited its turn: no step to run
+            send(EngineError(job_id=job.job_id, message="cancelled", kind="cancelled"))
+            held.release(job.job_id)
+        else:
+            waiting.append(job)
+    if not waiting:
+        return
+    # The first preview after PREVIEW_SECONDS: the first steps' latents are mostly noise. A preview
+    # is drawn before the safety check, so it goes only where flagged images may be shown at all.
+    next_preview = {job.job_id: time.monotonic() + PREVIEW_SECONDS if job.request.keep_flagged else math.inf
+                    for job in waiting}
+
+    def on_step(job_id: int, step: int, total: int, preview: Callable[[], bytes | None]) -> None:
+        if held.cancelled(job_id):
+            raise JobCancelled
+        picture = None
+        if step < total and time.monotonic() >= next_preview[job_id]:  # the result follows the last step
+            try:
+                picture = preview()
+            except Exception:  # a preview is a nicety: never fail the job over one
+                log.exception("could not render a preview of job %s", job_id)
+            next_preview[job_id] = time.monotonic() + PREVIEW_SECONDS
+        send(Progress(job_id=job_id, step=step, total=total, preview=picture))
+
+    try:
+        answers = engine.generate_batch(waiting, on_step=on_step)
+    except Exception as error:  # generate_batch answers a job's own failures; this is a bug of ours
+        log.exception("jobs %s failed", ", ".join(str(job.job_id) for job in waiting))
+        answers = [EngineError(job_id=job.job_id, message=f"{type(error).__name__}: {error}") for job in waiting]
+    for answer in answers:
+        send(answer)
+        held.release(answer.job_id)

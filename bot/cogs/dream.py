@@ -17,6 +17,7 @@ from bot import attachments, jobs
 from bot.attachments import AttachmentError
 from bot.bot import reply_privately
 from bot.moderation import Refused
+from bot.queue import QueueFull
 from dreambot.protocol import (
     DEFAULT_FRAMES,
     DEFAULT_GUIDANCE,
@@ -80,8 +81,11 @@ async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build,
     except Refused as refusal:
         await reply_privately(interaction, f"🚫 {refusal}")
         return
-    await jobs.run(bot, origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
-                   parent_image=parent_image)
+    try:
+        await jobs.run(bot, origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
+                       parent_image=parent_image)
+    except QueueFull as full:
+        await reply_privately(interaction, f"⏳ {full}")
 
 
 async def earlier_result(bot: "DreamBot", interaction: discord.Interaction, job_id: int, picture: Optional[int]):

@@ -17,6 +17,7 @@ from discord.ext import commands
 from bot import jobs, render
 from bot.bot import reply_privately
 from bot.moderation import Refused
+from bot.queue import QueueFull
 from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest, default_outpaint_amount
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ LOOKS = {
     "vary": ("Vary", "🔀", discord.ButtonStyle.secondary),
     "upscale": ("Upscale", "⬆️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+    "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),  # on the notice of a queued or running job
     # Outpainting by one quarter of the picture on that side ("pan", as Midjourney calls it).
     "left": ("", "⬅️", discord.ButtonStyle.secondary),
     "right": ("", "➡️", discord.ButtonStyle.secondary),
@@ -43,7 +45,7 @@ REACTIONS = {"🔁": "reroll", "🔀": "vary", "⬆": "upscale", "🗑": "delete
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"dream:(?P<action>reroll|vary|upscale|delete|left|right|up|down):(?P<job>[0-9]{1,20})"
+    template=r"dream:(?P<action>reroll|vary|upscale|delete|cancel|left|right|up|down):(?P<job>[0-9]{1,20})"
              r"(?::(?P<index>[0-9]{1,2}))?",
 ):
     """A button on a result message. Its custom id carries the job (and picture), so it works on
@@ -101,6 +103,8 @@ async def act(
     if interaction is not None and message is not None and job.message_id not in (None, message.id):
         # A raw client can send any custom id: a button acts only on the result it is on.
         return "That button does not belong to this message."
+    if action == "cancel":
+        return await cancel(bot, job, member, can_manage, interaction)
     if action == "delete":
         if member.id != job.user_id and not can_manage:
             return "Only the member who made this picture, or a moderator with Manage Messages, can delete it."
@@ -128,13 +132,38 @@ async def act(
         request, policy = await jobs.admit(bot, origin, request)
         if action != "reroll":
             jobs.check_source(job, index or 0, policy)
+        bot.queue.check(member.id)
     except Refused as refusal:
         return f"🚫 {refusal}"
+    except QueueFull as full:
+        return f"⏳ {full}"
     if interaction is not None:
         # Acknowledge without a visible answer: the new job posts its own reply to the result.
         await interaction.response.defer()
-    await jobs.run(bot, origin, request, policy=policy, action=action, parent_job_id=job.id,
-                   parent_image=index if action != "reroll" else None, notes=notes)
+    try:
+        await jobs.run(bot, origin, request, policy=policy, action=action, parent_job_id=job.id,
+                       parent_image=index if action != "reroll" else None, notes=notes)
+    except QueueFull as full:
+        return f"⏳ {full}"
+    return None
+
+
+async def cancel(bot: DreamBot, job: JobRow, member, can_manage: bool, interaction: discord.Interaction | None
+                 ) -> str | None:
+    """The Cancel button of a queued or running job: its member, or a moderator."""
+    from bot.cogs.moderation import is_moderator
+
+    moderator = can_manage or (interaction is not None and job.guild_id is not None and
+                               is_moderator(interaction, await bot.store.guild_settings(job.guild_id)))
+    if member.id != job.user_id and not moderator:
+        return "Only the member who asked for this job, or a moderator, can cancel it."
+    if job.status not in ("queued", "running"):
+        return f"Job {job.id} is already {job.shown_status}; there is nothing to cancel."
+    if not await bot.queue.cancel(job.id, member.id):
+        return f"Job {job.id} is finishing; it is too late to cancel it."
+    if interaction is not None and not interaction.response.is_done():
+        await interaction.response.defer()  # the job's notice says it was cancelled
+    log.info("job %s cancelled by user %s", job.id, member.id)
     return None
 
 

@@ -9,8 +9,15 @@ import textwrap
 
 import pytest
 
-from bot.engine_client import EngineClient, EngineCrashed, EngineJobFailed, EngineUnavailable, engine_environment
-from dreambot.protocol import GenerateRequest, Job
+from bot.engine_client import (
+    EngineClient,
+    EngineCrashed,
+    EngineJobFailed,
+    EngineTimedOut,
+    EngineUnavailable,
+    engine_environment,
+)
+from dreambot.protocol import GenerateRequest, GenerateResult, Job
 
 # A stand-in for `python -m engine serve` that speaks the protocol and then does what MODE says.
 ENGINE = textwrap.dedent("""
@@ -32,6 +39,16 @@ ENGINE = textwrap.dedent("""
             time.sleep(3600)
         elif mode == "error":
             send(EngineError(job.job_id, "CUDA out of memory", "internal"))
+        elif mode == "busy":  # reports steps for ever: alive, never done
+            while True:
+                send(Progress(job.job_id, 1, 2)); time.sleep(0.2)
+        elif mode == "batch":
+            for each in job.jobs:
+                send(Progress(each.job_id, 1, 1))
+                if each.request.prompt == "bad":
+                    send(EngineError(each.job_id, "no such thing", "invalid"))
+                else:
+                    send(GenerateResult(each.job_id, (), each.request.seed, 8, 8, "stand-in"))
         elif mode == "wrong-job":
             send(GenerateResult(job.job_id + 1, (), 1, 8, 8, "stand-in"))
             send(GenerateResult(job.job_id, (), 1, 8, 8, "stand-in"))
@@ -112,3 +129,32 @@ async def test_a_missing_command_is_reported_not_hung() -> None:
 def test_the_engine_never_sees_the_discord_token() -> None:
     env = engine_environment({"DISCORD_TOKEN": "secret", "PATH": "/bin"}, {"SD_MODEL": "tiny"})
     assert env == {"PATH": "/bin", "SD_MODEL": "tiny", "PYTHONUNBUFFERED": "1"}
+
+
+async def test_a_job_past_the_time_limit_is_stopped_even_while_it_reports_steps() -> None:
+    engine = client("busy", job_timeout=1.0)
+    engine.start()
+    try:
+        first = engine.pid
+        with pytest.raises(EngineTimedOut, match="longer than the limit of 1 s"):
+            await engine.generate(JOB)
+        await engine.wait_ready()
+        assert engine.pid not in (None, first)  # a fresh engine
+    finally:
+        await engine.close()
+
+
+async def test_a_batch_gives_each_job_its_own_outcome_and_progress() -> None:
+    engine = client("batch")
+    engine.start()
+    seen = []
+    try:
+        jobs = [Job(1, GenerateRequest(prompt="a", seed=5)), Job(2, GenerateRequest(prompt="bad", seed=6)),
+                Job(3, GenerateRequest(prompt="c", seed=7))]
+        outcomes = await engine.generate_batch(jobs, {1: seen.append, 3: seen.append})
+        assert isinstance(outcomes[0], GenerateResult) and outcomes[0].seed == 5
+        assert isinstance(outcomes[1], EngineJobFailed) and outcomes[1].kind == "invalid"
+        assert isinstance(outcomes[2], GenerateResult) and outcomes[2].seed == 7
+        assert sorted(p.job_id for p in seen) == [1, 3]
+    finally:
+        await engine.close()

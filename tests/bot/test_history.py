@@ -154,7 +154,7 @@ async def test_only_the_member_can_confirm_their_own_forget(bot: BotProcess, fak
     assert len(jobs_of(bot, artist)) == 6
 
 
-def test_a_page_of_the_longest_entries_fits_in_one_message() -> None:
+async def test_a_page_of_the_longest_entries_fits_in_one_message() -> None:
     from bot import render
     from bot.cogs.history import PAGE_SIZE
     from bot.store import JobRow

@@ -95,13 +95,19 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_jobs_left_unfinished_by_a_previous_run_are_failed(tmp_path: Path) -> None:
+async def test_jobs_left_unfinished_by_a_previous_run_are_found_and_requeued(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "bot.sqlite3")
     queued = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=4, model="tiny")
     running = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=5, model="tiny")
+    done = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=6, model="tiny")
     await store.mark_running(running)
-    assert await store.fail_unfinished("the bot stopped") == 2
-    assert {(await store.get_job(i)).status for i in (queued, running)} == {"failed"}
+    await store.finish_job(done, GenerateResult(job_id=done, seed=7, width=64, height=64, model="m", images=()))
+    assert [job.id for job in await store.unfinished_jobs()] == [queued, running]
+    await store.requeue_job(running)
+    assert (await store.get_job(running)).status == "queued" and (await store.get_job(running)).started_at is None
+    await store.cancel_job(queued, 9)
+    cancelled = await store.get_job(queued)
+    assert (cancelled.status, cancelled.cancelled_by, cancelled.shown_status) == ("failed", 9, "cancelled")
     await store.close()
 
 

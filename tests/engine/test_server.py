@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import os
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from dreambot import protocol
-from dreambot.protocol import EngineError, Fatal, GenerateRequest, GenerateResult, Job, Progress, Ready
+from dreambot.protocol import (
+    Batch,
+    Cancel,
+    EngineError,
+    Fatal,
+    GenerateRequest,
+    GenerateResult,
+    Job,
+    Progress,
+    Ready,
+)
 
 
 def serve(model: Path | str, jobs: list[Job | bytes]) -> list[protocol.Message]:
@@ -40,3 +56,154 @@ def test_a_model_that_cannot_load_is_reported_once(tmp_path: Path) -> None:
     messages = serve(tmp_path / "missing", [])
     assert len(messages) == 1 and isinstance(messages[0], Fatal)
     assert "is not an existing folder or checkpoint file" in messages[0].message
+
+
+class Served:
+    """`python -m engine serve` driven line by line through its pipes, as the bot drives it.
+
+    `setup` runs in the engine process first (to lower a constant or break the model on purpose)."""
+
+    def __init__(self, model: Path, log: Path, setup: str = "") -> None:
+        code = f"import sys\n{setup}\nfrom engine.__main__ import main\nsys.exit(main(['serve']))"
+        self.log = log
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=log.open("wb"), env={**os.environ, "SD_MODEL": str(model)})
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        assert isinstance(self.next(), Ready)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def send(self, *messages: protocol.Message) -> None:
+        self.process.stdin.write(b"".join(protocol.encode(m) for m in messages))
+        self.process.stdin.flush()
+
+    def next(self, timeout: float = 120) -> protocol.Message:
+        line = self._lines.get(timeout=timeout)
+        assert line is not None, f"the engine exited early:\n{self.log.read_text()}"
+        return protocol.decode(line)
+
+    def until_answered(self, *job_ids: int) -> list[protocol.Message]:
+        """Messages up to the result or error of each of `job_ids`."""
+        messages, waiting = [], set(job_ids)
+        while waiting:
+            messages.append(message := self.next())
+            if isinstance(message, GenerateResult | EngineError):
+                waiting.discard(message.job_id)
+        return messages
+
+    def close(self) -> tuple[int, list[protocol.Message]]:
+        """End of input: the exit code and what the engine said before it exited."""
+        self.process.stdin.close()
+        code = self.process.wait(timeout=300)
+        rest = []
+        while (line := self._lines.get(timeout=10)) is not None:
+            rest.append(protocol.decode(line))
+        return code, rest
+
+
+def answers(messages: list[protocol.Message]) -> dict[int, GenerateResult | EngineError]:
+    return {m.job_id: m for m in messages if isinstance(m, GenerateResult | EngineError)}
+
+
+def test_cancel_stops_the_job_between_steps_and_the_engine_carries_on(tiny_model: Path, tmp_path: Path) -> None:
+    engine = Served(tiny_model, tmp_path / "engine.log")
+    engine.send(Job(1, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=500)))
+    first = engine.next()
+    assert isinstance(first, Progress) and (first.job_id, first.step) == (1, 1)
+    engine.send(Cancel(99), Cancel(1))  # a cancel for a job the engine does not hold is ignored
+    messages = engine.until_answered(1)
+    assert messages[-1] == EngineError(job_id=1, message="cancelled", kind="cancelled")
+    assert max(m.step for m in [first, *messages] if isinstance(m, Progress)) < 100  # long before the end
+
+    # The next job runs; a late cancel for the finished one, or one for another id, changes nothing.
+    engine.send(Job(2, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=30)))
+    assert isinstance(engine.next(), Progress)
+    engine.send(Cancel(1), Cancel(3))
+    assert isinstance(engine.until_answered(2)[-1], GenerateResult)
+
+    # A job cancelled before its turn never starts; the one before it is not disturbed.
+    engine.send(Job(3, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=20)),
+                Job(4, GenerateRequest(prompt="a cat", seed=1, num_inference_steps=20)), Cancel(4))
+    messages = engine.until_answered(3, 4)
+    assert isinstance(answers(messages)[3], GenerateResult)
+    assert answers(messages)[4].kind == "cancelled" and not [m for m in messages if getattr(m, "job_id", 0) == 4
+                                                             and isinstance(m, Progress)]
+
+    # End of input while a job runs: the job is finished, then the engine exits cleanly.
+    engine.send(Job(5, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=40)))
+    assert isinstance(engine.next(), Progress)
+    code, rest = engine.close()
+    assert code == 0 and isinstance(answers(rest)[5], GenerateResult)
+
+
+PREVIEWS_AND_ONE_OUT_OF_MEMORY = """
+import torch
+import engine.server
+from engine.pipeline import Engine
+
+engine.server.PREVIEW_SECONDS = 0.0
+load = Engine.load.__func__
+
+def load_then_fail_once(cls, settings):
+    engine = load(cls, settings)
+    unet = engine.pipe.unet
+    def out_of_memory(*args, **kwargs):
+        del unet.forward
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    unet.forward = out_of_memory
+    return engine
+
+Engine.load = classmethod(load_then_fail_once)
+"""
+
+
+def test_previews_and_out_of_memory(tiny_model: Path, tmp_path: Path) -> None:
+    engine = Served(tiny_model, tmp_path / "engine.log", setup=PREVIEWS_AND_ONE_OUT_OF_MEMORY)
+    engine.send(Job(1, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=4)),
+                Job(2, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=4, width=96, keep_flagged=True)),
+                Job(3, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=4)))
+    messages = engine.until_answered(1, 2, 3)
+    out_of_memory = answers(messages)[1]
+    assert out_of_memory.kind == "oom" and "try a smaller size or fewer images" in out_of_memory.message
+    assert isinstance(answers(messages)[2], GenerateResult)
+    progress = [m for m in messages if isinstance(m, Progress) and m.job_id == 2]
+    assert [p.step for p in progress] == [1, 2, 3, 4]
+    # Every step but the last carries a preview (PREVIEW_SECONDS lowered to 0): the result follows it.
+    assert progress[-1].preview is None
+    for p in progress[:-1]:
+        preview = Image.open(io.BytesIO(p.preview))
+        assert preview.format == "JPEG" and preview.size == (128, 85)
+    # Drawn before the safety check: no preview where flagged images are blocked.
+    assert not any(m.preview for m in messages if isinstance(m, Progress) and m.job_id == 3)
+    assert "out of memory" in (tmp_path / "engine.log").read_text()
+    assert engine.close()[0] == 0
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def test_a_batch_answers_each_job_with_its_solo_images(tiny_model: Path, tmp_path: Path) -> None:
+    requests = [GenerateRequest(prompt="a red fox", seed=7, num_inference_steps=4, keep_flagged=True),
+                GenerateRequest(prompt="a blue whale", negative_prompt="blurry", seed=123, num_images=2,
+                                num_inference_steps=4, keep_flagged=True),
+                GenerateRequest(prompt="a green tree", seed=99, num_inference_steps=4, keep_flagged=True)]
+    bad = GenerateRequest(prompt="a fox", seed=1, num_inference_steps=4, nsfw_threshold=2.0)
+    engine = Served(tiny_model, tmp_path / "engine.log")
+    engine.send(*[Job(job_id, request) for job_id, request in enumerate(requests, start=1)])
+    engine.send(Batch(tuple(Job(job_id, request) for job_id, request in enumerate([*requests, bad], start=11))))
+    messages = engine.until_answered(1, 2, 3, 11, 12, 13, 14)
+    results = answers(messages)
+    assert results[14].kind == "invalid" and "safety threshold" in results[14].message
+    for job_id in (11, 12, 13):
+        progress = [(m.step, m.total) for m in messages if isinstance(m, Progress) and m.job_id == job_id]
+        assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+        alone, together = results[job_id - 10], results[job_id]
+        assert [i.seed for i in together.images] == [i.seed for i in alone.images]
+        for a, b in zip(alone.images, together.images, strict=True):
+            assert np.abs(pixels(a.data) - pixels(b.data)).max() <= 1  # float32 rounding; see test_jobs
+    assert engine.close()[0] == 0

@@ -1,0 +1,117 @@
+"""The fair queue's bookkeeping, without Discord or an engine."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from bot.queue import FairQueue, QueueFull
+
+
+def drain(queue: FairQueue) -> list[int]:
+    order = []
+    while (job := queue.next()) is not None:
+        order.append(job)
+        queue.done(job)
+    return order
+
+
+def test_members_take_turns() -> None:
+    queue = FairQueue(max_per_member=10)
+    for job in range(1, 11):  # member 1 queues ten jobs
+        queue.submit(job, member_id=1)
+    queue.submit(11, member_id=2)  # then member 2 one
+    queue.submit(12, member_id=3)
+    assert queue.position(11) == 1 and queue.position(12) == 2
+    assert drain(queue)[:4] == [1, 11, 12, 2]
+
+
+def test_positions_are_the_order_jobs_start_in() -> None:
+    queue = FairQueue(max_per_member=100)
+    rng = random.Random(4)
+    for job in range(1, 40):
+        queue.submit(job, member_id=rng.randrange(6))
+    promised = queue.order()
+    assert [queue.position(job) for job in promised] == list(range(len(promised)))
+    assert drain(queue) == promised
+
+
+def test_a_member_with_one_job_waits_at_most_one_job_per_other_member() -> None:
+    rng = random.Random(7)
+    queue = FairQueue(max_per_member=1000, max_queued=100_000)
+    jobs = itertools.count(1)
+    worst = 0
+    for _ in range(300):
+        for _ in range(rng.randrange(4)):  # busy members keep adding
+            queue.submit(next(jobs), member_id=rng.randrange(20))
+        newcomer, job = 1000 + rng.randrange(10**6), next(jobs)
+        others = len({queue.member_of(j) for j in queue.order()})
+        queue.submit(job, member_id=newcomer)
+        worst = max(worst, queue.position(job) - others)
+        for _ in range(rng.randrange(3)):
+            done = queue.next()
+            if done is not None:
+                queue.done(done)
+    assert worst <= 0
+
+
+@pytest.mark.parametrize(("limits", "submits", "message"), [
+    ({"max_per_member": 2}, [(1, 7), (2, 7), (3, 7)], "You already have 2 jobs queued or running"),
+    ({"max_queued": 2}, [(1, 7), (2, 8), (3, 9)], r"The queue is full \(2 jobs\)"),
+])
+def test_caps_refuse_with_when_to_try_again(limits, submits, message) -> None:
+    queue = FairQueue(**limits)
+    for job, member in submits[:-1]:
+        queue.submit(job, member)
+    with pytest.raises(QueueFull, match=message) as refused:
+        queue.submit(*submits[-1])
+    assert refused.value.retry_after and "try again" in str(refused.value)
+    assert len(queue) == len(submits) - 1  # nothing half-queued
+
+
+def test_running_jobs_count_against_the_member_cap_until_done() -> None:
+    queue = FairQueue(max_per_member=1)
+    queue.submit(1, 7)
+    assert queue.next() == 1
+    with pytest.raises(QueueFull):
+        queue.submit(2, 7)
+    queue.done(1)
+    queue.submit(2, 7)
+
+
+def test_the_cooldown_counts_from_the_last_job() -> None:
+    now = [100.0]
+    queue = FairQueue(cooldown_seconds=30, clock=lambda: now[0])
+    queue.submit(1, 7)
+    now[0] += 10
+    with pytest.raises(QueueFull, match=r"wait 20 s .*cooldown") as refused:
+        queue.submit(2, 7)
+    assert refused.value.retry_after == pytest.approx(20)
+    queue.submit(3, 8)  # others are not held back
+    now[0] += 20
+    queue.submit(2, 7)
+
+
+def test_cancel_a_queued_job_and_batches_take_compatible_jobs_in_fair_order() -> None:
+    queue = FairQueue(max_per_member=5)
+    for job, member in [(1, 1), (2, 1), (3, 2), (4, 3), (5, 3)]:
+        queue.submit(job, member)
+    assert queue.cancel(4) and not queue.cancel(4)
+    assert queue.next() == 1
+    assert not queue.cancel(1)  # running: the engine stops it, not the queue
+    assert queue.take(lambda job: job != 3, limit=2) == [5, 2]
+    assert queue.order() == [3]
+
+
+def test_a_retried_job_goes_first() -> None:
+    queue = FairQueue()
+    queue.submit(1, 1)
+    queue.submit(2, 2)
+    assert queue.next() == 1
+    queue.done(1)
+    queue.submit(1, 1, front=True, check=False)
+    assert queue.order() == [1, 2]
+    with pytest.raises(ValueError):
+        queue.submit(2, 2)  # already queued
