@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 
 # Sampler names as members know them (AUTOMATIC1111's), in the order the bot offers them.
@@ -51,6 +52,11 @@ SAFETY_THRESHOLDS: dict[str, tuple[float, float, float]] = {
     "opennsfw": (0.5, 0.05, 0.95),
     "checkpoint": (0.0, -0.1, 0.1),
 }
+
+
+def _visible(text: str) -> str:
+    """The text without invisible characters (zero-width spaces and joiners, controls) and spaces."""
+    return "".join(ch for ch in text if not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc", "Mn"))
 
 
 class InvalidRequest(ValueError):
@@ -113,7 +119,7 @@ class GenerateRequest:
     def validated(self, limits: Limits) -> GenerateRequest:
         """Return the request if it is within `limits`, else raise InvalidRequest saying what to change."""
         prompt = self.prompt.strip()
-        if not prompt:
+        if not _visible(prompt):
             raise InvalidRequest("The prompt is empty: describe the image you want.")
         end_prompt = self.end_prompt.strip() if self.end_prompt is not None else None
         for name, text in (("prompt", prompt), ("negative prompt", self.negative_prompt),

@@ -32,6 +32,7 @@ LIMITS = Limits(max_steps=50, max_width=1024, max_height=768, max_images=4, max_
     ("changes", "message"),
     [
         ({"prompt": "   "}, "The prompt is empty"),
+        ({"prompt": "\u200b\u2060\ufeff \u200d"}, "The prompt is empty"),  # only invisible characters
         ({"prompt": "x" * 101}, "The prompt is 101 characters long; the limit is 100"),
         ({"negative_prompt": "y" * 101}, "The negative prompt is 101 characters long"),
         ({"num_inference_steps": 0}, "Steps must be between 1 and 50 (got 0)"),
