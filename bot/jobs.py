@@ -158,6 +158,8 @@ async def carry_out(bot: DreamBot, origin: Origin, job_id: int, request: Generat
     notice = await delivery.show(text, cancel_view(job_id))
     if notice is not None:
         await bot.store.set_notice(job_id, notice.id)
+        if origin.reply_to is None:  # if the interaction expires first, the result replies to its notice
+            origin.reply_to = notice
     pump = asyncio.create_task(delivery.keep_fresh(bot.queue, ticket, notes), name=f"job-{job_id}-notice")
     try:
         result = await ticket.result

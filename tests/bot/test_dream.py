@@ -195,3 +195,12 @@ async def test_a_result_after_the_interaction_expired_goes_to_the_channel(bot: B
     assert len(message.files) == 1 and message.files[0].data.startswith(b"\x89PNG")
     job = await settled_job(bot, interaction)
     assert job["status"] == "done" and job["message_id"] is not None
+
+    # Expired after the member saw the notice: the result replies to it.
+    later = await fake.invoke("dream", user=member, prompt="a later fox", steps=30, width=256, height=256)
+    await later.wait_for(lambda r: r.kind == "edit" and "Job" in r.content)
+    fake.expire(later)
+    message = await fake.channel_messages.wait_for(lambda m: "a later fox" in m.content, timeout=120)
+    posted_message = fake.message(message.message_id)
+    assert posted_message.message_reference["message_id"] == str(later.message_id)
+    assert message.content.startswith(f"<@{member['id']}> **a later fox**")
