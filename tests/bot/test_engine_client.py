@@ -39,6 +39,9 @@ ENGINE = textwrap.dedent("""
             time.sleep(3600)
         elif mode == "error":
             send(EngineError(job.job_id, "CUDA out of memory", "internal"))
+        elif mode == "slow":  # one second per job; the result names this engine
+            time.sleep(1)
+            send(GenerateResult(job.job_id, (), job.request.seed, 8, 8, os.environ["NAME"]))
         elif mode == "busy":  # reports steps for ever: alive, never done
             while True:
                 send(Progress(job.job_id, 1, 2)); time.sleep(0.2)
@@ -158,3 +161,35 @@ async def test_a_batch_gives_each_job_its_own_outcome_and_progress() -> None:
         assert sorted(p.job_id for p in seen) == [1, 3]
     finally:
         await engine.close()
+
+
+async def test_each_engine_takes_the_next_job_when_it_is_free(tmp_path) -> None:
+    from bot.queue import JobQueue
+    from bot.store import Store
+
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    engines = [EngineClient({**os.environ, "MODE": "slow", "NAME": f"engine {i}"},
+                            command=[sys.executable, "-c", ENGINE]) for i in range(2)]
+    queue = JobQueue(store, engines, max_batch=1)
+    for engine in engines:
+        engine.start()
+    queue.start()
+    try:
+        tickets = []
+        for member in range(4):
+            request = GenerateRequest(prompt="a fox", seed=member)
+            job_id = await store.create_job(request, user_id=member, guild_id=1, channel_id=2, interaction_id=None,
+                                            model="m")
+            tickets.append(queue.submit(Job(job_id, request), member))
+        for _ in range(200):  # both engines busy at once, two jobs waiting
+            if len(queue.running()) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(queue.running()) == 2 and len(queue.queued()) == 2
+        results = await asyncio.gather(*(ticket.result for ticket in tickets))
+        assert sorted(result.model for result in results) == ["engine 0", "engine 0", "engine 1", "engine 1"]
+    finally:
+        await queue.close(grace=0)
+        for engine in engines:
+            await engine.close()
+        await store.close()

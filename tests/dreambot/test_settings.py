@@ -43,6 +43,9 @@ def test_dotenv_is_read_and_empty_values_mean_default(tmp_path: Path, monkeypatc
         ({"DISCORD_TOKEN": SECRET, "MAX_STEPS": "0"}, "MAX_STEPS Input should be greater than or equal to 1"),
         ({"DISCORD_TOKEN": SECRET, "DISCORD_GUILD_ID": "my-server"}, "DISCORD_GUILD_ID Input should be a valid integer"),
         ({"DISCORD_TOKEN": SECRET, "DISCORD_API_BASE": "localhost:8080"}, "DISCORD_API_BASE must be an absolute URL"),
+        ({"DISCORD_TOKEN": SECRET, "SD_DEVICES": "cuda:0;cuda:1"}, "SD_DEVICES must be devices separated by commas"),
+        ({"DISCORD_TOKEN": SECRET, "SD_DEVICES": "cuda:0,cuda:0"}, "SD_DEVICES names a device twice"),
+        ({"DISCORD_TOKEN": SECRET, "MAX_BATCH": "0"}, "MAX_BATCH Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_settings_are_named(env: dict, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,3 +85,10 @@ def test_every_setting_is_documented() -> None:
         variable = name.upper()
         assert f"\n{variable}=" in example, f"{variable} is missing from .env.example"
         assert f"`{variable}`" in readme, f"{variable} is missing from the README's settings table"
+
+
+def test_one_engine_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", SECRET)
+    assert BotSettings().devices == ["auto"]
+    monkeypatch.setenv("SD_DEVICES", " cuda:0, cuda:1 ")
+    assert BotSettings().devices == ["cuda:0", "cuda:1"]
