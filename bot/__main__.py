@@ -41,11 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     point_at_discord(settings)
-    # A service manager stops us with SIGTERM: shut down as cleanly as on Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         asyncio.run(run(settings, styles, force_sync=args.sync))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     except discord.LoginFailure:
         print("DISCORD_TOKEN was refused by Discord: check the bot token", file=sys.stderr)
@@ -62,6 +60,9 @@ def point_at_discord(settings: BotSettings) -> None:
 
 
 async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bool = False) -> None:
+    # A service manager stops us with SIGTERM: shut down as on Ctrl-C (asyncio cancels this task,
+    # and the bot's close() lets running jobs finish while the other tasks still run).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     store = await Store.open(settings.database_path)
     engines = [
         EngineClient(

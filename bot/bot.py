@@ -118,6 +118,7 @@ class DreamBot(commands.Bot):
         # For members' attachments; opened in setup_hook, where there is a running loop.
         self.http_session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.posting: set[int] = set()  # jobs whose result is being posted (a shutdown waits for them)
 
     def create_task(self, coroutine: Coroutine, *, name: str) -> asyncio.Task:
         """A background task that is kept referenced until it ends, and whose failure is logged."""
@@ -166,6 +167,10 @@ class DreamBot(commands.Bot):
         """Stop taking jobs, let running ones finish for a while (queued ones stay in the store for
         the next start), then leave Discord."""
         await self.queue.close(grace=SHUTDOWN_GRACE_SECONDS)
+        for _ in range(100):  # the results of jobs that finished in the grace period go out first
+            if not self.posting:
+                break
+            await asyncio.sleep(0.1)
         for task in list(self._tasks):
             task.cancel()
         if self.http_session is not None:

@@ -163,6 +163,7 @@ async def carry_out(bot: DreamBot, origin: Origin, job_id: int, request: Generat
     pump = asyncio.create_task(delivery.keep_fresh(bot.queue, ticket, notes), name=f"job-{job_id}-notice")
     try:
         result = await ticket.result
+        bot.posting.add(job_id)  # a shutdown waits for this result to be posted
     except JobCancelled as cancelled:
         await delivery.finish(render.cancelled(job_id, str(cancelled)))
         return
@@ -186,38 +187,41 @@ async def carry_out(bot: DreamBot, origin: Origin, job_id: int, request: Generat
         pump.cancel()
         await asyncio.gather(pump, return_exceptions=True)
 
-    if isinstance(origin.channel, discord.PartialMessageable):  # a restored job: its channel is known now
-        origin.channel = bot.get_channel(origin.channel.id) or origin.channel
-    if any(image.nsfw_content_detected for image in result.images):
-        if policy.mode != "block" and await bot.moderation.current_mode(origin.guild_id, origin.channel) == "block":
-            # The channel lost its age restriction, or moderators tightened it, while the job waited.
-            policy = Policy("block", policy.threshold)
-            await bot.store.withhold_flagged(job_id)
-        await post_modlog(bot, origin.guild_id, render.flagged(job_id, origin.user.id, origin.channel, result,
-                                                               policy.mode))
-    shown = [(index, image) for index, image in enumerate(result.images) if shown_under(image, policy.mode)]
-    if not shown:
-        # A blocked image never reached this process (the engine keeps its bytes): only the notice.
-        await delivery.finish(render.all_withheld(job_id, len(result.images)))
-        return
     try:
-        files = []
-        for index, image in shown:
-            await bot.images.save(job_id, f"result-{index}.{image.format}", image.data)
-            name = f"dream-{job_id}-{image.seed}.{image.format}"
-            # Discord blurs an attachment whose name starts with SPOILER_ until it is clicked.
-            spoiler = image.nsfw_content_detected and policy.mode == "spoiler"
-            files.append(("SPOILER_" + name if spoiler else name, image.data))
-        text = render.summary(job_id, request, result, origin=origin_text, notes=notes, nsfw_mode=policy.mode)
-        message = await delivery.finish(text, files, result_view(job_id, request, result, policy.mode))
-        if message is None:
-            # Discord refused the upload (too large, say) and every fallback: say so in words.
-            await delivery.finish(render.undeliverable(job_id))
-        else:
-            await bot.store.set_message(job_id, message.id)
-    except Exception:
-        log.exception("job %s: could not post its result", job_id)
-        await delivery.finish(render.failed(job_id))
+        if isinstance(origin.channel, discord.PartialMessageable):  # a restored job: its channel is known now
+            origin.channel = bot.get_channel(origin.channel.id) or origin.channel
+        if any(image.nsfw_content_detected for image in result.images):
+            if policy.mode != "block" and await bot.moderation.current_mode(origin.guild_id, origin.channel) == "block":
+                # The channel lost its age restriction, or moderators tightened it, while the job waited.
+                policy = Policy("block", policy.threshold)
+                await bot.store.withhold_flagged(job_id)
+            await post_modlog(bot, origin.guild_id, render.flagged(job_id, origin.user.id, origin.channel, result,
+                                                                   policy.mode))
+        shown = [(index, image) for index, image in enumerate(result.images) if shown_under(image, policy.mode)]
+        if not shown:
+            # A blocked image never reached this process (the engine keeps its bytes): only the notice.
+            await delivery.finish(render.all_withheld(job_id, len(result.images)))
+            return
+        try:
+            files = []
+            for index, image in shown:
+                await bot.images.save(job_id, f"result-{index}.{image.format}", image.data)
+                name = f"dream-{job_id}-{image.seed}.{image.format}"
+                # Discord blurs an attachment whose name starts with SPOILER_ until it is clicked.
+                spoiler = image.nsfw_content_detected and policy.mode == "spoiler"
+                files.append(("SPOILER_" + name if spoiler else name, image.data))
+            text = render.summary(job_id, request, result, origin=origin_text, notes=notes, nsfw_mode=policy.mode)
+            message = await delivery.finish(text, files, result_view(job_id, request, result, policy.mode))
+            if message is None:
+                # Discord refused the upload (too large, say) and every fallback: say so in words.
+                await delivery.finish(render.undeliverable(job_id))
+            else:
+                await bot.store.set_message(job_id, message.id)
+        except Exception:
+            log.exception("job %s: could not post its result", job_id)
+            await delivery.finish(render.failed(job_id))
+    finally:
+        bot.posting.discard(job_id)
 
 
 def cancel_view(job_id: int) -> discord.ui.View:
@@ -282,6 +286,7 @@ class Delivery:
         self._shown_progress: Progress | None = None
         self._shown_position: int | None = None
         self._started: float | None = None
+        self.finished = False  # set with the outcome: no notice may be edited in after it
 
     async def show(self, content: str, view: discord.ui.View | None = None) -> discord.Message | None:
         """The queued notice (with its Cancel button); returns its message. Failing to show it must
@@ -336,6 +341,8 @@ class Delivery:
         name = "SPOILER_preview.jpg" if self.previews == "spoiler" else "preview.jpg"
         files = [discord.File(io.BytesIO(preview), filename=name)] if preview else []
         async with self._edit:
+            if self.finished:
+                return
             self._last_edit = time.monotonic()
             try:
                 if self.origin.interaction is not None:
@@ -352,6 +359,7 @@ class Delivery:
         """Put the outcome in place of the queued notice. Interactions expire after 15 minutes; a
         job that took longer is posted in the channel instead, mentioning the member."""
         async with self._edit:
+            self.finished = True
             return await self._finish(content, images, view)
 
     async def _finish(self, content: str, images: list[tuple[str, bytes]], view: discord.ui.View | None

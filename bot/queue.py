@@ -96,6 +96,10 @@ class FairQueue:
             jobs.append(job_id)
         self._member[job_id] = member_id
 
+    def submitted(self, member_id: int) -> None:
+        """The member's job was accepted now (the cooldown counts from here)."""
+        self._last_submit[member_id] = self._clock()
+
     def next(self) -> int | None:
         """The next job in fair order, now running; None if nothing is queued."""
         if not self._turns:
@@ -221,6 +225,7 @@ class JobQueue:
         """Check that the member may queue a job and hold its place while the job is recorded;
         `submit(..., reservation=...)` takes the place. Raises QueueFull (or QueueClosed)."""
         self.check(member_id)
+        self.fair.submitted(member_id)  # the cooldown counts from now: a burst cannot all pass
         reservation = Reservation(member_id)
         self.fair.reserved[member_id] += 1
         try:
@@ -280,9 +285,9 @@ class JobQueue:
         ticket.cancelled_by = by
         if self.fair.cancel(job_id):
             del self._tickets[job_id]
-            await self._store.cancel_job(job_id, by)
             ticket.result.set_exception(JobCancelled(f"cancelled by <@{by}>"))
             ticket.result.exception()
+            await self._store.cancel_job(job_id, by)
             return True
         if not ticket.sent:
             return True  # a worker took it and drops it before it reaches an engine
@@ -321,24 +326,26 @@ class JobQueue:
 
     async def _serve(self, engine: EngineClient) -> None:
         while True:
-            job_id = self.fair.next()
+            job_id = self.fair.next() if self._accepting else None  # shutting down: queued jobs wait
             if job_id is None:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            batch = [job_id]
-            key = batch_key(self._tickets[job_id].job.request)
-            if key is not None and self.max_batch > 1:
-                batch += self.fair.take(
-                    lambda other: batch_key(self._tickets[other].job.request) == key, self.max_batch - 1)
-            tickets = [self._tickets[j] for j in batch]
+            tickets = []
             try:
+                batch = [job_id]
+                key = batch_key(self._tickets[job_id].job.request)
+                if key is not None and self.max_batch > 1:
+                    batch += self.fair.take(
+                        lambda other: batch_key(self._tickets[other].job.request) == key, self.max_batch - 1)
+                tickets = [self._tickets[j] for j in batch]
                 await self._run(engine, list(tickets))
             except Exception as error:
-                log.exception("jobs %s: unexpected failure in the queue worker", batch)
+                log.exception("jobs %s: unexpected failure in the queue worker", [t.job.job_id for t in tickets])
                 for ticket in tickets:
-                    await self._fail(ticket, f"internal error: {type(error).__name__}: {error}",
-                                     RuntimeError("internal error"))
+                    if not ticket.result.done():  # only those still waiting for an outcome
+                        await self._fail(ticket, f"internal error: {type(error).__name__}: {error}",
+                                         RuntimeError("internal error"))
 
     async def _run(self, engine: EngineClient, tickets: list[Ticket]) -> None:
         for ticket in tickets:
@@ -361,8 +368,11 @@ class JobQueue:
         if len(tickets) == 1:
             outcomes = [await _outcome(engine.generate(tickets[0].job, tickets[0].on_progress))]
         else:
-            outcomes = await engine.generate_batch([t.job for t in tickets],
-                                                   {t.job.job_id: t.on_progress for t in tickets if t.on_progress})
+            try:
+                outcomes = await engine.generate_batch([t.job for t in tickets],
+                                                       {t.job.job_id: t.on_progress for t in tickets if t.on_progress})
+            except EngineUnavailable as error:
+                outcomes = [error] * len(tickets)
         elapsed = (time.monotonic() - started) / len(tickets)
         for ticket, outcome in zip(tickets, outcomes, strict=True):
             job_id = ticket.job.job_id
@@ -370,10 +380,13 @@ class JobQueue:
                 self._measured(elapsed)
                 await self._store.finish_job(job_id, outcome, flagged_shown=ticket.job.request.keep_flagged)
                 self._finish(ticket).set_result(outcome)
-            elif isinstance(outcome, EngineCrashed) and ticket.attempts < ATTEMPTS and self._accepting:
-                log.warning("job %s: the engine crashed (%s); running it once more", job_id, outcome)
+            elif isinstance(outcome, EngineCrashed) and (ticket.attempts < ATTEMPTS or not self._accepting):
+                # Once more; or, if the bot is stopping (the engine may have been stopped with it),
+                # it stays queued in the store and runs at the next start.
+                log.warning("job %s: the engine crashed (%s); it will run once more", job_id, outcome)
                 self.fair.done(job_id)
                 self.fair.submit(job_id, ticket.member_id, front=True, check=False)
+                ticket.sent = False
                 await self._store.requeue_job(job_id)
                 self._work.set()
             elif isinstance(outcome, JobCancelled):
