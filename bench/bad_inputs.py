@@ -96,30 +96,27 @@ async def measure(args: argparse.Namespace, settings: dict[str, str]) -> int:
         good = await dream(fake, fake.user("warm-up"), "a red circle on a blue background", steps=4)
         await good.wait_for(lambda r: any(u.filename.endswith(".png") for u in r.files), timeout=300)
         jobs_before = len(bot.jobs())
-        rows, failures = [], 0
-        for what, command, options, words in ROWS:
-            interaction = await fake.invoke(command, fake.user("tester"),
-                                            **{key: value(option) for key, option in options.items()})
+        rows = []
+
+        async def check(what: str, where: str, interaction, words: str) -> None:
+            """A row of the table: answered privately, with the expected words?"""
             try:
                 text, private = await answer(interaction)
             except TimeoutError:
                 text, private = "(no answer)", False
             ok = private and words in text
-            failures += not ok
-            rows.append((what, f"/{command}", "ok" if ok else "FAIL", text.replace("\n", " ")[:110]))
+            rows.append((what, where, "ok" if ok else "FAIL", text.replace("\n", " ")[:110]))
+
+        for what, command, options, words in ROWS:
+            await check(what, f"/{command}", await fake.invoke(
+                command, fake.user("tester"), **{key: value(option) for key, option in options.items()}), words)
         message = good.message_id
         for what, custom_id, words in BUTTONS:
             # A forged button on a real result message (a raw client can send any custom id).
             fake.message(message).components.append(
                 {"type": 1, "components": [{"type": 2, "style": 2, "label": "x", "custom_id": custom_id}]})
-            interaction = await fake.click(message, custom_id, user=fake.user("tester"))
-            try:
-                text, private = await answer(interaction)
-            except TimeoutError:
-                text, private = "(no answer)", False
-            ok = private and words in text
-            failures += not ok
-            rows.append((what, "button", "ok" if ok else "FAIL", text.replace("\n", " ")[:110]))
+            await check(what, "button", await fake.click(message, custom_id, user=fake.user("tester")), words)
+        failures = sum(row[2] != "ok" for row in rows)
         queued_anything = len(bot.jobs()) != jobs_before
         after = await dream(fake, fake.user("after"), "a green square on a white background", steps=4)
         await after.wait_for(lambda r: any(u.filename.endswith(".png") for u in r.files), timeout=300)

@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import re
-import signal
 import sqlite3
 import sys
 import tempfile
@@ -31,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `python bench/x.py` puts bench/ on the path, not the repository
 
+from tests.bot.conftest import BotProcess as TestBotProcess  # noqa: E402
 from tests.fake_discord import FakeDiscord, Interaction, Reply  # noqa: E402
 
 TOKEN = "MTE5.fake-bot-token.never-logged"
@@ -50,24 +50,14 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_SETTINGS) and k not in FOREIGN_NAMES}
 
 
-class BotProcess:
-    """`python -m bot` in its own working directory, its log in a file (as in tests/bot/conftest.py)."""
+class BotProcess(TestBotProcess):
+    """`python -m bot` in its own working directory, its log in a file (tests/bot/conftest.py's, with
+    an environment cleaned of every bot and engine setting, and a wait for the engine too)."""
+
+    base_environment = staticmethod(clean_environment)
 
     def __init__(self, fake: FakeDiscord, workdir: Path, model: str, **settings: str) -> None:
-        self.fake = fake
-        self.workdir = workdir
-        self.log_path = workdir / "bot.log"
-        self.database = workdir / "data" / "dreambot.sqlite3"
-        self.env = {
-            **clean_environment(),
-            "DISCORD_TOKEN": TOKEN,
-            "DISCORD_API_BASE": fake.api_base,
-            "DISCORD_GATEWAY_URL": fake.gateway_url,
-            "SD_MODEL": model,
-            "PYTHONUNBUFFERED": "1",
-            **settings,
-        }
-        self.process: asyncio.subprocess.Process | None = None
+        super().__init__(fake, workdir, model, **settings)
         self.engine: dict[str, str] = {}  # what the engine's Ready said: model, device, dtype, safety
 
     async def start(self, timeout: float = 600.0) -> BotProcess:
@@ -91,25 +81,6 @@ class BotProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the bot was not ready after {timeout:.0f} s:\n{tail(text)}")
             await asyncio.sleep(0.1)
-
-    async def stop(self) -> None:
-        if self.process and self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def engine_pid(self) -> int | None:
-        """The engine process: the bot's child."""
-        assert self.process is not None
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        children = path.read_text().split() if path.exists() else []
-        return int(children[0]) if children else None
 
     def jobs(self) -> list[sqlite3.Row]:
         """The jobs table as the bot recorded it (status, engine_seconds, size...), read-only."""

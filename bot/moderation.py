@@ -60,6 +60,11 @@ def effective_mode(configured: str, is_age_restricted: bool) -> str:
     return configured if is_age_restricted else "block"
 
 
+def applied_mode(settings: GuildSettings, channel) -> str:
+    """The mode flagged images get in `channel` now: as configured, where Discord allows it."""
+    return effective_mode(configured_mode(settings, channel), age_restricted(channel))
+
+
 class Moderation:
     """The moderation rules of every server, with each server's prompt filter compiled once."""
 
@@ -108,7 +113,7 @@ class Moderation:
                 log.warning("server %s: threshold %g is outside %s's bounds; using its default",
                             guild_id, threshold, classifier)
                 threshold = None
-        policy = Policy(effective_mode(configured_mode(settings, channel), age_restricted(channel)), threshold)
+        policy = Policy(applied_mode(settings, channel), threshold)
         return policy.apply(request), policy
 
 
@@ -116,8 +121,7 @@ class Moderation:
         """The mode that applies in `channel` now (a job's result may come long after it was asked for)."""
         if guild_id is None:
             return "block"
-        settings = await self._store.guild_settings(guild_id)
-        return effective_mode(configured_mode(settings, channel), age_restricted(channel))
+        return applied_mode(await self._store.guild_settings(guild_id), channel)
 
 
 class PromptBlocked(Refused):

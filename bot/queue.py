@@ -284,10 +284,7 @@ class JobQueue:
             return False
         ticket.cancelled_by = by
         if self.fair.cancel(job_id):
-            del self._tickets[job_id]
-            ticket.result.set_exception(JobCancelled(f"cancelled by <@{by}>"))
-            ticket.result.exception()
-            await self._store.cancel_job(job_id, by)
+            await self._cancelled(ticket)
             return True
         if not ticket.sent:
             return True  # a worker took it and drops it before it reaches an engine
@@ -351,10 +348,7 @@ class JobQueue:
         for ticket in tickets:
             await self._store.mark_running(ticket.job.job_id)
         for ticket in [t for t in tickets if t.cancelled_by is not None]:  # cancelled on the way
-            await self._store.cancel_job(ticket.job.job_id, ticket.cancelled_by)
-            future = self._finish(ticket)
-            future.set_exception(JobCancelled(f"cancelled by <@{ticket.cancelled_by}>"))
-            future.exception()
+            await self._cancelled(ticket)
             tickets.remove(ticket)
         if not tickets:
             return
@@ -390,11 +384,7 @@ class JobQueue:
                 await self._store.requeue_job(job_id)
                 self._work.set()
             elif isinstance(outcome, JobCancelled):
-                await self._store.cancel_job(job_id, ticket.cancelled_by)
-                by = f"cancelled by <@{ticket.cancelled_by}>" if ticket.cancelled_by else "cancelled"
-                future = self._finish(ticket)
-                future.set_exception(JobCancelled(by))
-                future.exception()
+                await self._cancelled(ticket)
             else:
                 log.error("job %s failed: %s", job_id, outcome)
                 await self._fail(ticket, f"{type(outcome).__name__}: {outcome}", outcome)
@@ -404,6 +394,15 @@ class JobQueue:
             await self._store.fail_job(ticket.job.job_id, error)
         except Exception:
             log.exception("job %s: could not record the failure", ticket.job.job_id)
+        self._settle(ticket, exception)
+
+    async def _cancelled(self, ticket: Ticket) -> None:
+        """Answer a cancelled job (first, so that a failing write cannot leave it unanswered), then record it."""
+        by = f"cancelled by <@{ticket.cancelled_by}>" if ticket.cancelled_by else "cancelled"
+        self._settle(ticket, JobCancelled(by))
+        await self._store.cancel_job(ticket.job.job_id, ticket.cancelled_by)
+
+    def _settle(self, ticket: Ticket, exception: BaseException) -> None:
         future = self._finish(ticket)
         if not future.done():
             future.set_exception(exception)

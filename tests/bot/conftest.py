@@ -25,7 +25,7 @@ class BotProcess:
         self.log_path = workdir / "bot.log"
         self.database = workdir / "data" / "dreambot.sqlite3"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_"))},
+            **self.base_environment(),
             "DISCORD_TOKEN": TOKEN,
             "DISCORD_API_BASE": fake.api_base,
             "DISCORD_GATEWAY_URL": fake.gateway_url,
@@ -34,6 +34,11 @@ class BotProcess:
             **settings,
         }
         self.process: asyncio.subprocess.Process | None = None
+
+    @staticmethod
+    def base_environment() -> dict[str, str]:
+        """Ours, without the Discord and engine settings a developer's shell may hold."""
+        return {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_"))}
 
     async def start(self, *args: str) -> BotProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +59,7 @@ class BotProcess:
         if self.process and self.process.returncode is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                await asyncio.wait_for(self.process.wait(), 20)
+                await asyncio.wait_for(self.process.wait(), 30)
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
@@ -65,7 +70,8 @@ class BotProcess:
     def engine_pid(self) -> int | None:
         """The engine process: the bot's child."""
         assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        children = path.read_text().split() if path.exists() else []
         return int(children[0]) if children else None
 
 
