@@ -108,6 +108,10 @@ class GenerateRequest:
     # A flagged image's bytes come back only if the channel may show it (spoiler/off in an
     # age-restricted channel); otherwise they never leave the engine.
     keep_flagged: bool = False
+    # The picture this job starts from was flagged, or was made from a flagged one: every picture
+    # the job makes counts as flagged, whatever its own score (the bot knows a picture's history;
+    # the engine sees only its pixels).
+    source_flagged: bool = False
 
     @property
     def denoising_strength(self) -> float | None:
@@ -204,6 +208,10 @@ class GenerateResult:
     model: str
     # Seconds spent per phase: "generate" (denoise + decode), "safety", "total".
     timings: dict[str, float] = field(default_factory=dict)
+    # Modes that start from a picture: the highest safety score of what the job brought in (the
+    # picture, and what the result keeps of it pixel-exact, scored on its own). Above the
+    # threshold, every picture of the job is flagged. None for modes with no input picture.
+    source_score: float | None = None
 
     @property
     def all_flagged(self) -> bool:

@@ -1,4 +1,5 @@
-"""Picture helpers for the image modes: inputs, outpainting canvases, seams, slerp, GIFs and previews."""
+"""Picture helpers for the image modes: inputs, what a job keeps of them, outpainting canvases, seams,
+slerp, GIFs and previews."""
 
 from __future__ import annotations
 
@@ -19,6 +20,24 @@ def open_mask(data: bytes, size: tuple[int, int]) -> Image.Image:
     if mask.size != size:
         mask = mask.resize(size, Image.Resampling.NEAREST)
     return mask.point(lambda v: 255 if v >= 128 else 0)
+
+
+# What stands in for repainted pixels when a kept region is scored alone: mid-grey, which no
+# classifier reads as anything.
+NEUTRAL = (128, 128, 128)
+
+
+def kept_region(image: Image.Image, mask: Image.Image) -> Image.Image | None:
+    """What inpainting keeps of `image` pixel-exact (the mask's black pixels), cropped to their
+    bounding box, with the repainted pixels inside that box filled NEUTRAL: scored alone, a region
+    kept inside a large repainted area is not diluted by it. None when that would add nothing to
+    scoring the picture itself: nothing is kept, or everything is."""
+    keep = mask.point(lambda v: 0 if v else 255)  # white = kept
+    box = keep.getbbox()
+    if box is None or mask.getbbox() is None:
+        return None
+    return Image.composite(image.crop(box), Image.new("RGB", (box[2] - box[0], box[3] - box[1]), NEUTRAL),
+                           keep.crop(box))
 
 
 def feather_radius(size: tuple[int, int]) -> int:

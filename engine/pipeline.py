@@ -250,7 +250,8 @@ class Engine:
         return [answers[index] for index in range(len(jobs))]
 
     def _answer(self, jobs: list[Job], on_step: JobStepCallback | None) -> list[GenerateResult | EngineError]:
-        """Run compatible jobs as one call and turn what can go wrong into each job's EngineError."""
+        """Run compatible jobs as one call and turn what can go wrong into each job's EngineError. When
+        several jobs run out of memory together, each runs again alone: only one too big alone fails."""
         cancelled: set[int] = set()  # positions in `jobs`
         firsts = [sum(job.request.num_images for job in jobs[:k]) for k in range(len(jobs))]
 
@@ -284,8 +285,13 @@ class Engine:
             # Only out here: inside the except block the traceback still holds the failed call's
             # frames, and with them its activations.
             free_memory(self.device)
-            log.warning("job(s) %s ran out of memory", ", ".join(str(job.job_id) for job in jobs))
-            return failed(OOM_MESSAGE, "oom")
+            log.warning("job(s) %s ran out of memory%s", ", ".join(str(job.job_id) for job in jobs),
+                        "; running each alone" if len(jobs) > 1 else "")
+            if len(jobs) == 1:
+                return failed(OOM_MESSAGE, "oom")
+            # In order, each with its own progress and cancel; a job cancelled meanwhile stays so.
+            return [EngineError(job_id=job.job_id, message="cancelled", kind="cancelled") if k in cancelled
+                    else self._answer([job], on_step)[0] for k, job in enumerate(jobs)]
         return [EngineError(job_id=job.job_id, message="cancelled", kind="cancelled") if result is None else result
                 for job, result in zip(jobs, results, strict=True)]
 
@@ -302,35 +308,48 @@ class Engine:
             width = requests[0].width or self.native_size
             height = requests[0].height or self.native_size
             pictures = [self._interpolate(requests[0], seeds[0][0], width, height, progress)]
+            brought: list[list[Image.Image]] = [[]]
         else:
-            pictures, width, height = self._images(requests, seeds, scheduler, progress)
+            pictures, brought, width, height = self._images(requests, seeds, scheduler, progress)
         generated = time.perf_counter()
         return [
-            self._result(job, job_seeds, threshold, images, width, height, started, generated) if wanted(k) else None
-            for k, (job, job_seeds, threshold, images) in enumerate(zip(jobs, seeds, thresholds, pictures, strict=True))
+            self._result(job, job_seeds, threshold, images, inputs, width, height, started, generated)
+            if wanted(k) else None
+            for k, (job, job_seeds, threshold, images, inputs)
+            in enumerate(zip(jobs, seeds, thresholds, pictures, brought, strict=True))
         ]
 
-    def _result(self, job: Job, seeds: list[int], threshold: float, images: list[Image.Image], width: int,
-                height: int, started: float, generated: float) -> GenerateResult:
-        """A job's checked, encoded pictures; a shared call's time counts as each job's own."""
+    def _result(self, job: Job, seeds: list[int], threshold: float, images: list[Image.Image],
+                brought: list[Image.Image], width: int, height: int, started: float,
+                generated: float) -> GenerateResult:
+        """A job's checked, encoded pictures; a shared call's time counts as each job's own.
+
+        A picture is flagged when it scores above the threshold, and also when what the job started
+        from does (`brought`: see `_images`) or came from a flagged picture (`source_flagged`): what
+        an image mode keeps of a flagged picture stays flagged, however large the canvas around it."""
         checking = time.perf_counter()
         request, seed = job.request, seeds[0]
         results = []
+        source_score = None
         if request.mode == "interpolate":
             # One animation: flagged as a whole if any frame is.
             score = max(self.safety.scores(images))
             parameters = infotext(request, seed=seed, width=width, height=height, model=self.model)
-            flagged = score > threshold
+            flagged = score > threshold or request.source_flagged
             data = b"" if flagged and not request.keep_flagged else imaging.gif(images, comment=parameters)
             results.append(ImageResult(data=data, seed=seed, format="gif", nsfw_content_detected=flagged,
                                        nsfw_score=score))
         else:
-            scores = self.safety.scores(images)
+            # One classifier call for the job: its pictures, then what it brought in.
+            scores = self.safety.scores(images + brought)
+            scores, source_scores = scores[:len(images)], scores[len(images):]
+            source_score = max(source_scores) if source_scores else None
+            from_flagged = request.source_flagged or (source_score is not None and source_score > threshold)
             for image, s, score in zip(images, seeds, scores, strict=True):
                 upscaled_by = self.upscaler_name if request.mode == "upscale" and self.upscaler is not None else ""
                 parameters = infotext(request, seed=s, width=width, height=height, model=self.model,
                                       upscaler=upscaled_by)
-                flagged = score > threshold
+                flagged = score > threshold or from_flagged
                 # A flagged image the channel may not show is never encoded, let alone sent.
                 data = b"" if flagged and not request.keep_flagged else _png(image, parameters)
                 results.append(ImageResult(data=data, seed=s, nsfw_content_detected=flagged, nsfw_score=score))
@@ -342,6 +361,7 @@ class Engine:
             width=width,
             height=height,
             model=self.model,
+            source_score=source_score,
             timings={
                 "generate": round(generated - started, 3),
                 "safety": round(checked - checking, 3),
@@ -369,10 +389,14 @@ class Engine:
         """An inpainting checkpoint: its UNet also takes the mask and the masked picture (9 channels)."""
         return self.pipe.unet.config.in_channels != 4
 
-    def _images(self, requests: list[GenerateRequest], seeds: list[list[int]], scheduler,
-                progress: _Progress | None) -> tuple[list[list[Image.Image]], int, int]:
+    def _images(self, requests: list[GenerateRequest], seeds: list[list[int]], scheduler, progress: _Progress | None
+                ) -> tuple[list[list[Image.Image]], list[list[Image.Image]], int, int]:
         """Run one pipeline call for the requests (several only for text to image); return each
-        request's finished pictures and their size."""
+        request's finished pictures, what it brought in to be scored with them, and their size.
+
+        What a job brings in: the input picture, and what the result keeps of it pixel-exact, on its
+        own: for outpainting that is the input itself; for inpainting, the kept region
+        (`imaging.kept_region`), so that a small region kept in a large repainted canvas counts."""
         request = requests[0]
         if request.mode == "upscale" and self.upscaler is not None:
             return self._upscale(request, seeds[0], progress)
@@ -384,15 +408,20 @@ class Engine:
         pipe.scheduler = scheduler
         options: dict = {}
         finish = None
+        brought: list[Image.Image] = []
         if request.mode == "txt2img":
             width, height = request.width or self.native_size, request.height or self.native_size
             options = {"width": width, "height": height}
         else:
             source = imaging.open_rgb(request.image)
+            brought.append(source)
             if request.mode == "upscale":
                 source = source.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
             if request.mode == "inpaint":
                 mask = paste = imaging.open_mask(request.mask, source.size)
+                kept = imaging.kept_region(source, mask)
+                if kept is not None:
+                    brought.append(kept)
             elif request.mode == "outpaint":
                 source, mask, paste = imaging.outpaint_canvas(source, request.direction, request.amount)
             width, height = source.size
@@ -437,7 +466,8 @@ class Engine:
         if finish is not None:
             images = [finish(image) for image in images]
         counts = [len(job_seeds) for job_seeds in seeds]
-        return [images[sum(counts[:k]):sum(counts[:k + 1])] for k in range(len(counts))], width, height
+        pictures = [images[sum(counts[:k]):sum(counts[:k + 1])] for k in range(len(counts))]
+        return pictures, [brought] if len(requests) == 1 else [[] for _ in requests], width, height
 
     def _upscale(self, request: GenerateRequest, seeds: list[int], progress: _Progress | None):
         """Twice the size with the operator's dedicated upscaler (a latent upscaler, which works
@@ -460,7 +490,7 @@ class Engine:
             callback=step,
             output_type="pil",
         ).images
-        return [images], images[0].width, images[0].height
+        return [images], [[source]], images[0].width, images[0].height
 
     @torch.no_grad()
     def _interpolate(self, request: GenerateRequest, seed: int, width: int, height: int,

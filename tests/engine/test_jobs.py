@@ -227,9 +227,65 @@ def test_out_of_memory_is_answered_and_the_next_job_works(engine: Engine, monkey
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(engine.pipe.unet, "forward", out_of_memory)
-    companion = GenerateRequest(prompt="a whale", seed=5, num_inference_steps=3)  # the same batch_key
-    failed, together = engine.generate_batch([Job(2, request), Job(3, companion)])
+    [failed] = engine.generate_batch([Job(2, request)])
     assert failed == EngineError(job_id=2, message=OOM_MESSAGE, kind="oom")
-    assert together == EngineError(job_id=3, message=OOM_MESSAGE, kind="oom")  # they shared the call
     [after] = engine.generate_batch([Job(4, request)])
     assert after.images[0].data == before
+
+
+def memory_for(engine: Engine, monkeypatch, most: int) -> list[int]:
+    """Make the UNet run out of memory on more than `most` pictures at once (two rows each, with
+    guidance); returns the number of pictures of each UNet call."""
+    forward = engine.pipe.unet.forward
+    pictures: list[int] = []
+
+    def limited(sample, *args, **kwargs):
+        pictures.append(sample.shape[0] // 2)
+        if sample.shape[0] > 2 * most:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(engine.pipe.unet, "forward", limited)
+    return pictures
+
+
+@pytest.mark.parametrize("most", [4, 3])
+def test_jobs_that_run_out_of_memory_together_run_again_alone(engine: Engine, monkeypatch, most: int) -> None:
+    requests = [GenerateRequest(prompt="a fox", seed=11, num_images=4, num_inference_steps=3, keep_flagged=True)] + [
+        GenerateRequest(prompt=prompt, seed=seed, num_inference_steps=3, keep_flagged=True)
+        for prompt, seed in (("a whale", 5), ("a tree", 6), ("a cat", 7))
+    ]
+    solo = [engine.generate(job_id, r) for job_id, r in enumerate(requests, start=1)]
+    pictures = memory_for(engine, monkeypatch, most)
+    steps: list[tuple[int, int]] = []
+    answers = engine.generate_batch([Job(job_id, r) for job_id, r in enumerate(requests, start=1)],
+                                    on_step=lambda job_id, step, total, preview: steps.append((job_id, step)))
+    big, *small = answers
+    fits = most >= 4
+    assert pictures[0] == 7  # first tried together
+    if fits:
+        assert [i.data for i in big.images] == [i.data for i in solo[0].images]
+    else:
+        assert big == EngineError(job_id=1, message=OOM_MESSAGE, kind="oom")  # too big even alone
+    for alone, answer in zip(solo[1:], small, strict=True):
+        assert isinstance(answer, GenerateResult) and answer.job_id == alone.job_id
+        assert [i.data for i in answer.images] == [i.data for i in alone.images]  # its solo run exactly
+    # Then each alone, in order, with its own progress from step 1.
+    assert steps == [(job_id, step) for job_id in ([1, 2, 3, 4] if fits else [2, 3, 4]) for step in (1, 2, 3)]
+    assert pictures[1:] == ([4] * 3 if fits else [4]) + [1] * 9
+
+
+def test_a_cancel_still_reaches_a_job_run_again_alone(engine: Engine, monkeypatch) -> None:
+    memory_for(engine, monkeypatch, 1)
+    seen: list[tuple[int, int, int]] = []
+
+    def on_step(job_id: int, step: int, total: int, preview) -> None:
+        seen.append((job_id, step, total))
+        if job_id == 2 and step == 1:
+            raise JobCancelled
+
+    requests = [GenerateRequest(prompt=p, seed=1, num_inference_steps=3) for p in ("a fox", "a whale", "a cat")]
+    answers = engine.generate_batch([Job(k, r) for k, r in enumerate(requests, start=1)], on_step=on_step)
+    assert answers[1] == EngineError(job_id=2, message="cancelled", kind="cancelled")
+    assert isinstance(answers[0], GenerateResult) and isinstance(answers[2], GenerateResult)
+    assert [step for job_id, step, _ in seen if job_id == 2] == [1]
