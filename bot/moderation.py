@@ -4,13 +4,17 @@ mod-log, where moderators read what the bot refused or flagged and what was chan
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import discord
 
-from bot.prompt_filter import InvalidTerm, PromptFilter, Term
+from bot.prompt_filter import ExpandsTooMuch, InvalidTerm, PromptFilter, Term, Uncheckable
 from bot.store import GuildSettings, Store
 from dreambot.protocol import SAFETY_THRESHOLDS, GenerateRequest
 
@@ -23,6 +27,9 @@ FILTER_MODES = ("block", "spoiler", "off")
 DESCRIBE_MODE = {"block": "flagged images are replaced by a notice",
                  "spoiler": "flagged images are posted behind a spoiler, with a warning",
                  "off": "flagged images are posted as is"}
+
+
+BANNED = "A moderator has barred you from using Dreambot in this server."
 
 
 class Refused(Exception):
@@ -38,6 +45,21 @@ class Policy:
 
     def apply(self, request: GenerateRequest) -> GenerateRequest:
         return replace(request, nsfw_threshold=self.threshold, keep_flagged=self.mode != "block")
+
+
+def reachable(job, *, user_id: int, guild_id: int | None, channel_id: int | None, parent_id: int | None = None,
+              moderator: bool = False) -> bool:
+    """Whether a job (its prompt, its pictures) may be seen or used from here: only where its result
+    could be seen. In its own server: by its author, by a moderator, or from its own channel (or a
+    thread of that channel, `parent_id`); a direct message's job only by its author. The one rule
+    for /info, the "Dream info" menu, every `job:` option, buttons, reactions and /queue."""
+    if job.guild_id != guild_id:
+        return False
+    if job.user_id == user_id:
+        return True
+    if job.guild_id is None:
+        return False
+    return moderator or (job.channel_id is not None and job.channel_id in (channel_id, parent_id))
 
 
 def age_restricted(channel) -> bool:
@@ -70,20 +92,71 @@ class Moderation:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._filters: dict[int, PromptFilter] = {}
+        self._filters: dict[int, asyncio.Future[PromptFilter]] = {}  # compiled, or being compiled
+
+    # The prompt filter never runs on the event loop: compiling hundreds of terms, or matching them
+    # in long prompts, takes long enough to hold up every member's commands. It has two threads of
+    # its own (not the default executor, which other work shares), and a prompt gets `filter_budget`
+    # seconds of them; past that it is refused, never let through unchecked.
+    filter_budget = 2.0
+    _filter_threads: ThreadPoolExecutor | None = None
+    _TEXT_NAMES = ("prompt", "negative prompt", "end prompt")  # in the order `_match` passes them
+
+    def _filter_executor(self) -> ThreadPoolExecutor:
+        if self._filter_threads is None:
+            self._filter_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prompt-filter")
+        return self._filter_threads
 
     async def prompt_filter(self, guild_id: int) -> PromptFilter:
-        if guild_id not in self._filters:
-            terms = []
-            for kind, text in await self._store.blocked_terms(guild_id):
-                try:
-                    PromptFilter([Term(kind, text)])
-                except InvalidTerm as error:  # stored under older rules: every other term still applies
-                    log.error("server %s: skipping a blocked term: %s", guild_id, error)
-                    continue
-                terms.append(Term(kind, text))
-            self._filters[guild_id] = PromptFilter(terms)
-        return self._filters[guild_id]
+        """The server's filter, compiled in the filter's threads once after each change of its list;
+        prompts that come meanwhile wait for that one compilation."""
+        while True:
+            compiling = self._filters.get(guild_id)
+            if compiling is None:
+                compiling = self._filters[guild_id] = asyncio.ensure_future(self._compile_filter(guild_id))
+            try:
+                compiled = await asyncio.shield(compiling)
+            except Exception:
+                if self._filters.get(guild_id) is compiling:
+                    del self._filters[guild_id]  # the next prompt tries again
+                raise
+            if self._filters.get(guild_id) is compiling:
+                return compiled
+            # terms_changed dropped it while it was being compiled: compile the new list.
+
+    async def _compile_filter(self, guild_id: int) -> PromptFilter:
+        terms = [Term(kind, text) for kind, text in await self._store.blocked_terms(guild_id)]
+
+        def skip(error: InvalidTerm) -> None:  # stored under older rules: every other term still applies
+            log.error("server %s: skipping a blocked term: %s", guild_id, error)
+
+        return await asyncio.get_running_loop().run_in_executor(
+            self._filter_executor(), partial(PromptFilter, terms, on_invalid=skip))
+
+    async def _match(self, user_id: int, guild_id: int, request: GenerateRequest) -> Term | None:
+        """The first blocked term in the request's texts, or None; Refused for texts the filter
+        cannot check (fail closed), or not within `filter_budget` seconds."""
+        prompt_filter = await self.prompt_filter(guild_id)
+        texts = (request.prompt, request.negative_prompt, request.end_prompt or "")
+        # The thread stops at its next check past the deadline, so a prompt given up on frees it.
+        deadline = time.monotonic() + self.filter_budget
+        matching = asyncio.get_running_loop().run_in_executor(
+            self._filter_executor(), partial(prompt_filter.match, *texts, deadline=deadline))
+        try:
+            return await asyncio.wait_for(matching, self.filter_budget)
+        except ExpandsTooMuch as error:
+            # Lengths only: member text never goes to the log.
+            log.info("server %s: refused a prompt by user %s: its %s grows from %d to %d characters when "
+                     "normalized (limit %d)", guild_id, user_id, self._TEXT_NAMES[error.index], error.length,
+                     error.normalized_length, error.limit)
+            raise Refused(f"Your {self._TEXT_NAMES[error.index]} has characters that expand too much when spelled "
+                          f"out: its {error.length} characters would be checked as {error.normalized_length}, and "
+                          f"the limit is {error.limit}. Please write it in plain text.") from None
+        except (TimeoutError, Uncheckable):
+            log.warning("server %s: refused a prompt by user %s: the prompt filter did not finish within %g s "
+                        "(text lengths %s)", guild_id, user_id, self.filter_budget, [len(text) for text in texts])
+            raise Refused("Your prompt could not be checked against this server's blocked words in time, so it "
+                          "was not accepted. Please make it shorter, or write it in plain text.") from None
 
     def terms_changed(self, guild_id: int) -> None:
         self._filters.pop(guild_id, None)
@@ -97,9 +170,8 @@ class Moderation:
             return Policy().apply(request), Policy()
         ban = await self._store.get_ban(guild_id, user_id)
         if ban is not None:
-            raise Refused("A moderator has barred you from using Dreambot in this server.")
-        matched = (await self.prompt_filter(guild_id)).match(
-            request.prompt, request.negative_prompt, request.end_prompt or "")
+            raise Refused(BANNED)
+        matched = await self._match(user_id, guild_id, request)
         if matched is not None:
             # Never echo the term: it would teach how to get around it.
             raise PromptBlocked("Your prompt contains something this server's moderators have blocked. "
@@ -115,7 +187,6 @@ class Moderation:
                 threshold = None
         policy = Policy(applied_mode(settings, channel), threshold)
         return policy.apply(request), policy
-
 
     async def current_mode(self, guild_id: int | None, channel) -> str:
         """The mode that applies in `channel` now (a job's result may come long after it was asked for)."""

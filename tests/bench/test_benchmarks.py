@@ -129,7 +129,8 @@ def test_the_bots_fair_queue_when_there_is_one():
     assert fair_queue.simulate(FairQueue, QueueFull).ok
 
 
-@pytest.mark.parametrize("script", ["loop_lag", "defer_latency", "throughput", "batching", "fair_queue"])
+@pytest.mark.parametrize("script", ["loop_lag", "defer_latency", "throughput", "batching", "fair_queue",
+                                    "filter_stall"])
 def test_every_script_explains_itself(script):
     shown = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--help"], capture_output=True, text=True,
                            timeout=120)
