@@ -11,13 +11,19 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+import threading
+import time
+
 import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps, JpegImagePlugin
 
-from bot.attachments import AttachmentError, download, fit_mask, fit_size, load_image, to_png
+from bot import attachments
+
+from bot.attachments import (DISCORD_CDN, AttachmentError, attachment_origins, download, fit_mask, fit_size,
+                             load_image, load_image_async, source_size, to_png)
 
 MB = 1_000_000
 MAX_PIXELS = 40_000_000
@@ -58,7 +64,8 @@ class Served:
     async def get(self, path: str, *, size: int = len(RED_PNG), max_bytes: int = MB, timeout: float = 5.0,
                   what: str | None = None) -> bytes:
         attachment = FakeAttachment(self.base + path, path.strip("/") + ".png", size)
-        return await download(self.session, attachment, max_bytes=max_bytes, timeout=timeout, what=what)
+        return await download(self.session, attachment, max_bytes=max_bytes, timeout=timeout, what=what,
+                              allowed_origins=attachment_origins(self.base))
 
 
 async def endless(request: web.Request) -> web.StreamResponse:
@@ -301,3 +308,248 @@ def test_to_png_round_trips() -> None:
     with Image.open(io.BytesIO(data)) as again:
         assert again.format == "PNG"
         assert again.convert("RGB").tobytes() == image.tobytes()
+
+
+class NoRequests:
+    """A session that fails the test if the download makes any request."""
+
+    def get(self, *args, **kwargs):
+        raise AssertionError(f"a request was made: {args}")
+
+
+@pytest.mark.parametrize("url", [
+    "http://cdn.discordapp.com/attachments/1/2/fox.png",  # not https
+    "https://evil.example/attachments/1/2/fox.png",
+    "https://cdn.discordapp.com.evil.example/fox.png",
+    "https://evil.example/https://cdn.discordapp.com/fox.png",
+    "https://cdn.discordapp.com:8443/attachments/1/2/fox.png",  # another port is another server
+    "https://169.254.169.254/latest/meta-data/",
+    "file:///etc/passwd",
+    "/attachments/1/2/fox.png",
+    "not a url at all",
+])
+async def test_only_discords_cdn_is_fetched(url: str) -> None:
+    attachment = FakeAttachment(url, "fox.png", 100)
+    with pytest.raises(AttachmentError) as refused:
+        await download(NoRequests(), attachment, max_bytes=MB, what="The image")
+    assert str(refused.value) == ("Could not download the image (fox.png): its link is not Discord's, so the bot "
+                                  "did not fetch it; attach the file to the command itself.")
+
+
+@pytest.mark.parametrize("url", ["https://cdn.discordapp.com/attachments/1/2/fox.png",
+                                 "https://media.discordapp.net/attachments/1/2/fox.png?width=100",
+                                 "HTTPS://CDN.DiscordApp.com:443/attachments/1/2/fox.png"])
+async def test_discords_cdn_passes_the_host_rule(url: str) -> None:
+    class Asked(Exception):
+        pass
+
+    class Session:
+        def get(self, asked_url, **kwargs):
+            raise Asked(asked_url)
+
+    with pytest.raises(Asked) as asked:
+        await download(Session(), FakeAttachment(url, "fox.png", 100), max_bytes=MB)
+    assert asked.value.args == (url,)
+
+
+def test_the_configured_discord_serves_attachments_too() -> None:
+    assert attachment_origins(None) == DISCORD_CDN
+    assert attachment_origins("https://discord.com/api/v10") == DISCORD_CDN | {"https://discord.com"}
+    assert attachment_origins("http://127.0.0.1:8080/api/v10") == DISCORD_CDN | {"http://127.0.0.1:8080"}
+
+
+async def test_the_configured_discord_is_only_itself(served: Served) -> None:
+    """The loopback server's own origin is allowed, the same host on another port is not."""
+    allowed = attachment_origins(served.base + "/api/v10")
+    url = served.base + "/red"
+    assert await download(served.session, FakeAttachment(url, "red.png", len(RED_PNG)), max_bytes=MB,
+                          allowed_origins=allowed) == RED_PNG
+    elsewhere = FakeAttachment(f"http://127.0.0.1:{closed_port()}/red", "red.png", len(RED_PNG))
+    with pytest.raises(AttachmentError, match="its link is not Discord's"):
+        await download(NoRequests(), elsewhere, max_bytes=MB, allowed_origins=allowed)
+
+
+# -- decoding big pictures reduced ----------------------------------------------------------------
+
+def drawing(size: tuple[int, int], mode: str = "RGBA") -> Image.Image:
+    """Flat shapes, edges, half-transparent parts and a gradient: what a sticker or a screenshot
+    has, and enough detail that a wrong shrink shows."""
+    width, height = size
+    gradient = Image.linear_gradient("L").resize(size)
+    image = Image.merge("RGBA", (gradient, gradient.transpose(Image.Transpose.ROTATE_90).resize(size),
+                                 Image.new("L", size, 90), Image.new("L", size, 0)))
+    draw = ImageDraw.Draw(image)
+    for i in range(9):
+        x, y = i * width // 10, (i * 7 % 9) * height // 10
+        draw.ellipse((x, y, x + width // 5, y + height // 4), fill=(255, 40 * i, 0, 255))
+        draw.rectangle((width - x - width // 6, y, width - x, y + height // 7), fill=(0, 60, 255, 128))
+        draw.line((0, y, width, height - y), fill=(0, 0, 0, 255), width=3)
+    return image.convert(mode)
+
+
+def old_load(data: bytes, matte: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """What `load_image` did before it could decode reduced: upright and flattened at full size."""
+    with Image.open(io.BytesIO(data)) as image:
+        upright = ImageOps.exif_transpose(image)
+    if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+        rgba = upright.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*matte, 255)), rgba).convert("RGB")
+    return upright.convert("RGB")
+
+
+def difference(a: Image.Image, b: Image.Image) -> tuple[float, int]:
+    """Mean and largest difference of two same-size RGB pictures, per channel."""
+    assert a.size == b.size
+    diffs = [abs(x - y) for x, y in zip(a.tobytes(), b.tobytes())]
+    return sum(diffs) / len(diffs), max(diffs)
+
+
+@pytest.mark.parametrize("matte", [(255, 255, 255), (0, 0, 0)])
+def test_a_big_transparent_png_is_shrunk_while_flattened_and_fits_as_before(matte) -> None:
+    data = encode(drawing((2400, 1600)), "PNG")
+    small = load_image(data, name="big.png", max_pixels=MAX_PIXELS, matte=matte, fit_within=(256, 256))
+    # Fitted into 256×171, so no less than twice that: shrunk 4 times, by whole 4×4 blocks.
+    assert small.size == (600, 400) and source_size(small) == (2400, 1600)
+    fitted, notice = fit_size(small, max_width=256, max_height=256)
+    before, before_notice = fit_size(old_load(data, matte), max_width=256, max_height=256)
+    assert notice == before_notice == "Your image was resized and cropped from 2400×1600 to 256×168."
+    assert fitted.size == before.size and source_size(fitted) == fitted.size
+    mean, largest = difference(fitted, before)
+    assert mean < 0.75 and largest <= 40, (mean, largest)  # 0.26 and 15 measured; nearest-neighbour: 1.4 and 149
+
+
+def test_tiles_join_without_seams(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(drawing((1003, 701), "RGBA"), "PNG")
+    whole = load_image(data, name="big.png", max_pixels=MAX_PIXELS, fit_within=(96, 96))  # in one tile
+    monkeypatch.setattr(attachments, "TILE", 37)  # tiles of 35 pixels: 7 blocks of 5, 29 tiles a row
+    tiled = load_image(data, name="big.png", max_pixels=MAX_PIXELS, fit_within=(96, 96))
+    assert whole.size == tiled.size == (201, 141)  # shrunk 5 times, the partial blocks at the edges kept
+    assert whole.tobytes() == tiled.tobytes()
+
+
+def test_a_big_transparent_gif_is_flattened_when_shrunk() -> None:
+    image = Image.new("P", (1600, 1200), 0)
+    image.putpalette([0, 0, 0, 255, 0, 0])
+    image.paste(1, (800, 0, 1600, 1200))  # the right half red, the left transparent
+    small = load_image(encode(image, "GIF", transparency=0), name="sticker.gif", max_pixels=MAX_PIXELS,
+                       fit_within=(128, 128))
+    assert small.size == (267, 200) and source_size(small) == (1600, 1200)  # shrunk 6 times
+    assert small.getpixel((60, 100)) == (255, 255, 255) and small.getpixel((220, 100)) == (255, 0, 0)
+
+
+def test_a_big_jpeg_is_decoded_at_a_fraction_of_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    drafts = []
+    jpeg_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        drafts.append((self.size, size))
+        return jpeg_draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    data = encode(drawing((4000, 3000), "RGB"), "JPEG", quality=90)
+    small = load_image(data, name="photo.jpg", max_pixels=MAX_PIXELS, fit_within=(512, 512))
+    # Fitted into 512×384: libjpeg's half scale is the smallest still twice that.
+    assert drafts == [((4000, 3000), (1024, 768))]
+    assert small.size == (2000, 1500) and source_size(small) == (4000, 3000)
+    fitted, notice = fit_size(small, max_width=512, max_height=512)
+    before, before_notice = fit_size(old_load(data), max_width=512, max_height=512)
+    assert notice == before_notice == "Your image was resized from 4000×3000 to 512×384."
+    mean, largest = difference(fitted, before)
+    assert mean < 0.5 and largest <= 48, (mean, largest)  # 0.12 and 22 measured
+
+
+def test_a_sideways_phone_photo_is_reduced_for_its_upright_shape() -> None:
+    image = Image.new("RGB", (4096, 1024), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 2048, 1024))  # stored left half red: the top once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(image, "JPEG", exif=exif, quality=95)
+    small = load_image(data, name="phone.jpg", max_pixels=MAX_PIXELS, fit_within=(1024, 1024))
+    # Upright it is 1024×4096, fitted to 256×1024: half scale keeps twice that. Taken the wrong way
+    # round (4096×1024 into 1024×256) it would have been shrunk to an eighth instead.
+    assert small.size == (512, 2048) and source_size(small) == (1024, 4096)
+    top, bottom = small.getpixel((256, 100)), small.getpixel((256, 1900))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60, (top, bottom)
+    fitted, notice = fit_size(small, max_width=1024, max_height=1024)
+    assert fitted.size == (256, 1024) and notice == "Your image was resized from 1024×4096 to 256×1024."
+
+
+def rotated() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone held sideways
+    return exif
+
+
+ORDINARY = [
+    pytest.param(drawing((640, 480), "RGB"), "JPEG", {"quality": 90}, id="small-jpeg"),
+    pytest.param(drawing((4032, 3024), "RGB"), "JPEG", {"exif": rotated(), "quality": 85}, id="phone-photo"),
+    pytest.param(drawing((2000, 1500)), "PNG", {}, id="rgba-png"),
+    pytest.param(drawing((1000, 750), "P"), "GIF", {"transparency": 0}, id="transparent-gif"),
+    pytest.param(drawing((515, 512), "LA"), "PNG", {}, id="grey-alpha-png"),
+    pytest.param(drawing((1200, 900), "RGB"), "WEBP", {"quality": 90}, id="webp"),
+]
+
+
+@pytest.mark.parametrize(("image", "fmt", "params"), ORDINARY)
+def test_ordinary_pictures_load_and_fit_as_before(image: Image.Image, fmt: str, params: dict) -> None:
+    data = encode(image, fmt, **params)
+    loaded = load_image(data, name="picture", max_pixels=MAX_PIXELS, fit_within=(1024, 1024))
+    fitted, notice = fit_size(loaded, max_width=1024, max_height=1024)
+    before, before_notice = fit_size(old_load(data), max_width=1024, max_height=1024)
+    assert notice == before_notice
+    assert fitted.size == before.size and fitted.tobytes() == before.tobytes()
+
+
+async def test_decodes_wait_their_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    running, most, lock = 0, 0, threading.Lock()
+    real = attachments.load_image
+
+    def counted(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(attachments, "load_image", counted)
+    data = encode(SMALL, "PNG")
+    loaded = await asyncio.gather(*[load_image_async(data, name=f"{i}.png", max_pixels=MAX_PIXELS,
+                                                     fit_within=(64, 64)) for i in range(6)])
+    assert most == attachments.DECODE_WORKERS == 1
+    assert [image.size for image in loaded] == [(32, 32)] * 6
+
+
+async def test_a_refusal_comes_through_the_bounded_decode() -> None:
+    with pytest.raises(AttachmentError, match="notes.txt is not an image"):
+        await load_image_async(b"just some notes", name="notes.txt", max_pixels=MAX_PIXELS)
+
+
+def test_a_long_thin_picture_is_fitted_without_scaling_all_of_it() -> None:
+    thin = Image.new("RGB", (40_000, 1), (10, 200, 30))
+    fitted, notice = fit_size(thin, max_width=1024, max_height=1024)  # all of it at 64 high: 2.56 gigapixels
+    assert fitted.size == (1024, 64) and notice == "Your image was resized and cropped from 40000×1 to 1024×64."
+    assert fitted.getcolors() == [(1024 * 64, (10, 200, 30))]
+
+
+def test_a_mask_follows_its_reduced_picture() -> None:
+    picture = load_image(encode(drawing((2400, 1600), "RGB"), "PNG"), name="p.png", max_pixels=MAX_PIXELS,
+                         fit_within=(256, 256))
+    painted = Image.new("L", (1200, 800), 0)
+    painted.paste(255, (600, 0, 1200, 800))
+    mask = load_image(encode(painted, "PNG"), name="m.png", max_pixels=MAX_PIXELS, fit_within=(256, 256))
+    assert picture.size == (600, 400) and mask.size == (600, 400)  # shrunk 4 and 2 times
+    scaled, notice = fit_mask(mask, picture)
+    assert notice == "The mask was scaled from 1200×800 to 2400×1600 to match the image."
+    fitted_mask, _ = fit_size(scaled, max_width=256, max_height=256)
+    fitted, _ = fit_size(picture, max_width=256, max_height=256)
+    assert fitted_mask.size == fitted.size == (256, 168)
+    assert fitted_mask.getpixel((40, 84)) == 0 and fitted_mask.getpixel((216, 84)) == 255
+
+    same, notice = fit_mask(load_image(encode(painted.resize((2400, 1600)), "PNG"), name="m.png",
+                                       max_pixels=MAX_PIXELS, fit_within=(256, 256)), picture)
+    assert notice is None and same.size == picture.size and source_size(same) == (2400, 1600)
