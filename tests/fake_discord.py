@@ -20,6 +20,7 @@ import re
 import time
 import unicodedata
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,7 @@ ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 MENTION_EVERYONE = 1 << 17
 USE_EXTERNAL_EMOJIS = 1 << 18
+SEND_MESSAGES_IN_THREADS = 1 << 38  # what posting in a thread needs instead of SEND_MESSAGES
 DEFAULT_PERMISSIONS = 2248473465835073  # what Discord gives @everyone in a new server
 ALL_PERMISSIONS = (1 << 53) - 1  # the server owner and administrators have every bit
 DM_APP_PERMISSIONS = ATTACH_FILES | EMBED_LINKS | MENTION_EVERYONE | USE_EXTERNAL_EMOJIS  # app_permissions in a bot DM
@@ -58,6 +60,11 @@ GUILD_MESSAGE_REACTIONS = 1 << 10
 DIRECT_MESSAGES = 1 << 12
 DIRECT_MESSAGE_REACTIONS = 1 << 13
 MESSAGE_CONTENT = 1 << 15
+
+# Channel types.
+GUILD_TEXT = 0
+PUBLIC_THREAD = 11
+PRIVATE_THREAD = 12
 
 # Interaction types.
 APPLICATION_COMMAND = 2
@@ -202,54 +209,101 @@ class Interaction:
                 pass
 
 
+@dataclass(eq=False)
+class Guild:
+    """A server the bot is in: its roles, members and the permissions Discord computes there.
+    Its channels and threads live in `FakeDiscord.channels` / `threads`, each naming its guild."""
+
+    id: int
+    name: str
+    channel_id: int = 0  # its default text channel
+    owner_id: str = ""  # owns the server (all permissions); may be changed any time
+    locale: str = "en-US"  # preferred_locale, sent as interactions' guild_locale
+    everyone_permissions: int = DEFAULT_PERMISSIONS
+    app_permissions: int = DEFAULT_PERMISSIONS  # the bot's own, in every channel; checked on channel routes
+    bot_role: dict = field(default_factory=dict)
+    roles: dict[str, dict] = field(default_factory=dict)  # made with role(), or by user()/join(permissions=...)
+    members: dict[str, dict] = field(default_factory=dict)  # user id -> {"roles", "nick", "joined_at"}
+    joined_at: str = field(default_factory=_now)
+
+
+def _first_guild(name: str, doc: str) -> property:
+    """An attribute of the first server, read and set on FakeDiscord as before there were several."""
+    return property(lambda self: getattr(self.guilds[self.guild_id], name),
+                    lambda self, value: setattr(self.guilds[self.guild_id], name, value), doc=doc)
+
+
 class FakeDiscord:
-    """One server ("guild_id") with a default text channel ("channel_id"); `text_channel` adds more,
-    `set_nsfw` makes one age-restricted (or not), `role` and `user` add roles and members.
+    """Servers with text channels and threads, DMs with the bot, and the members who act there.
+
+    The first server ("guild_id") has a default text channel ("channel_id"), where members act unless
+    told; `add_guild` adds more servers the bot is in, each with a default channel of its own. In any
+    of them `text_channel` adds channels (to the first server unless `guild_id=`), `thread` public or
+    private threads (age-restricted when their parent is), `set_nsfw` makes a channel age-restricted
+    (or not). `role` and `user` add roles and members (to the first server unless `guild_id=`); `join`
+    makes a member a member of another server too, with roles and permissions of their own there.
+    `guilds[id]` holds each server's roles, members, owner, locale and the bot's permissions there;
+    `everyone_permissions`, `app_permissions`, `guild_owner_id`, `roles`, `members` and `bot_role`
+    are the first server's.
 
     Members act with invoke / invoke_message_command / invoke_user_command / click / select (each
     returns the Interaction, whose replies the bot's answers fill), react / unreact and post: in the
-    default channel, in another (`in_channel=`), in a DM with the bot (`invoke(..., in_dm=True)`), or
-    where the message they act on is. Tests read `message(id)` (every message, edits applied,
-    `deleted`), `channel_messages`, `messages_in(channel_id)` and `dm(user)` (what the bot posted
-    outside interactions), `reactions` (the bot's own), `attachments` (with their `fetches`), `events`
-    (everything sent over the gateway) and `requests`.
+    default channel, in another channel or thread of any server (`in_channel=`), in a DM with the bot
+    (`invoke(..., in_dm=True)`), or where the message they act on is; an interaction carries its
+    server's id, locale and permissions (the member's and the bot's). Guild commands are registered
+    per server, global ones apply in all. Tests read `message(id)` (every message, edits applied,
+    `deleted`), `channel_messages`, `messages_in(channel_id)` (any channel or thread) and `dm(user)`
+    (what the bot posted outside interactions), `reactions` (the bot's own), `attachments` (with their
+    `fetches`), `events` (everything sent over the gateway) and `requests`. `upload_hook`, if set, is
+    awaited with the stored message before the fake answers any request that uploads files, so a test
+    can hold that answer back (and stop the bot meanwhile).
     """
+
+    everyone_permissions = _first_guild("everyone_permissions", "@everyone's permissions in the first server.")
+    app_permissions = _first_guild("app_permissions", "The bot's own permissions in the first server.")
+    guild_owner_id = _first_guild("owner_id", "Who owns the first server (all permissions); may be changed any time.")
+    bot_role = _first_guild("bot_role", "The bot's managed role in the first server.")
+    roles = _first_guild("roles", "The first server's roles, made with role(), or by user(permissions=...).")
+    members = _first_guild("members", 'The first server\'s members: user id -> {"roles", "nick", "joined_at"}.')
 
     def __init__(self) -> None:
         self._ids = itertools.count(1_000_000_000_000_000_000)
         self.application_id = self.snowflake()
         self.bot_user = {"id": str(self.application_id), "username": "dreambot", "discriminator": "0",
                          "global_name": None, "avatar": None, "bot": True}
-        self.guild_id = self.snowflake()
-        self.channels: dict[int, dict] = {}  # the guild's text channels, as GUILD_CREATE sends them
-        self.channel_id = self.text_channel("general")  # the default one, where members act unless told
-        self.everyone_permissions = DEFAULT_PERMISSIONS
-        self.app_permissions = DEFAULT_PERMISSIONS  # the bot's own, in the channel; checked on channel routes
-        self.bot_role = {"id": str(self.snowflake()), "name": "Dreambot", "permissions": str(self.app_permissions),
-                         "position": 1, "color": 0, "hoist": False, "managed": True, "mentionable": False,
-                         "flags": 0, "tags": {"bot_id": str(self.application_id)}}
-        self.roles: dict[str, dict] = {}  # made with role(), or by user(permissions=...)
-        self.members: dict[str, dict] = {}  # user id -> {"roles", "nick", "joined_at"}
+        self.guilds: dict[int, Guild] = {}  # every server the bot is in, the first one first
+        self.channels: dict[int, dict] = {}  # every server's text channels, as GUILD_CREATE sends them
+        self.threads: dict[int, dict] = {}  # every server's threads, as stored (see `_channel` for what is sent)
         self.users: dict[str, dict] = {self.bot_user["id"]: self.bot_user}
+        first = self._new_guild("Dream Lab")
+        self.guild_id = first.id
+        self.channel_id = first.channel_id  # the default one, where members act unless told
         self.owner = self.user("owner")  # owns the application (the bot's owner)
-        self.guild_owner_id = self.owner["id"]  # owns the server (all permissions); may be changed any time
+        first.owner_id = self.owner["id"]  # and the first server
+        self._announced_guilds: set[int] = set()
         self._announced_roles: set[str] = set()
-        self._announced_owner: str | None = None
+        self._announced_owners: dict[int, str] = {}
         self._announced_channels: dict[int, dict] = {}
-        self.commands: dict[str, dict] = {}  # name -> registered payload, global and guild ones together
+        self._announced_threads: set[int] = set()
+        self._announcing = asyncio.Lock()  # one batch of announcements and the event that follows, at a time
+        self._background: set[asyncio.Task] = set()
+        self.commands: dict[str, dict] = {}  # name -> registered payload, global and every server's together
         self._global_commands: list[dict] = []
-        self._guild_commands: list[dict] = []
+        self._guild_commands: dict[int, list[dict]] = {}  # server id -> its own commands
         self.sync_calls: list[str] = []  # the paths of every command registration
         self.interactions: dict[str, Interaction] = {}
         self.expired: set[str] = set()  # interaction tokens past Discord's 15 minutes
         self.ack_timeout: float | None = None  # set to 3.0 to refuse late first answers, as Discord does
         self.channel_messages = Interaction(id=0, token="", sent_at=0.0)  # what the bot did in the channel
-        self._in_channels: dict[int, Interaction] = {}  # the other channels' `channel_messages`
+        self._in_channels: dict[int, Interaction] = {}  # the other channels' and threads' `channel_messages`
         self.messages: dict[int, Message] = {}
         self.deleted: set[int] = set()
         self.reactions: dict[int, list[str]] = {}  # message id -> emoji the bot itself added, in order
         self.attachments: dict[int, Attachment] = {}
         self.upload_limit = 26_214_400  # per file, as `attachment_size_limit` tells the bot
+        # Awaited with the message as stored, after a request that uploads files is applied and before
+        # it is answered: `async def stall(message): await asyncio.sleep(25)` holds the answer back.
+        self.upload_hook: Callable[[Message], Awaitable[None]] | None = None
         self.dm_channels: dict[str, int] = {}  # user id -> DM channel id
         self._dms: dict[str, Interaction] = {}
         self.requests: list[tuple[str, str]] = []
@@ -266,76 +320,132 @@ class FakeDiscord:
     def snowflake(self) -> int:
         return next(self._ids)
 
-    def user(self, name: str, *, permissions: int = 0, roles: tuple | list = (), nick: str | None = None) -> dict:
-        """A new member of the server, with @everyone's permissions plus those of `roles` and `permissions`.
-        `permissions` comes as a role of their own, so that the interaction's `member.permissions` and
-        what the bot computes from its cache (`channel.permissions_for(member)`) agree."""
+    def add_guild(self, name: str, *, locale: str = "en-US") -> int:
+        """Another server the bot is in, owned by a new member, with a default text channel "general"
+        (`guilds[id].channel_id`) and `locale` as its preferred locale; returns its id. The bot hears of it
+        as of the first (unavailable in READY, then GUILD_CREATE) or, if it is connected, at once in
+        GUILD_CREATE, as when it is invited to a server."""
+        guild = self._new_guild(name, locale)
+        guild.owner_id = self.user(f"{name} owner", guild_id=guild.id)["id"]
+        self._announce_soon()
+        return guild.id
+
+    def user(self, name: str, *, permissions: int = 0, roles: tuple | list = (), nick: str | None = None,
+             guild_id: int | None = None) -> dict:
+        """A new member of the first server (or of `guild_id`), with @everyone's permissions plus those of
+        `roles` and `permissions`. `permissions` comes as a role of their own, so that the interaction's
+        `member.permissions` and what the bot computes from its cache (`channel.permissions_for(member)`)
+        agree. `join` makes them a member of another server too."""
         user = {"id": str(self.snowflake()), "username": name, "discriminator": "0", "global_name": name,
                 "avatar": None}
-        role_ids = [str(r["id"] if isinstance(r, dict) else r) for r in roles]
-        if permissions:
-            role_ids.append(self.role(f"{name}'s permissions", permissions)["id"])
         self.users[user["id"]] = user
-        self.members[user["id"]] = {"roles": role_ids, "nick": nick, "joined_at": _now()}
+        return self.join(user, guild_id or self.guild_id, permissions=permissions, roles=roles, nick=nick)
+
+    def join(self, user: dict, guild_id: int, *, permissions: int = 0, roles: tuple | list = (),
+             nick: str | None = None) -> dict:
+        """`user` (the same user, with the same id) becomes a member of server `guild_id` too, with that
+        server's @everyone permissions plus those of `roles` (roles of that server) and `permissions` (a
+        role of their own there); returns `user`. Without the members intent the bot is not told."""
+        guild = self._guild(guild_id)
+        if user["id"] in guild.members:
+            raise AssertionError(f"{user['username']} is already a member of server {guild.id}")
+        role_ids = [str(r["id"] if isinstance(r, dict) else r) for r in roles]
+        foreign = [r for r in role_ids if r not in guild.roles and any(r in g.roles for g in self.guilds.values())]
+        if foreign:
+            raise AssertionError(f"roles {foreign} are another server's, not server {guild.id}'s")
+        if permissions:
+            role_ids.append(self.role(f"{user['username']}'s permissions", permissions, guild_id=guild.id)["id"])
+        self.users.setdefault(user["id"], user)
+        guild.members[user["id"]] = {"roles": role_ids, "nick": nick, "joined_at": _now()}
         return user
 
-    def role(self, name: str, permissions: int = 0) -> dict:
-        """A new role (members get it with `user(..., roles=[role])`). The bot hears of it in GUILD_CREATE,
-        or in GUILD_ROLE_CREATE just before the next event the fake sends."""
+    def role(self, name: str, permissions: int = 0, *, guild_id: int | None = None) -> dict:
+        """A new role in the first server (or `guild_id`); members get it with `user(..., roles=[role])`. The
+        bot hears of it in GUILD_CREATE, or in GUILD_ROLE_CREATE just before the next event the fake sends."""
+        guild = self._guild(guild_id or self.guild_id)
         role = {"id": str(self.snowflake()), "name": name, "permissions": str(permissions),
-                "position": len(self.roles) + 2, "color": 0, "hoist": False, "managed": False,
+                "position": len(guild.roles) + 2, "color": 0, "hoist": False, "managed": False,
                 "mentionable": False, "flags": 0}
-        self.roles[role["id"]] = role
+        guild.roles[role["id"]] = role
         return role
 
-    def text_channel(self, name: str, *, nsfw: bool = False) -> int:
-        """A new text channel in the server; returns its id. The bot hears of it in GUILD_CREATE, or in
-        CHANNEL_CREATE just before the next event the fake sends."""
+    def text_channel(self, name: str, *, nsfw: bool = False, guild_id: int | None = None) -> int:
+        """A new text channel in the first server (or `guild_id`); returns its id. The bot hears of it in
+        GUILD_CREATE, or in CHANNEL_CREATE just before the next event the fake sends."""
+        guild = self._guild(guild_id or self.guild_id)
         channel_id = self.snowflake()
         self.channels[channel_id] = {
-            "id": str(channel_id), "type": 0, "guild_id": str(self.guild_id), "name": name,
-            "position": len(self.channels), "permission_overwrites": [], "nsfw": nsfw, "parent_id": None,
-            "topic": None, "last_message_id": None, "rate_limit_per_user": 0}
+            "id": str(channel_id), "type": GUILD_TEXT, "guild_id": str(guild.id), "name": name,
+            "position": sum(c["guild_id"] == str(guild.id) for c in self.channels.values()),
+            "permission_overwrites": [], "nsfw": nsfw, "parent_id": None, "topic": None, "last_message_id": None,
+            "rate_limit_per_user": 0}
         return channel_id
 
+    def thread(self, parent_channel_id: int, name: str, *, private: bool = False) -> int:
+        """A new thread in text channel `parent_channel_id`, started by the server's owner: public (type
+        11), or private (type 12; the bot added to it, as a member must do for a bot to see one at all).
+        Like Discord, it is age-restricted exactly when its parent is. Returns its id. The bot hears of
+        it in GUILD_CREATE's `threads`, or at once in THREAD_CREATE."""
+        parent = self._text_channel(parent_channel_id)
+        guild = self.guilds[int(parent["guild_id"])]
+        thread_id = self.snowflake()
+        now = _now()
+        metadata = {"archived": False, "auto_archive_duration": 4320, "archive_timestamp": now, "locked": False,
+                    "create_timestamp": now}
+        if private:
+            metadata["invitable"] = True
+        self.threads[thread_id] = {
+            "id": str(thread_id), "type": PRIVATE_THREAD if private else PUBLIC_THREAD, "guild_id": parent["guild_id"],
+            "parent_id": parent["id"], "owner_id": guild.owner_id, "name": name, "last_message_id": None,
+            "rate_limit_per_user": 0, "flags": 0, "member_count": 2 if private else 1, "thread_metadata": metadata}
+        self._announce_soon()
+        return thread_id
+
     def set_nsfw(self, channel_id: int, nsfw: bool) -> None:
-        """Mark text channel `channel_id` age-restricted or not; the bot hears CHANNEL_UPDATE just before
-        the next event the fake sends."""
+        """Mark text channel `channel_id` age-restricted or not (its threads follow); the bot hears
+        CHANNEL_UPDATE just before the next event the fake sends."""
         self._text_channel(channel_id)["nsfw"] = nsfw
 
     def messages_in(self, channel_id: int) -> Interaction:
-        """What the bot did outside interactions in text channel `channel_id` (`channel_messages` for
-        the default one; `dm(user)` for a DM channel), as replies of kind "message", "edit", "delete"."""
+        """What the bot did outside interactions in text channel or thread `channel_id` (`channel_messages`
+        for the default one; `dm(user)` for a DM channel), as replies of kind "message", "edit", "delete"."""
         if channel_id == self.channel_id:
             return self.channel_messages
         if self._is_dm(channel_id):
             return self.dm(self._dm_user(channel_id))
-        self._text_channel(channel_id)
-        return self._in_channels.setdefault(channel_id, Interaction(id=0, token="", sent_at=0.0))
+        self._place(channel_id)
+        return self._in_channels.setdefault(int(channel_id), Interaction(id=0, token="", sent_at=0.0))
 
-    def permissions_of(self, user: dict) -> int:
-        """The member's permissions in the channel, as Discord sends them in `member.permissions`."""
-        if user["id"] == self.guild_owner_id:
+    def permissions_of(self, user: dict, guild_id: int | None = None) -> int:
+        """The member's permissions in the first server (or `guild_id`), as Discord sends them in
+        `member.permissions`."""
+        guild = self._guild(guild_id or self.guild_id)
+        if user["id"] == guild.owner_id:
             return ALL_PERMISSIONS
-        value = self.everyone_permissions
-        for role_id in self.members.get(user["id"], {}).get("roles", []):
-            value |= int(self.roles.get(role_id, {}).get("permissions", 0))
+        value = guild.everyone_permissions
+        for role_id in guild.members.get(user["id"], {}).get("roles", []):
+            value |= int(guild.roles.get(role_id, {}).get("permissions", 0))
         return ALL_PERMISSIONS if value & ADMINISTRATOR else value
 
-    def member(self, user: dict) -> dict:
-        """`user` as a guild member payload, permissions included."""
-        record = self.members.get(user["id"], {})
+    def member(self, user: dict, guild_id: int | None = None) -> dict:
+        """`user` as a member payload of the first server (or `guild_id`), permissions included."""
+        guild = self._guild(guild_id or self.guild_id)
+        record = guild.members.get(user["id"], {})
         return {"user": user, "roles": list(record.get("roles", [])), "joined_at": record.get("joined_at", _now()),
                 "deaf": False, "mute": False, "flags": 0, "pending": False, "nick": record.get("nick"),
-                "avatar": None, "communication_disabled_until": None, "permissions": str(self.permissions_of(user))}
+                "avatar": None, "communication_disabled_until": None,
+                "permissions": str(self.permissions_of(user, guild.id))}
 
-    def command(self, name: str, type: int = 1) -> dict:
-        """The registered command `name` of `type` (1 slash, 2 user, 3 message); guild ones win."""
-        for command in (*self._guild_commands, *self._global_commands):
+    def command(self, name: str, type: int = 1, *, guild_id: int | None = None) -> dict:
+        """The registered command `name` of `type` (1 slash, 2 user, 3 message) offered in the first server
+        (or `guild_id`): that server's own commands win over global ones."""
+        guild_id = int(guild_id or self.guild_id)
+        for command in (*self._guild_commands.get(guild_id, []), *self._global_commands):
             if command["name"] == name and command.get("type", 1) == type:
                 return command
-        raise AssertionError(f"no command {name!r} of type {type} is registered; registered: "
-                             f"{sorted((c['name'], c.get('type', 1)) for c in self._all_commands())}")
+        registered = sorted((c["name"], c.get("type", 1), c.get("guild_id", "global")) for c in self._all_commands())
+        raise AssertionError(f"no command {name!r} of type {type} is registered for server {guild_id}; "
+                             f"registered: {registered}")
 
     def message(self, message_id: int | str) -> Message:
         """A message the bot or a member created, deleted or not."""
@@ -385,6 +495,8 @@ class FakeDiscord:
         return self
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -397,12 +509,13 @@ class FakeDiscord:
         """A member runs slash command `name` ("group sub" for a subcommand) with `options`, sent as given:
         no checks, like a raw client. An Attachment, Upload or bytes value becomes an attachment option,
         a user dict a user (or mentionable) option; by the option's declared type, a channel id a
-        channel, a role dict or id a role. It runs in the default channel, in text channel
-        `in_channel`, or with `in_dm` in the member's DM with the bot (which a guild command, or one
-        not allowed in DMs, never is)."""
+        channel, a role dict or id a role. It runs in the default channel, in text channel or thread
+        `in_channel` of any server (whose member `user` must be), or with `in_dm` in the member's DM
+        with the bot (which a guild command, or one not allowed in DMs, never is)."""
         names = name.split()
-        command = self.command(names[0], 1)
-        user = user or self.user("member")
+        guild = None if in_dm else self._guild_at(in_channel or self.channel_id)
+        command = self.command(names[0], 1, guild_id=guild.id if guild else None)
+        user = user or self.user("member", guild_id=guild.id if guild else None)
         contexts = command.get("contexts") or ([0] if command.get("dm_permission") is False else [0, 1, 2])
         if in_dm and (command.get("guild_id") or 1 not in contexts):
             raise AssertionError(f"/{names[0]} is not offered in DMs (a guild command, or contexts {contexts})")
@@ -416,31 +529,38 @@ class FakeDiscord:
             declared = option.get("options") or []
         kinds = {o["name"]: o["type"] for o in declared}
         resolved: dict[str, dict] = {}
-        data_options = [self._option(key, value, kinds.get(key), resolved, user) for key, value in options.items()]
+        data_options = [self._option(key, value, kinds.get(key), resolved, user, guild)
+                        for key, value in options.items()]
         for option in reversed(chain):
             data_options = [{"name": option["name"], "type": option["type"], "options": data_options}]
         data = {"id": command["id"], "name": names[0], "type": 1, "options": data_options}
         if resolved:
             data["resolved"] = resolved
-        channel_id = self._dm_id(user) if in_dm else int(self._text_channel(in_channel or self.channel_id)["id"])
+        channel_id = self._dm_id(user) if in_dm else int(in_channel or self.channel_id)
         return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user, channel_id=channel_id)
 
     async def invoke_message_command(self, name: str, message_id: int, user: dict | None = None) -> Interaction:
-        """A member picks Apps → `name` on message `message_id`."""
-        command = self.command(name, 3)
+        """A member picks Apps → `name` on message `message_id`, where that message is."""
         message = self._target(message_id)
+        guild = self._guild_of(message.channel_id)
+        command = self.command(name, 3, guild_id=guild.id if guild else None)
         data = {"id": command["id"], "name": name, "type": 3, "target_id": str(message.id),
                 "resolved": {"messages": {str(message.id): self._payload(message)}}}
         return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), self._viewer(message, user),
                                     channel_id=message.channel_id)
 
-    async def invoke_user_command(self, name: str, target: dict, user: dict | None = None) -> Interaction:
-        """A member picks Apps → `name` on member `target`."""
-        command = self.command(name, 2)
-        member = {k: v for k, v in self.member(target).items() if k != "user"}
-        data = {"id": command["id"], "name": name, "type": 2, "target_id": target["id"],
-                "resolved": {"users": {target["id"]: target}, "members": {target["id"]: member}}}
-        return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user)
+    async def invoke_user_command(self, name: str, target: dict, user: dict | None = None, *,
+                                  in_channel: int | None = None) -> Interaction:
+        """A member picks Apps → `name` on member `target`, in the default channel or `in_channel`."""
+        channel_id = int(in_channel or self.channel_id)
+        guild = self._guild_at(channel_id)
+        command = self.command(name, 2, guild_id=guild.id)
+        resolved: dict = {"users": {target["id"]: target}}
+        if target["id"] in guild.members:  # someone who left, or never joined, comes as a user only
+            member = {k: v for k, v in self.member(target, guild.id).items() if k != "user"}
+            resolved["members"] = {target["id"]: member}
+        data = {"id": command["id"], "name": name, "type": 2, "target_id": target["id"], "resolved": resolved}
+        return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user, channel_id=channel_id)
 
     async def click(self, message_id: int, custom_id: str, user: dict | None = None) -> Interaction:
         """A member clicks the button `custom_id` on message `message_id`, where that message is; only its
@@ -470,7 +590,8 @@ class FakeDiscord:
         message = self._target(message_id)
         if message.ephemeral:
             raise AssertionError(f"message {message_id} is ephemeral: Discord offers no reactions on it")
-        user = self._viewer(message, user) or self.user("member")
+        user = self._viewer(message, user) or self._someone(message.channel_id)
+        self._check_member(user, message.channel_id)
         emoji = _emoji_key(emoji)
         who = message.reactions.setdefault(emoji, [])
         if user["id"] not in who:
@@ -496,14 +617,14 @@ class FakeDiscord:
     async def post(self, content: str = "", user: dict | None = None, *,
                    attachments: list[Attachment | Upload | bytes] = (), reply_to: int | None = None,
                    in_channel: int | None = None) -> Message:
-        """A member posts a message in the default channel or `in_channel` (a text channel, or a DM channel
-        whose recipient then posts) as MESSAGE_CREATE; its content reaches the bot only with the message
-        content intent, as on Discord."""
-        channel_id = in_channel or self.channel_id
+        """A member posts a message in the default channel or `in_channel` (a text channel or thread of any
+        server, or a DM channel whose recipient then posts) as MESSAGE_CREATE; its content reaches the bot
+        only with the message content intent, as on Discord."""
+        channel_id = int(in_channel or self.channel_id)
         dm = self._is_dm(channel_id)
-        user = user or (self._dm_user(channel_id) if dm else self.user("member"))
-        if not dm:
-            self._text_channel(channel_id)
+        guild = None if dm else self._guild_of(channel_id)
+        user = user or (self._dm_user(channel_id) if dm else self._someone(channel_id))
+        self._check_member(user, channel_id)
         stored = [a if isinstance(a, Attachment) else self._store_attachment(
             a.data if isinstance(a, Upload) else a, a.filename if isinstance(a, Upload) else "image.png",
             f"attachments/{channel_id}") for a in attachments]
@@ -513,8 +634,8 @@ class FakeDiscord:
             message.type = 19
             message.message_reference = {"type": 0, "message_id": str(self._target(reply_to).id),
                                          "channel_id": str(channel_id)}
-            if not dm:
-                message.message_reference["guild_id"] = str(self.guild_id)
+            if guild is not None:
+                message.message_reference["guild_id"] = str(guild.id)
         self.messages[message.id] = message
         await self._deliver("MESSAGE_CREATE", self._gateway_payload(message), DIRECT_MESSAGES if dm else GUILD_MESSAGES)
         return message
@@ -525,28 +646,70 @@ class FakeDiscord:
 
     async def dispatch(self, event: str, data: dict) -> None:
         await self.identified.wait()
-        await self._sync_guild()
+        async with self._announcing:
+            await self._sync_guilds()
+            await self._send(event, data)
+
+    async def _send(self, event: str, data: dict) -> None:
         self.events.append((event, data))
         for ws in list(self._sockets):
             await ws.send_json({"op": 0, "t": event, "s": next(self._sequence), "d": data})
 
-    async def _sync_guild(self) -> None:
-        """Tell the bot about roles, channels and an owner change made since it last heard, as Discord would have."""
-        updates = [("GUILD_ROLE_CREATE", {"guild_id": str(self.guild_id), "role": role})
-                   for role_id, role in self.roles.items() if role_id not in self._announced_roles]
-        self._announced_roles.update(self.roles)
+    def _announce_soon(self) -> None:
+        """Tell a connected bot of a new server or thread now, as Discord does, not with the next event."""
+        if not self.identified.is_set():
+            return  # READY and GUILD_CREATE will bring it
+        try:
+            task = asyncio.get_running_loop().create_task(self._announce())
+        except RuntimeError:  # no loop running: the next event the fake sends brings it
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce(self) -> None:
+        async with self._announcing:
+            try:
+                await self._sync_guilds()
+            except (ConnectionError, RuntimeError):  # the bot is going away; it hears all again when it identifies
+                pass
+
+    async def _sync_guilds(self) -> None:
+        """Tell the bot about servers, roles, channels, threads and owner changes made since it last heard,
+        as Discord would have."""
+        updates = []
+        for guild in self.guilds.values():
+            if guild.id not in self._announced_guilds:  # invited to it: all it holds comes along
+                updates.append(("GUILD_CREATE", self._guild_payload(guild)))
+                self._mark_announced(guild)
+        for guild in self.guilds.values():
+            updates += [("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role})
+                        for role_id, role in guild.roles.items() if role_id not in self._announced_roles]
+            self._announced_roles.update(guild.roles)
         updates += [("CHANNEL_UPDATE" if channel_id in self._announced_channels else "CHANNEL_CREATE", dict(channel))
                     for channel_id, channel in self.channels.items()
                     if self._announced_channels.get(channel_id) != channel]
         self._announced_channels = {channel_id: dict(channel) for channel_id, channel in self.channels.items()}
-        if self.guild_owner_id != self._announced_owner:
-            self._announced_owner = self.guild_owner_id
-            guild = {k: v for k, v in self._guild().items() if k not in ("channels", "members", "threads")}
-            updates.append(("GUILD_UPDATE", guild))
+        updates += [("THREAD_CREATE", {**self._thread_payload(thread_id), "newly_created": True})
+                    for thread_id in self.threads if thread_id not in self._announced_threads]
+        self._announced_threads.update(self.threads)
+        for guild in self.guilds.values():
+            if guild.owner_id != self._announced_owners.get(guild.id):
+                self._announced_owners[guild.id] = guild.owner_id
+                data = self._guild_payload(guild)
+                updates.append(("GUILD_UPDATE", {k: v for k, v in data.items()
+                                                 if k not in ("channels", "members", "threads")}))
         for event, data in updates:
-            self.events.append((event, data))
-            for ws in list(self._sockets):
-                await ws.send_json({"op": 0, "t": event, "s": next(self._sequence), "d": data})
+            await self._send(event, data)
+
+    def _mark_announced(self, guild: Guild) -> None:
+        """What the bot now knows of `guild`, as GUILD_CREATE told it."""
+        self._announced_guilds.add(guild.id)
+        self._announced_roles.update(guild.roles)
+        self._announced_owners[guild.id] = guild.owner_id
+        self._announced_channels.update({channel_id: dict(channel) for channel_id, channel in self.channels.items()
+                                         if channel["guild_id"] == str(guild.id)})
+        self._announced_threads.update(thread_id for thread_id, thread in self.threads.items()
+                                       if thread["guild_id"] == str(guild.id))
 
     # -- gateway ---------------------------------------------------------------------------------
 
@@ -572,21 +735,24 @@ class FakeDiscord:
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse) -> None:
-        await ws.send_json({"op": 0, "t": "READY", "s": next(self._sequence), "d": {
-            "v": 10,
-            "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-            "session_id": "fake-session",
-            "resume_gateway_url": self.gateway_url,
-            "application": {"id": str(self.application_id), "flags": 0},
-            "shard": [0, 1],
-        }})
-        await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._sequence), "d": self._guild()})
-        self._announced_roles = set(self.roles)
-        self._announced_owner = self.guild_owner_id
-        self._announced_channels = {channel_id: dict(channel) for channel_id, channel in self.channels.items()}
-        self.identify_count += 1
-        self.identified.set()
+        async with self._announcing:
+            await ws.send_json({"op": 0, "t": "READY", "s": next(self._sequence), "d": {
+                "v": 10,
+                "user": self.bot_user,
+                "guilds": [{"id": str(guild_id), "unavailable": True} for guild_id in self.guilds],
+                "session_id": "fake-session",
+                "resume_gateway_url": self.gateway_url,
+                "application": {"id": str(self.application_id), "flags": 0},
+                "shard": [0, 1],
+            }})
+            self._announced_guilds, self._announced_roles, self._announced_threads = set(), set(), set()
+            self._announced_channels, self._announced_owners = {}, {}
+            for guild in list(self.guilds.values()):
+                data = self._guild_payload(guild)
+                self._mark_announced(guild)
+                await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._sequence), "d": data})
+            self.identify_count += 1
+            self.identified.set()
 
     async def _deliver(self, event: str, data: dict, intent: int) -> None:
         """An event a test asked for: sent even if the bot did not subscribe, unless `strict_intents`."""
@@ -612,26 +778,80 @@ class FakeDiscord:
     async def _emit_message(self, event: str, message: Message) -> None:
         if message.ephemeral:  # only the member sees those: no gateway event
             return
-        intent = DIRECT_MESSAGES if self._is_dm(message.channel_id) else GUILD_MESSAGES
+        guild = self._guild_of(message.channel_id)
+        intent = GUILD_MESSAGES if guild else DIRECT_MESSAGES
         if event == "MESSAGE_DELETE":
             data = {"id": str(message.id), "channel_id": str(message.channel_id)}
-            if not self._is_dm(message.channel_id):
-                data["guild_id"] = str(self.guild_id)
+            if guild is not None:
+                data["guild_id"] = str(guild.id)
         else:
             data = self._gateway_payload(message)
         await self._emit(event, data, intent)
 
-    def _channel(self, channel_id: int | None = None) -> dict:
-        """A text channel's payload, the default one's unless told."""
-        return dict(self._text_channel(channel_id or self.channel_id))
+    def _channel(self, channel_id: int | str | None = None) -> dict:
+        """A text channel's or thread's payload as Discord sends it, the default channel's unless told. A
+        thread reports its parent's `nsfw`, whatever that is now."""
+        channel_id = int(channel_id or self.channel_id)
+        if channel_id not in self.threads:
+            return dict(self._text_channel(channel_id))
+        thread = self.threads[channel_id]
+        sent = [m for m in self.messages.values() if m.channel_id == channel_id and not m.ephemeral]
+        return {**thread, "thread_metadata": dict(thread["thread_metadata"]),
+                "nsfw": self.channels[int(thread["parent_id"])]["nsfw"],
+                "message_count": sum(not m.deleted for m in sent), "total_message_sent": len(sent)}
+
+    def _thread_payload(self, thread_id: int) -> dict:
+        """A thread as GUILD_CREATE and THREAD_CREATE send it: with the bot's thread membership, if any."""
+        data = self._channel(thread_id)
+        if data["type"] == PRIVATE_THREAD:  # the bot was added to it (see `thread`)
+            data["member"] = {"id": data["id"], "user_id": self.bot_user["id"],
+                              "join_timestamp": data["thread_metadata"]["create_timestamp"], "flags": 0}
+        return data
 
     def _text_channel(self, channel_id: int | str) -> dict:
         """The stored text channel (a test's mistake if there is none)."""
         try:
             return self.channels[int(channel_id)]
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):
+            if str(channel_id).isdigit() and int(channel_id) in self.threads:
+                raise AssertionError(f"{channel_id} is a thread, not a text channel (a thread is age-restricted "
+                                     f"exactly when its parent is)") from None
             raise AssertionError(f"fake Discord has no text channel {channel_id}; it has {list(self.channels)}") \
                 from None
+
+    def _place(self, channel_id: int | str) -> dict:
+        """The stored text channel or thread (a test's mistake if there is neither)."""
+        key = int(channel_id) if str(channel_id).isdigit() else None
+        place = self.channels.get(key) or self.threads.get(key)
+        if place is None:
+            raise AssertionError(f"fake Discord has no text channel or thread {channel_id}; it has channels "
+                                 f"{list(self.channels)} and threads {list(self.threads)}")
+        return place
+
+    def _guild(self, guild_id: int | str) -> Guild:
+        guild = self.guilds.get(int(guild_id)) if str(guild_id).isdigit() else None
+        if guild is None:
+            raise AssertionError(f"fake Discord has no server {guild_id}; it has {list(self.guilds)}")
+        return guild
+
+    def _guild_at(self, channel_id: int | str) -> Guild:
+        """The server text channel or thread `channel_id` is in."""
+        return self.guilds[int(self._place(channel_id)["guild_id"])]
+
+    def _guild_of(self, channel_id: int | str) -> Guild | None:
+        """The server `channel_id` is in; None for a DM channel."""
+        return None if self._is_dm(int(channel_id)) else self._guild_at(channel_id)
+
+    def _someone(self, channel_id: int) -> dict:
+        """A new member who can act in `channel_id`: of its server, or of the first for a DM."""
+        guild = self._guild_of(channel_id)
+        return self.user("member", guild_id=guild.id if guild else None)
+
+    def _check_member(self, user: dict, channel_id: int) -> None:
+        guild = self._guild_of(channel_id)
+        if guild is not None and user["id"] not in guild.members:
+            raise AssertionError(f"{user['username']} is not a member of server {guild.id}, where channel "
+                                 f"{channel_id} is: fake.join(user, {guild.id}) first")
 
     def _dm_id(self, user: dict) -> int:
         """The id of the DM channel between the bot and `user`, opened if needed."""
@@ -646,25 +866,37 @@ class FakeDiscord:
     def _dm_user(self, channel_id: int) -> dict:
         return self.users[next(u for u, c in self.dm_channels.items() if c == channel_id)]
 
-    def _roles(self) -> list[dict]:
-        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(self.everyone_permissions),
-                    "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
-        self.bot_role["permissions"] = str(self.app_permissions)
-        return [everyone, self.bot_role, *self.roles.values()]
+    def _new_guild(self, name: str, locale: str = "en-US") -> Guild:
+        guild = Guild(id=self.snowflake(), name=name, locale=locale)
+        self.guilds[guild.id] = guild
+        guild.channel_id = self.text_channel("general", guild_id=guild.id)
+        guild.bot_role = {"id": str(self.snowflake()), "name": "Dreambot", "permissions": str(guild.app_permissions),
+                          "position": 1, "color": 0, "hoist": False, "managed": True, "mentionable": False,
+                          "flags": 0, "tags": {"bot_id": str(self.application_id)}}
+        return guild
 
-    def _guild(self) -> dict:
+    def _roles(self, guild: Guild | None = None) -> list[dict]:
+        guild = guild or self.guilds[self.guild_id]
+        everyone = {"id": str(guild.id), "name": "@everyone", "permissions": str(guild.everyone_permissions),
+                    "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+        guild.bot_role["permissions"] = str(guild.app_permissions)
+        return [everyone, guild.bot_role, *guild.roles.values()]
+
+    def _guild_payload(self, guild: Guild) -> dict:
         return {
-            "id": str(self.guild_id), "name": "Dream Lab", "icon": None, "owner_id": self.guild_owner_id,
-            "roles": self._roles(), "emojis": [], "stickers": [], "features": [],
-            "channels": [dict(channel) for channel in self.channels.values()], "threads": [],
-            "members": [{"user": self.bot_user, "roles": [self.bot_role["id"]], "joined_at": _now(), "deaf": False,
-                         "mute": False, "flags": 0}],
-            "member_count": 2, "large": False, "unavailable": False, "verification_level": 0,
+            "id": str(guild.id), "name": guild.name, "icon": None, "owner_id": guild.owner_id,
+            "roles": self._roles(guild), "emojis": [], "stickers": [], "features": [],
+            "channels": [dict(channel) for channel in self.channels.values() if channel["guild_id"] == str(guild.id)],
+            "threads": [self._thread_payload(thread_id) for thread_id, thread in self.threads.items()
+                        if thread["guild_id"] == str(guild.id)],
+            "members": [{"user": self.bot_user, "roles": [guild.bot_role["id"]], "joined_at": guild.joined_at,
+                         "deaf": False, "mute": False, "flags": 0}],
+            "member_count": len(guild.members) + 1, "large": False, "unavailable": False, "verification_level": 0,
             "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0,
-            "premium_tier": 0, "preferred_locale": "en-US", "system_channel_id": None, "system_channel_flags": 0,
+            "premium_tier": 0, "preferred_locale": guild.locale, "system_channel_id": None, "system_channel_flags": 0,
             "afk_channel_id": None, "afk_timeout": 300, "application_id": None, "vanity_url_code": None,
             "description": None, "banner": None, "splash": None, "discovery_splash": None,
-            "joined_at": _now(), "voice_states": [], "presences": [], "stage_instances": [],
+            "joined_at": guild.joined_at, "voice_states": [], "presences": [], "stage_instances": [],
             "guild_scheduled_events": [], "premium_progress_bar_enabled": False,
         }
 
@@ -672,13 +904,15 @@ class FakeDiscord:
 
     async def _interact(self, kind: int, data: dict, user: dict | None, message: Message | None = None, *,
                         channel_id: int | None = None) -> Interaction:
-        """INTERACTION_CREATE from `channel_id` (where `message` is, for a component): a guild channel, or
-        `user`'s DM with the bot, as Discord sends it there."""
+        """INTERACTION_CREATE from `channel_id` (where `message` is, for a component): a text channel or
+        thread of a server `user` is a member of, or `user`'s DM with the bot, as Discord sends it there."""
         if message is not None:
             user, channel_id = self._viewer(message, user), message.channel_id
-        user = user or self.user("member")
-        channel_id = channel_id or self.channel_id
-        dm = self._is_dm(channel_id)
+        channel_id = int(channel_id or self.channel_id)
+        user = user or self._someone(channel_id)
+        self._check_member(user, channel_id)
+        guild = self._guild_of(channel_id)
+        dm = guild is None
         interaction_id = self.snowflake()
         token = f"token-{interaction_id}"
         record = Interaction(id=interaction_id, token=token, sent_at=time.monotonic(), type=kind, user=user,
@@ -694,16 +928,16 @@ class FakeDiscord:
             "channel": self._dm_channel(user) if dm else self._channel(channel_id),
             "data": data,
             "locale": "en-US",
-            "app_permissions": str(DM_APP_PERMISSIONS if dm else self.app_permissions),
+            "app_permissions": str(DM_APP_PERMISSIONS if dm else guild.app_permissions),
             "entitlements": [],
-            "authorizing_integration_owners": {"0": "0" if dm else str(self.guild_id)},
+            "authorizing_integration_owners": {"0": "0" if dm else str(guild.id)},
             "context": 1 if dm else 0,
             "attachment_size_limit": self.upload_limit,
         }
         if dm:  # no guild, no member: the user at the top level
             payload["user"] = user
         else:
-            payload.update(guild_id=str(self.guild_id), member=self.member(user), guild_locale="en-US")
+            payload.update(guild_id=str(guild.id), member=self.member(user, guild.id), guild_locale=guild.locale)
         if message is not None:
             payload["message"] = self._payload(message)
         record.payload = payload
@@ -715,8 +949,11 @@ class FakeDiscord:
             data["guild_id"] = command["guild_id"]
         return data
 
-    def _option(self, name: str, value: Any, kind: int | None, resolved: dict, user: dict) -> dict:
-        """One option as Discord sends it, what it names added to `resolved` (`user` runs the command)."""
+    def _option(self, name: str, value: Any, kind: int | None, resolved: dict, user: dict,
+                guild: Guild | None) -> dict:
+        """One option as Discord sends it, what it names added to `resolved` (`user` runs the command in
+        `guild`; None for a DM, where the first server's members, roles and channels stand in)."""
+        guild = guild or self.guilds[self.guild_id]
         if isinstance(value, (bytes, Upload)):
             value = self.attachment(value)
         if isinstance(value, Attachment):
@@ -726,11 +963,12 @@ class FakeDiscord:
             value = self.users[str(value)]
         if isinstance(value, dict) and "username" in value:
             resolved.setdefault("users", {})[value["id"]] = value
-            member = {k: v for k, v in self.member(value).items() if k != "user"}
-            resolved.setdefault("members", {})[value["id"]] = member
+            if value["id"] in guild.members:  # a user who is not a member there comes without one
+                member = {k: v for k, v in self.member(value, guild.id).items() if k != "user"}
+                resolved.setdefault("members", {})[value["id"]] = member
             return {"name": name, "type": 9 if kind == 9 else 6, "value": value["id"]}
         if kind in (8, 9):
-            roles = {role["id"]: role for role in self._roles()}
+            roles = {role["id"]: role for role in self._roles(guild)}
             role_id = str(value.get("id") if isinstance(value, dict) else value)
             if role_id in roles:
                 resolved.setdefault("roles", {})[role_id] = roles[role_id]
@@ -738,7 +976,7 @@ class FakeDiscord:
         if kind == 7:
             channel = {k: v for k, v in self._channel(value).items() if k not in ("guild_id", "permission_overwrites")}
             resolved.setdefault("channels", {})[channel["id"]] = {
-                **channel, "permissions": str(self.permissions_of(user)), "flags": 0}
+                **channel, "permissions": str(self.permissions_of(user, guild.id)), "flags": 0}
             return {"name": name, "type": 7, "value": channel["id"]}
         if kind is None:
             kind = (5 if isinstance(value, bool) else 3 if isinstance(value, str)
@@ -771,9 +1009,10 @@ class FakeDiscord:
     def _reaction_event(self, message: Message, emoji: str, user: dict) -> dict:
         data = {"user_id": user["id"], "channel_id": str(message.channel_id), "message_id": str(message.id),
                 "emoji": _emoji(emoji), "burst": False, "burst_colors": [], "type": 0}
-        if not self._is_dm(message.channel_id):
-            data["guild_id"] = str(self.guild_id)
-            data["member"] = self.member(user)
+        guild = self._guild_of(message.channel_id)
+        if guild is not None:
+            data["guild_id"] = str(guild.id)
+            data["member"] = self.member(user, guild.id)
         return data
 
     # -- messages --------------------------------------------------------------------------------
@@ -862,7 +1101,14 @@ class FakeDiscord:
         self._edit(message, payload, files)
         self._record(record, Reply("edit", time.monotonic(), payload, files, message_id=message.id))
         await self._emit_message("MESSAGE_UPDATE", message)
-        return _json(self._payload(message))
+        answer = _json(self._payload(message))
+        await self._uploaded(message, files)
+        return answer
+
+    async def _uploaded(self, message: Message | None, files: list[Upload]) -> None:
+        """`upload_hook`'s turn, if the request uploaded files: applied and announced, not yet answered."""
+        if files and message is not None and self.upload_hook is not None:
+            await self.upload_hook(message)
 
     def _edit(self, message: Message, payload: dict, files: list[Upload]) -> None:
         self._apply(message, payload, files)
@@ -885,8 +1131,9 @@ class FakeDiscord:
             "embeds": message.embeds, "pinned": False, "type": message.type, "flags": message.flags,
             "components": message.components,
         }
-        if not self._is_dm(message.channel_id):
-            data["guild_id"] = str(self.guild_id)
+        guild = self._guild_of(message.channel_id)
+        if guild is not None:
+            data["guild_id"] = str(guild.id)
         if message.webhook_id is not None:
             data["webhook_id"] = data["application_id"] = str(message.webhook_id)
         if message.interaction_metadata is not None:
@@ -907,7 +1154,8 @@ class FakeDiscord:
         data = self._payload(message)
         if message.author.get("bot") or self._is_dm(message.channel_id):
             return data
-        data["member"] = {k: v for k, v in self.member(message.author).items() if k not in ("user", "permissions")}
+        member = self.member(message.author, self._guild_at(message.channel_id).id)
+        data["member"] = {k: v for k, v in member.items() if k not in ("user", "permissions")}
         # Without the privileged intent Discord strips what members wrote, unless the bot is mentioned.
         if not self._subscribed(MESSAGE_CONTENT) and self.bot_user["id"] not in message.mentions:
             data.update(content="", embeds=[], attachments=[], components=[])
@@ -947,12 +1195,15 @@ class FakeDiscord:
         return _json({"message": f"fake Discord has no route {request.method} {path}", "code": 0}, status=404)
 
     def _all_commands(self) -> list[dict]:
-        return [*self._global_commands, *self._guild_commands]
+        return [*self._global_commands, *(c for commands in self._guild_commands.values() for c in commands)]
 
     async def _commands(self, request: web.Request, path: str, parts: list[str]) -> web.Response:
+        """A server's commands (…/guilds/{id}/commands) apply there only, and replace only that server's."""
         guild_id = parts[3] if len(parts) == 5 and parts[2] == "guilds" else None
+        if guild_id is not None and (not guild_id.isdigit() or int(guild_id) not in self.guilds):
+            return _json({"message": "Missing Access", "code": 50001}, status=403)  # a server the bot is not in
         if request.method == "GET":
-            return _json(self._guild_commands if guild_id else self._global_commands)
+            return _json(self._guild_commands.get(int(guild_id), []) if guild_id else self._global_commands)
         if request.method != "PUT":
             return web.Response(status=405)
         self.sync_calls.append(path)
@@ -973,7 +1224,7 @@ class FakeDiscord:
                 command["guild_id"] = guild_id
             registered.append(command)
         if guild_id:
-            self._guild_commands = registered
+            self._guild_commands[int(guild_id)] = registered
         else:
             self._global_commands = registered
         self.commands = {command["name"]: command for command in self._all_commands()}
@@ -1025,6 +1276,7 @@ class FakeDiscord:
             answer["interaction"]["response_message_id"] = str(message.id)
             answer["resource"] = {"type": kind, "message": self._payload(message)}
             await self._emit_message("MESSAGE_UPDATE" if kind == 7 else "MESSAGE_CREATE", message)
+        await self._uploaded(message, files)
         return _json(answer)
 
     async def _webhook(self, request: web.Request, parts: list[str]) -> web.Response:
@@ -1068,15 +1320,20 @@ class FakeDiscord:
             event = "MESSAGE_CREATE"
         self._record(record, Reply("followup", time.monotonic(), payload, files, message_id=message.id))
         await self._emit_message(event, message)
-        return _json(self._payload(message))
+        answer = _json(self._payload(message))
+        await self._uploaded(message, files)
+        return answer
 
     async def _channel_route(self, request: web.Request, parts: list[str]) -> web.Response:
         channel_id = int(parts[1]) if parts[1].isdigit() else None
         dm = self._is_dm(channel_id)
-        if channel_id not in self.channels and not dm:
+        if channel_id not in self.channels and channel_id not in self.threads and not dm:
             return _json({"message": "Unknown Channel", "code": 10003}, status=404)
         recorder = self.messages_in(channel_id)
-        allowed = ALL_PERMISSIONS if dm else self._bot_permissions()
+        guild = self._guild_of(channel_id)
+        allowed = ALL_PERMISSIONS if guild is None else self._bot_permissions(guild)
+        # Discord: in a thread, Send Messages in Threads stands in for Send Messages.
+        send = SEND_MESSAGES_IN_THREADS if channel_id in self.threads else SEND_MESSAGES
         rest, method = parts[2:], request.method
         if rest == [] and method == "GET":
             return _json(self._dm_channel(self._dm_user(channel_id)) if dm else self._channel(channel_id))
@@ -1084,7 +1341,7 @@ class FakeDiscord:
             return web.Response(status=204)
         if rest == ["messages"] and method == "POST":
             payload, files = await _read_body(request)
-            needed = VIEW_CHANNEL | SEND_MESSAGES | (ATTACH_FILES if files else 0)
+            needed = VIEW_CHANNEL | send | (ATTACH_FILES if files else 0)
             if allowed & needed != needed:
                 return _missing_permissions()
             problem = self._message_problem(payload, files, creating=True)
@@ -1104,14 +1361,16 @@ class FakeDiscord:
             if referenced is not None:
                 message.message_reference = {"type": 0, "message_id": str(referenced.id),
                                              "channel_id": str(channel_id)}
-                if not dm:
-                    message.message_reference["guild_id"] = str(self.guild_id)
+                if guild is not None:
+                    message.message_reference["guild_id"] = str(guild.id)
                 replied = (payload.get("allowed_mentions") or {}).get("replied_user", "allowed_mentions" not in payload)
                 if replied and referenced.author["id"] not in message.mentions:
                     message.mentions.append(referenced.author["id"])
             self._record(recorder, Reply("message", time.monotonic(), payload, files, message_id=message.id))
             await self._emit_message("MESSAGE_CREATE", message)
-            return _json(self._payload(message))
+            answer = _json(self._payload(message))
+            await self._uploaded(message, files)
+            return answer
         if len(rest) < 2 or rest[0] != "messages":
             return web.Response(status=405)
         message = self._live(rest[1])
@@ -1197,23 +1456,27 @@ class FakeDiscord:
         return _json(self._dm_channel(user))
 
     def _guild_route(self, parts: list[str]) -> web.Response:
-        if parts[1] != str(self.guild_id):
+        guild = self.guilds.get(int(parts[1])) if parts[1].isdigit() else None
+        if guild is None:
             return _json({"message": "Unknown Guild", "code": 10004}, status=404)
         if len(parts) == 2:
-            return _json(self._guild())
+            return _json(self._guild_payload(guild))
         if parts[2:] == ["roles"]:
-            return _json(self._roles())
-        if parts[2:] == ["channels"]:
-            return _json(list(self.channels.values()))
+            return _json(self._roles(guild))
+        if parts[2:] == ["channels"]:  # threads are not channels here, as on Discord
+            return _json([channel for channel in self.channels.values() if channel["guild_id"] == str(guild.id)])
+        if parts[2:] == ["threads", "active"]:
+            return _json({"threads": [self._channel(thread_id) for thread_id, thread in self.threads.items()
+                                      if thread["guild_id"] == str(guild.id)], "members": []})
         if len(parts) == 4 and parts[2] == "members":
             user = self.users.get(parts[3])
-            if user is None or parts[3] not in self.members:
+            if user is None or parts[3] not in guild.members:
                 return _json({"message": "Unknown Member", "code": 10007}, status=404)
-            return _json({k: v for k, v in self.member(user).items() if k != "permissions"})
+            return _json({k: v for k, v in self.member(user, guild.id).items() if k != "permissions"})
         return _json({"message": "fake Discord has no such guild route", "code": 0}, status=404)
 
-    def _bot_permissions(self) -> int:
-        return ALL_PERMISSIONS if self.app_permissions & ADMINISTRATOR else self.app_permissions
+    def _bot_permissions(self, guild: Guild) -> int:
+        return ALL_PERMISSIONS if guild.app_permissions & ADMINISTRATOR else guild.app_permissions
 
     def _message_problem(self, payload: dict, files: list[Upload], *, creating: bool) -> web.Response | None:
         """Discord's answer to a message it would refuse, or None."""

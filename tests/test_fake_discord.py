@@ -1,6 +1,6 @@
 """The loopback fake Discord, driven by a bare in-process discord.py client: buttons, reactions,
-attachments, context menus, permissions, channels and DMs, and Discord's refusals, with no bot process
-and no torch."""
+attachments, context menus, permissions, channels, threads, several servers and DMs, held-back
+uploads, and Discord's refusals, with no bot process and no torch."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ from tests.fake_discord import (
     EPHEMERAL,
     GUILD_MESSAGE_REACTIONS,
     MANAGE_MESSAGES,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
     FakeDiscord,
     Interaction,
+    Message,
     Reply,
 )
 
@@ -155,6 +158,16 @@ async def where(interaction: discord.Interaction) -> None:
     await posted.delete()
 
 
+@app_commands.command(name="server", description="Say which server, channel or thread it runs in, with what rights")
+async def server(interaction: discord.Interaction) -> None:
+    channel = interaction.channel
+    await interaction.response.send_message(
+        f"guild={interaction.guild_id} locale={interaction.guild_locale} "
+        f"manage={interaction.permissions.manage_messages} app={interaction.app_permissions.value} "
+        f"{type(channel).__name__} {channel.type.name} "
+        f"parent={getattr(channel, 'parent_id', None)} nsfw={channel.is_nsfw()}")
+
+
 @app_commands.command(name="look", description="Describe the channel, role and mentionable picked")
 async def look(interaction: discord.Interaction, channel: discord.TextChannel, role: discord.Role | None = None,
                someone: discord.Member | discord.Role | None = None) -> None:
@@ -199,7 +212,7 @@ class Probe(discord.Client):
     def __init__(self) -> None:
         super().__init__(intents=discord.Intents.default())  # messages and reactions, not message content
         self.tree = app_commands.CommandTree(self)
-        for command in (paint, slow, legacy, secret, where, look, ignore, jobs, dream_info, wave):
+        for command in (paint, slow, legacy, secret, where, server, look, ignore, jobs, dream_info, wave):
             self.tree.add_command(command)
         self.raw_reactions: list[discord.RawReactionActionEvent] = []
         self.cached_reactions: list[tuple[str, int]] = []
@@ -240,7 +253,9 @@ async def probe(fake: FakeDiscord):
     patch = pytest.MonkeyPatch()
     patch.setattr(discord.http.Route, "BASE", fake.api_base)
     patch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url))
-    fake.text_channel("gallery", nsfw=True)  # made before the bot identifies: it comes in GUILD_CREATE
+    gallery = fake.text_channel("gallery", nsfw=True)  # made before the bot identifies: it comes in GUILD_CREATE
+    fake.thread(gallery, "making of")  # in GUILD_CREATE's threads
+    fake.add_guild("Annex", locale="fr")  # unavailable in READY, then its own GUILD_CREATE
     client = Probe()
     task = asyncio.create_task(client.start("fake-token"))
     deadline = time.monotonic() + 20
@@ -269,6 +284,14 @@ async def rest(fake: FakeDiscord, method: str, path: str, **kwargs) -> tuple[int
         async with session.request(method, fake.api_base + path, **kwargs) as response:
             body = await response.read()
             return response.status, json.loads(body) if body else None
+
+
+def with_file(payload: dict) -> aiohttp.FormData:
+    """A message payload with one picture attached, as discord.py sends it."""
+    form = aiohttp.FormData()
+    form.add_field("payload_json", json.dumps(payload), content_type="application/json")
+    form.add_field("files[0]", png(), filename="f.png", content_type="image/png")
+    return form
 
 
 def is_callback(reply: Reply) -> bool:
@@ -839,3 +862,216 @@ async def test_buttons_on_ephemeral_messages_work_for_the_member_who_got_them(pr
     click = await fake.click(private.id, "private-edit")
     answer = await click.wait_for(is_callback)
     assert answer.payload["type"] == 7 and (private.content, private.components) == ("edited for whisperer", [])
+
+
+# -- several servers -------------------------------------------------------------------------------
+
+
+async def test_servers_and_threads_made_before_the_bot_identifies_come_with_ready(
+    probe: Probe, fake: FakeDiscord
+) -> None:
+    annex = discord.utils.get(probe.guilds, name="Annex")
+    assert annex is not None and annex.id in fake.guilds and annex.id != fake.guild_id
+    assert annex.preferred_locale == discord.Locale.french
+    assert [c.id for c in annex.text_channels] == [fake.guilds[annex.id].channel_id]
+    gallery = discord.utils.get(probe.get_all_channels(), name="gallery")
+    thread = discord.utils.get(probe.get_guild(fake.guild_id).threads, name="making of")
+    assert thread is not None and thread.parent is gallery and thread.is_nsfw()  # nsfw from its parent
+    assert not any(data.get("id") in (str(annex.id), str(thread.id)) for event, data in fake.events
+                   if event in ("GUILD_CREATE", "THREAD_CREATE"))
+
+
+async def test_a_second_server_has_its_own_members_permissions_and_locale(probe: Probe, fake: FakeDiscord) -> None:
+    guild_id = fake.add_guild("Second Lab", locale="de")
+    await eventually(lambda: probe.get_guild(guild_id) is not None)  # at once, not with the next event
+    assert [event for event, data in fake.events if data.get("id") == str(guild_id)] == ["GUILD_CREATE"]
+    lobby = fake.guilds[guild_id].channel_id
+    moderator = fake.user("moderator of two")  # a plain member of the first server…
+    fake.join(moderator, guild_id, permissions=MANAGE_MESSAGES)  # …who moderates the second
+    fake.guilds[guild_id].app_permissions = DEFAULT_PERMISSIONS | MANAGE_MESSAGES
+
+    here = await fake.invoke("server", user=moderator, in_channel=lobby)
+    answer = await here.wait_for(is_callback)
+    assert answer.content == (f"guild={guild_id} locale=de manage=True app={DEFAULT_PERMISSIONS | MANAGE_MESSAGES} "
+                              f"TextChannel text parent=None nsfw=False")
+    payload = here.payload
+    assert (payload["guild_id"], payload["guild_locale"], payload["authorizing_integration_owners"]) == (
+        str(guild_id), "de", {"0": str(guild_id)})
+    assert payload["member"]["user"] == moderator and fake.message(here.message_id).channel_id == lobby
+    first = await (await fake.invoke("server", user=moderator)).wait_for(is_callback)
+    assert first.content.startswith(f"guild={fake.guild_id} locale=en-US manage=False app={DEFAULT_PERMISSIONS} ")
+    purge = await fake.invoke("jobs admin purge", user=moderator, in_channel=lobby, count=1)
+    assert (await purge.wait_for(is_callback)).content == "count=1 manage=True cache=True app=True"
+    with pytest.raises(AssertionError, match="not a member of server"):
+        await fake.invoke("server", user=fake.user("outsider"), in_channel=lobby)
+
+    interaction, channel = await run_where(fake, user=moderator, in_channel=lobby)  # the bot answers and posts there
+    assert [r.kind for r in channel.replies] == ["message", "message", "edit", "delete"]
+    posted, reply = (fake.message(r.message_id) for r in channel.replies[:2])
+    assert posted.channel_id == reply.channel_id == lobby and posted.reactions == {"✅": [fake.bot_user["id"]]}
+    assert reply.message_reference["guild_id"] == str(guild_id)
+    deleted = {"id": str(posted.id), "channel_id": str(lobby), "guild_id": str(guild_id)}
+    assert ("MESSAGE_DELETE", deleted) in fake.events
+
+    painting = await fake.invoke("paint", user=moderator, prompt="alps", in_channel=lobby)
+    await painting.wait_for(is_callback)
+    click = await fake.click(painting.message_id, "new")  # by a new member of the second server
+    await click.wait_for(is_callback)
+    assert click.payload["guild_id"] == str(guild_id) and click.user["id"] in fake.guilds[guild_id].members
+    assert click.user["id"] not in fake.members and fake.message(click.message_id).channel_id == lobby
+    menu = await fake.invoke_message_command("Dream info", painting.message_id, user=moderator)
+    await menu.wait_for(is_callback)
+    assert menu.payload["guild_id"] == str(guild_id) and fake.message(menu.message_id).channel_id == lobby
+    await fake.react(painting.message_id, "🔁", user=moderator)
+    again = await fake.messages_in(lobby).wait_for(lambda r: "again" in r.content)
+    raw = probe.raw_reactions[-1]
+    assert (raw.guild_id, raw.channel_id, raw.member.id) == (guild_id, lobby, int(moderator["id"]))
+    assert fake.message(again.message_id).message_reference["guild_id"] == str(guild_id)
+
+
+async def test_guild_commands_belong_to_their_server_and_global_ones_to_all(probe: Probe, fake: FakeDiscord) -> None:
+    guild_id = fake.add_guild("Commands Lab")
+    route = f"/applications/{fake.application_id}/guilds/{guild_id}/commands"
+    status, body = await rest(fake, "PUT", route, json=[{"name": "local", "description": "Only here", "type": 1}])
+    assert status == 200 and body[0]["guild_id"] == str(guild_id)
+    assert fake.command("local", guild_id=guild_id)["id"] == body[0]["id"]
+    assert (await rest(fake, "GET", route))[1] == body
+    with pytest.raises(AssertionError, match="no command 'local'"):
+        await fake.invoke("local")  # the first server has no such command
+    assert fake.command("paint", guild_id=guild_id) is fake.command("paint")  # global: in every server
+    first = f"/applications/{fake.application_id}/guilds/{fake.guild_id}/commands"
+    assert (await rest(fake, "GET", first))[1] == []
+    status, body = await rest(fake, "PUT", f"/applications/{fake.application_id}/guilds/123/commands", json=[])
+    assert (status, body["code"]) == (403, 50001)  # a server the bot is not in
+
+
+# -- threads ---------------------------------------------------------------------------------------
+
+
+async def test_a_thread_interaction_comes_from_the_thread_and_follows_its_parent(
+    probe: Probe, fake: FakeDiscord
+) -> None:
+    parent = fake.text_channel("workshop")
+    thread_id = fake.thread(parent, "ideas")
+    await eventually(lambda: probe.get_channel(thread_id) is not None)  # THREAD_CREATE, at once
+    created = next(data for event, data in fake.events if event == "THREAD_CREATE" and data["id"] == str(thread_id))
+    assert created["newly_created"] and created["parent_id"] == str(parent)
+    thread = probe.get_channel(thread_id)
+    assert isinstance(thread, discord.Thread) and thread.parent_id == parent and thread.guild.id == fake.guild_id
+
+    interaction = await fake.invoke("server", in_channel=thread_id)
+    answer = await interaction.wait_for(is_callback)
+    assert answer.content.endswith(f" Thread public_thread parent={parent} nsfw=False")
+    channel = interaction.payload["channel"]
+    assert (interaction.payload["channel_id"], channel["type"], channel["parent_id"], channel["guild_id"]) == (
+        str(thread_id), 11, str(parent), str(fake.guild_id))
+    assert not channel["thread_metadata"]["archived"] and fake.message(interaction.message_id).channel_id == thread_id
+
+    fake.set_nsfw(parent, True)
+    interaction = await fake.invoke("server", in_channel=thread_id)
+    answer = await interaction.wait_for(is_callback)
+    assert answer.content.endswith("nsfw=True") and interaction.payload["channel"]["nsfw"]
+    assert (await rest(fake, "GET", f"/channels/{thread_id}"))[1]["nsfw"]
+    with pytest.raises(AssertionError, match="is a thread"):
+        fake.set_nsfw(thread_id, False)
+
+    private = fake.thread(parent, "secret plans", private=True)
+    interaction = await fake.invoke("server", in_channel=private)
+    answer = await interaction.wait_for(is_callback)
+    assert answer.content.endswith(f" Thread private_thread parent={parent} nsfw=True")
+    assert interaction.payload["channel"]["type"] == 12
+    assert probe.get_channel(private).me is not None  # the bot was added to it
+
+
+async def test_the_bot_posts_reacts_edits_and_deletes_in_a_thread(probe: Probe, fake: FakeDiscord) -> None:
+    parent = fake.text_channel("forge")
+    thread_id = fake.thread(parent, "drafts")
+    fake.app_permissions = DEFAULT_PERMISSIONS & ~SEND_MESSAGES  # a thread needs Send Messages in Threads instead
+    try:
+        interaction, channel = await run_where(fake, in_channel=thread_id)
+    finally:
+        fake.app_permissions = DEFAULT_PERMISSIONS
+    assert fake.message(interaction.message_id).content == f"{thread_id} drafts nsfw=False"
+    assert channel is fake.messages_in(thread_id) and not fake.messages_in(parent).replies
+    assert [r.kind for r in channel.replies] == ["message", "message", "edit", "delete"]
+    posted, reply = (fake.message(r.message_id) for r in channel.replies[:2])
+    assert posted.channel_id == reply.channel_id == thread_id and posted.deleted
+    assert posted.reactions == {"✅": [fake.bot_user["id"]]} and reply.content == "a reply, edited"
+    assert reply.message_reference == {"type": 0, "message_id": str(posted.id), "channel_id": str(thread_id),
+                                       "guild_id": str(fake.guild_id)}
+
+    said = await fake.post("in the thread", in_channel=thread_id)
+    await fake.react(said.id, "🔁")
+    again = await fake.messages_in(thread_id).wait_for(lambda r: "again" in r.content)
+    assert fake.message(again.message_id).channel_id == thread_id and fake.reactions[said.id] == ["✅"]
+
+    fake.app_permissions = DEFAULT_PERMISSIONS & ~SEND_MESSAGES_IN_THREADS
+    try:
+        assert (await rest(fake, "POST", f"/channels/{thread_id}/messages", json={"content": "x"}))[1]["code"] == 50013
+        assert (await rest(fake, "POST", f"/channels/{parent}/messages", json={"content": "x"}))[0] == 200
+    finally:
+        fake.app_permissions = DEFAULT_PERMISSIONS
+
+
+# -- the upload hook -------------------------------------------------------------------------------
+
+
+async def test_the_upload_hook_holds_back_the_answer_to_an_upload(probe: Probe, fake: FakeDiscord) -> None:
+    held: list[Message] = []
+    release = asyncio.Event()
+
+    async def hold(message: Message) -> None:
+        held.append(message)
+        await release.wait()
+
+    channel = probe.get_channel(fake.channel_id)
+    fake.upload_hook = hold
+    try:
+        await asyncio.wait_for(channel.send("no file"), 5)  # never held
+        assert not held
+        sending = asyncio.create_task(channel.send("a file", file=discord.File(io.BytesIO(png()), "held.png")))
+        await eventually(lambda: bool(held))
+        await asyncio.sleep(0.2)
+        assert not sending.done()  # the client is still waiting for Discord's answer…
+        message = held[0]  # …though the message is there, as stored, and recorded
+        assert message is fake.message(message.id) and [a.filename for a in message.attachments] == ["held.png"]
+        assert fake.channel_messages.replies[-1].message_id == message.id
+        release.set()
+        assert (await asyncio.wait_for(sending, 5)).id == message.id
+    finally:
+        fake.upload_hook = None
+        release.set()
+
+
+async def test_the_upload_hook_sees_every_interaction_upload_and_nothing_else(probe: Probe, fake: FakeDiscord) -> None:
+    held: list[Message] = []
+
+    async def note(message: Message) -> None:
+        held.append(message)
+
+    fake.upload_hook = note
+    try:
+        painting = await fake.invoke("paint", prompt="hooked")  # a callback with a file
+        await painting.wait_for(is_callback)
+        posted = await fake.invoke("legacy", mode="post")  # a defer, a file-less edit, an @original edit with a file
+        await posted.wait_for(lambda r: r.kind == "edit" and bool(r.files))
+        assert [(m.id, m.content) for m in held] == [(painting.message_id, "hooked"), (posted.message_id, "done")]
+
+        ignored = await fake.invoke("ignore")  # answered by hand: a followup with a file, and edits
+        webhook = f"/webhooks/{fake.application_id}/{ignored.token}"
+        await rest(fake, "POST", f"/interactions/{ignored.id}/{ignored.token}/callback", json={"type": 4,
+                   "data": {"content": "plain"}})
+        status, body = await rest(fake, "POST", webhook, data=with_file({"content": "with a file"}))
+        assert status == 200 and held[-1].id == int(body["id"]) and held[-1].content == "with a file"
+        assert (await rest(fake, "PATCH", f"{webhook}/messages/@original", json={"content": "edited"}))[0] == 200
+        assert len(held) == 3
+
+        channel = f"/channels/{fake.channel_id}/messages"  # the bot's own message in a channel, edited
+        status, body = await rest(fake, "POST", channel, json={"content": "text only"})
+        assert (await rest(fake, "PATCH", f"{channel}/{body['id']}", json={"content": "still text"}))[0] == 200
+        assert len(held) == 3
+        edit = with_file({"content": "now a picture"})
+        assert (await rest(fake, "PATCH", f"{channel}/{body['id']}", data=edit))[0] == 200
+        assert (held[-1].id, held[-1].content, len(held)) == (int(body["id"]), "now a picture", 4)
+    finally:
+        fake.upload_hook = None
