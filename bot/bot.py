@@ -152,6 +152,8 @@ class DreamBot(commands.Bot):
         # Before any member can queue a new job: the old ones keep their place ahead.
         from bot import jobs  # jobs imports the cogs' buttons, which import this module
 
+        # Every job meets the server's rules again as it starts (bans, the channel's filter mode).
+        self.queue.gate = lambda job: jobs.gate(self, job)
         restored = await jobs.restore(self)
         if restored:
             log.info("queued %d job(s) left unfinished by the last run again", restored)

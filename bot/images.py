@@ -25,8 +25,12 @@ class ImageStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self._path(job_id, name)
             partial = path.with_name(path.name + ".partial")
-            partial.write_bytes(data)
-            partial.replace(path)  # never a half-written picture under the real name
+            try:
+                partial.write_bytes(data)
+                partial.replace(path)  # never a half-written picture under the real name
+            except OSError:
+                partial.unlink(missing_ok=True)  # a full disk: leave nothing half-written behind
+                raise
 
         await asyncio.to_thread(write)
 

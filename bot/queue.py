@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -45,6 +45,19 @@ class QueueFull(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class JobRefused(Exception):
+    """The server's rules, checked again when the job starts, do not let it run (a ban, say); the
+    message is for the member, `public` (if given) for the channel where the notice is."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public
+
+
+# Checks a job as it starts: returns it (its request adjusted to the rules now) or raises JobRefused.
+Gate = Callable[[Job], Awaitable[Job]]
 
 
 class FairQueue:
@@ -96,9 +109,24 @@ class FairQueue:
             jobs.append(job_id)
         self._member[job_id] = member_id
 
-    def submitted(self, member_id: int) -> None:
-        """The member's job was accepted now (the cooldown counts from here)."""
+    def submitted(self, member_id: int) -> float | None:
+        """The member's job was accepted now (the cooldown counts from here); returns the time of
+        their job before, for `unsubmitted`."""
+        before = self._last_submit.get(member_id)
         self._last_submit[member_id] = self._clock()
+        return before
+
+    def last_submit(self, member_id: int) -> float | None:
+        return self._last_submit.get(member_id)
+
+    def unsubmitted(self, member_id: int, before: float | None, at: float) -> None:
+        """The job `submitted` accepted at `at` was not queued after all: the cooldown counts from
+        the member's job before it (unless another job of theirs came since)."""
+        if self._last_submit.get(member_id) == at:
+            if before is None:
+                self._last_submit.pop(member_id, None)
+            else:
+                self._last_submit[member_id] = before
 
     def next(self) -> int | None:
         """The next job in fair order, now running; None if nothing is queued."""
@@ -201,8 +229,10 @@ class QueueClosed(QueueFull):
 
 class JobQueue:
     def __init__(self, store: Store, engines: list[EngineClient] | EngineClient, *, max_per_member: int = 3,
-                 max_queued: int = 100, cooldown_seconds: float = 0.0, max_batch: int = 1) -> None:
+                 max_queued: int = 100, cooldown_seconds: float = 0.0, max_batch: int = 1,
+                 gate: Gate | None = None) -> None:
         self._store = store
+        self.gate = gate
         self.engines = engines if isinstance(engines, list) else [engines]
         self.fair = FairQueue(max_per_member=max_per_member, max_queued=max_queued, cooldown_seconds=cooldown_seconds)
         self.max_batch = max_batch
@@ -225,14 +255,17 @@ class JobQueue:
         """Check that the member may queue a job and hold its place while the job is recorded;
         `submit(..., reservation=...)` takes the place. Raises QueueFull (or QueueClosed)."""
         self.check(member_id)
-        self.fair.submitted(member_id)  # the cooldown counts from now: a burst cannot all pass
+        before = self.fair.submitted(member_id)  # the cooldown counts from now: a burst cannot all pass
+        at = self.fair.last_submit(member_id)
         reservation = Reservation(member_id)
         self.fair.reserved[member_id] += 1
         try:
             yield reservation
         finally:
             if not reservation.taken:
+                # Nothing was queued (a bad option, a refused attachment): no cooldown for it.
                 self.fair.reserved[member_id] -= 1
+                self.fair.unsubmitted(member_id, before, at)
 
     def submit(self, job: Job, member_id: int, on_progress: ProgressCallback | None = None, *,
                reservation: Reservation | None = None, check: bool = True) -> Ticket:
@@ -345,7 +378,15 @@ class JobQueue:
                                          RuntimeError("internal error"))
 
     async def _run(self, engine: EngineClient, tickets: list[Ticket]) -> None:
-        for ticket in tickets:
+        for ticket in list(tickets):
+            if self.gate is not None and ticket.cancelled_by is None:
+                try:
+                    ticket.job = await self.gate(ticket.job)
+                except JobRefused as refusal:
+                    log.info("job %s refused as it started: %s", ticket.job.job_id, refusal)
+                    tickets.remove(ticket)
+                    await self._fail(ticket, f"refused: {refusal}", refusal)
+                    continue
             await self._store.mark_running(ticket.job.job_id)
         for ticket in [t for t in tickets if t.cancelled_by is not None]:  # cancelled on the way
             await self._cancelled(ticket)
@@ -372,7 +413,7 @@ class JobQueue:
             job_id = ticket.job.job_id
             if isinstance(outcome, GenerateResult):
                 self._measured(elapsed)
-                await self._store.finish_job(job_id, outcome, flagged_shown=ticket.job.request.keep_flagged)
+                await self._store.finish_job(job_id, outcome)
                 self._finish(ticket).set_result(outcome)
             elif isinstance(outcome, EngineCrashed) and (ticket.attempts < ATTEMPTS or not self._accepting):
                 # Once more; or, if the bot is stopping (the engine may have been stopped with it),

@@ -126,6 +126,11 @@ def all_withheld(job_id: int, count: int) -> str:
     return f"🚫 All {count} images of job {job_id} were withheld by the safety filter."
 
 
+def input_lost(job_id: int) -> str:
+    return (f"😿 Job {job_id} could not run after the bot restarted: the picture it starts from could not be "
+            "stored. Please run the command again.")
+
+
 def failed(job_id: int) -> str:
     return f"😿 Sorry, something went wrong while making job {job_id}. It has been logged; please try again."
 
@@ -211,8 +216,9 @@ def flagged(job_id: int, user_id: int, channel, result: GenerateResult, nsfw_mod
     """A job whose images the safety classifier flagged (the image itself is never in the mod-log)."""
     scores = [image.nsfw_score for image in result.images if image.nsfw_content_detected]
     count = "its image" if len(result.images) == 1 else f"{len(scores)} of its {len(result.images)} images"
+    source = "" if result.source_score is None else f", the picture it started from {result.source_score:g}"
     return (f"🚩 Job {job_id} by <@{user_id}> in {_where(channel)}: the safety filter flagged {count} "
-            f"(score {', '.join(f'{score:g}' for score in scores)}); {FLAGGED_OUTCOME[nsfw_mode]}.")
+            f"(score {', '.join(f'{score:g}' for score in scores)}{source}); {FLAGGED_OUTCOME[nsfw_mode]}.")
 
 
 def setting_changed(actor_id: int, what: str, old, new) -> str:

@@ -7,15 +7,16 @@ each in its own transaction, and records the version in SQLite's `user_version`.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import json
 import logging
 import re
+import sqlite3
+import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import asyncio
-from contextlib import asynccontextmanager
 
 import aiosqlite
 
@@ -87,6 +88,8 @@ class JobRow:
     nsfw_threshold: float | None
     cancelled_by: int | None
     notice_message_id: int | None
+    source_flagged: bool
+    source_score: float | None
 
     @property
     def shown_status(self) -> str:
@@ -127,6 +130,7 @@ class JobRow:
             end_seed=self.end_seed,
             frames=self.frames or DEFAULT_FRAMES,
             style=self.style,
+            source_flagged=self.source_flagged,
         )
 
 
@@ -164,6 +168,11 @@ class Ban:
 
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+# A write that finds the database locked (another program holds it past busy_timeout) is tried
+# again for this long: a job's state must not be lost to a busy moment.
+WRITE_RETRY_SECONDS = 120.0
+# Jobs whose result exists and is being posted; the next start posts what was left here.
+UNDELIVERED = "delivering"
 # The columns of guild_settings a moderator changes, with the audit action of each.
 _GUILD_FIELDS = {"nsfw_mode": "filter.mode", "nsfw_threshold": "filter.threshold",
                  "modlog_channel_id": "modlog", "moderator_role_id": "moderator_role"}
@@ -213,17 +222,33 @@ class Store:
         for migration in migrations:
             if migration.version <= current:
                 continue
-            # executescript commits any open transaction first, so the whole script, its BEGIN and
-            # COMMIT included, goes in one call; on failure we roll back what it had begun.
+            # Foreign keys are off while a migration runs (it cannot be switched inside a
+            # transaction), so a migration may rebuild a table as SQLite's ALTER TABLE procedure
+            # says; the keys are checked before the commit.
+            before = await self._foreign_key_violations()
+            await self._db.execute("PRAGMA foreign_keys = OFF")
             try:
-                await self._db.executescript(
-                    f"BEGIN;\n{migration.sql}\n;PRAGMA user_version = {migration.version};\nCOMMIT;"
-                )
+                # executescript commits any open transaction first, so the migration, its BEGIN
+                # included, goes in one call, and the transaction is left open for the check.
+                await self._db.executescript(f"BEGIN;\n{migration.sql}\n;PRAGMA user_version = {migration.version};")
+                # Only what the migration did: an operator's shell (foreign keys off by default) may
+                # have left dangling links before, and those must not stop the bot from starting.
+                added = await self._foreign_key_violations() - before
+                if added:
+                    raise RuntimeError(f"migration {migration.name} adds {added} foreign key violation(s)")
+                await self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     await self._db.execute("ROLLBACK")
                 raise
+            finally:
+                await self._db.execute("PRAGMA foreign_keys = ON")
             log.info("applied migration %s", migration.name)
+
+    async def _foreign_key_violations(self) -> int:
+        async with self._db.execute("SELECT count(*) FROM pragma_foreign_key_check") as cursor:
+            (violations,) = await cursor.fetchone()
+        return violations
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -248,8 +273,8 @@ class Store:
             INSERT INTO jobs (user_id, guild_id, channel_id, interaction_id, prompt, negative_prompt,
                               num_inference_steps, guidance_scale, width, height, seed, scheduler,
                               num_images, model, mode, action, parent_job_id, parent_image, strength, direction,
-                              amount, end_prompt, end_seed, frames, style, nsfw_mode, nsfw_threshold)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              amount, end_prompt, end_seed, frames, style, nsfw_mode, nsfw_threshold, source_flagged)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             (
                 user_id, guild_id, channel_id, interaction_id, request.prompt, request.negative_prompt,
@@ -259,49 +284,76 @@ class Store:
                 request.amount if request.mode == "outpaint" else None,
                 request.end_prompt if interpolating else None, request.end_seed if interpolating else None,
                 request.frames if interpolating else None, request.style, nsfw_mode, request.nsfw_threshold,
+                request.source_flagged,
             ),
         )
         return cursor.lastrowid
 
     async def mark_running(self, job_id: int) -> None:
-        await self._db.execute(f"UPDATE jobs SET status = 'running', started_at = {_NOW} WHERE id = ?", (job_id,))
+        await self._write(f"UPDATE jobs SET status = 'running', started_at = {_NOW} WHERE id = ?", (job_id,))
 
-    async def finish_job(self, job_id: int, result: GenerateResult, *, flagged_shown: bool = False) -> str:
-        """Record the engine's result; returns the job's final status: done, or filtered if every
-        image was flagged and the channel shows no flagged image."""
-        status = "filtered" if result.all_flagged and not flagged_shown else "done"
-        await self._db.execute(
+    async def finish_job(self, job_id: int, result: GenerateResult) -> None:
+        """Record the engine's result: the job is now delivering until `delivered` (its pictures are
+        kept on disk meanwhile, so a restart can still post them)."""
+        await self._write(
             f"""
-            UPDATE jobs SET status = ?, width = ?, height = ?, model = ?, nsfw_flags = ?, nsfw_scores = ?,
-                            engine_seconds = ?, finished_at = {_NOW}
+            UPDATE jobs SET status = '{UNDELIVERED}', width = ?, height = ?, model = ?, nsfw_flags = ?,
+                            nsfw_scores = ?, source_score = ?, engine_seconds = ?, finished_at = {_NOW}
             WHERE id = ?
             """,
             (
-                status, result.width, result.height, result.model,
+                result.width, result.height, result.model,
                 json.dumps([image.nsfw_content_detected for image in result.images]),
                 json.dumps([image.nsfw_score for image in result.images]),
-                result.timings.get("total"), job_id,
+                result.source_score, result.timings.get("total"), job_id,
             ),
         )
-        return status
+
+    async def delivered(self, job_id: int, message_id: int | None, *, filtered: bool = False) -> None:
+        """The result is posted (`message_id`; None if Discord refused every way of posting it), or,
+        `filtered`, every picture was withheld and the member was told."""
+        await self._write(
+            "UPDATE jobs SET status = ?, message_id = coalesce(?, message_id) WHERE id = ?",
+            ("filtered" if filtered else "done", message_id, job_id),
+        )
+
+    async def undelivered_jobs(self) -> list[JobRow]:
+        """Jobs whose result a previous run made but did not post, oldest first."""
+        async with self._db.execute(f"SELECT * FROM jobs WHERE status = '{UNDELIVERED}' ORDER BY id") as cursor:
+            return [_job(row) for row in await cursor.fetchall()]
+
+    async def add_flagged_picture(self, job_id: int, picture: int, guild_id: int | None, fingerprint: int) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO flagged_pictures (job_id, picture, guild_id, fingerprint) VALUES (?, ?, ?, ?)",
+            (job_id, picture, guild_id, _signed(fingerprint)),
+        )
+
+    async def flagged_fingerprints(self, guild_id: int) -> list[tuple[int, int]]:
+        """(job id, fingerprint) of every flagged picture posted in a server."""
+        async with self._db.execute("SELECT job_id, fingerprint FROM flagged_pictures WHERE guild_id = ?",
+                                    (guild_id,)) as cursor:
+            return [(job_id, fingerprint & (2**64 - 1)) for job_id, fingerprint in await cursor.fetchall()]
+
+    async def queued_jobs_of(self, user_id: int, guild_id: int) -> list[int]:
+        """A member's jobs in a server that have not started yet or are running."""
+        async with self._db.execute(
+            "SELECT id FROM jobs WHERE user_id = ? AND guild_id = ? AND status IN ('queued', 'running') ORDER BY id",
+            (user_id, guild_id),
+        ) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
 
     async def withhold_flagged(self, job_id: int) -> None:
         """The job's flagged images are withheld after all (the channel's filter became block)."""
-        await self._db.execute(
-            """UPDATE jobs SET nsfw_mode = 'block',
-                   status = CASE WHEN NOT EXISTS (SELECT 1 FROM json_each(nsfw_flags) WHERE value = 0)
-                                 THEN 'filtered' ELSE status END
-               WHERE id = ?""",
-            (job_id,),
-        )
+        await self._write("UPDATE jobs SET nsfw_mode = 'block' WHERE id = ?", (job_id,))
+
+    async def set_policy(self, job_id: int, nsfw_mode: str) -> None:
+        """The safety filter mode the job runs under, as checked again when it starts."""
+        await self._write("UPDATE jobs SET nsfw_mode = ? WHERE id = ?", (nsfw_mode, job_id))
 
     async def fail_job(self, job_id: int, error: str) -> None:
-        await self._db.execute(
+        await self._write(
             f"UPDATE jobs SET status = 'failed', error = ?, finished_at = {_NOW} WHERE id = ?", (error, job_id)
         )
-
-    async def set_message(self, job_id: int, message_id: int) -> None:
-        await self._db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
 
     async def mark_deleted(self, job_id: int) -> None:
         await self._db.execute(f"UPDATE jobs SET deleted_at = {_NOW} WHERE id = ?", (job_id,))
@@ -335,7 +387,8 @@ class Store:
         Returns the erased job ids and how many jobs were left because they are still in progress."""
         async with self._transaction():
             async with self._db.execute(
-                "SELECT id FROM jobs WHERE user_id = ? AND status NOT IN ('queued', 'running')", (user_id,)
+                f"SELECT id FROM jobs WHERE user_id = ? AND status NOT IN ('queued', 'running', '{UNDELIVERED}')",
+                (user_id,)
             ) as cursor:
                 erased = [row[0] for row in await cursor.fetchall()]
             await self._db.executemany("INSERT OR IGNORE INTO erased_jobs (job_id) VALUES (?)",
@@ -357,15 +410,31 @@ class Store:
 
     async def requeue_job(self, job_id: int) -> None:
         """Back to queued: its engine crashed (it runs once more), or the bot stopped before it finished."""
-        await self._db.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?", (job_id,))
+        await self._write("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?", (job_id,))
 
-    async def cancel_job(self, job_id: int, by: int | None) -> None:
-        await self._db.execute(
-            f"UPDATE jobs SET status = 'failed', error = 'cancelled', cancelled_by = ?, finished_at = {_NOW} "
-            "WHERE id = ?", (by, job_id))
+    async def cancel_job(self, job_id: int, by: int | None, reason: str = "cancelled") -> None:
+        await self._write(
+            f"UPDATE jobs SET status = 'failed', error = ?, cancelled_by = ?, finished_at = {_NOW} "
+            "WHERE id = ?", (reason, by, job_id))
 
     async def set_notice(self, job_id: int, message_id: int) -> None:
-        await self._db.execute("UPDATE jobs SET notice_message_id = ? WHERE id = ?", (message_id, job_id))
+        await self._write("UPDATE jobs SET notice_message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def _write(self, sql: str, params: tuple) -> None:
+        """One statement of a job's life, tried again while the database is locked by another
+        program (a backup, an operator's sqlite3 shell) for up to WRITE_RETRY_SECONDS."""
+        deadline = time.monotonic() + WRITE_RETRY_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                await self._db.execute(sql, params)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                    raise
+                log.warning("the database is busy (%s); trying the write again in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- moderation ------------------------------------------------------------------------------
 
@@ -499,6 +568,11 @@ class Store:
         )
 
 
+def _signed(bits: int) -> int:
+    """64 bits as SQLite's signed 64-bit integer."""
+    return bits - 2**64 if bits >= 2**63 else bits
+
+
 def _text(value) -> str | None:
     return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -510,4 +584,5 @@ def _job(row: aiosqlite.Row) -> JobRow:
             data[key] = json.loads(data[key])
     if data["nsfw_flags"] is not None:
         data["nsfw_flags"] = [bool(flag) for flag in data["nsfw_flags"]]
+    data["source_flagged"] = bool(data["source_flagged"])
     return JobRow(**data)

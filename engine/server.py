@@ -75,6 +75,8 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
 
     from engine.pipeline import Engine  # after the fd swap: importing torch may print
 
+    _keep_prompts_out_of_the_log()
+
     try:
         engine = Engine.load(settings)
     except Exception as error:
@@ -94,6 +96,21 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
     return 0
 
 
+class _NoMemberText(logging.Filter):
+    """Drops library warnings that quote a member's prompt (diffusers prints the part of a prompt
+    CLIP truncates): the bot's log must never hold members' words (/forget could not erase them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "part of your input was truncated" not in record.getMessage()
+
+
+def _keep_prompts_out_of_the_log() -> None:
+    from diffusers.utils import logging as diffusers_logging
+
+    for handler in diffusers_logging._get_library_root_logger().handlers:
+        handler.addFilter(_NoMemberText())
+
+
 def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) -> None:
     try:
         for line in stdin:
@@ -102,7 +119,7 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
             try:
                 message = protocol.decode(line)
             except Exception:
-                log.exception("ignoring a line that is not a message: %r", line[:200])
+                log.exception("ignoring a line of %d bytes that is not a message", len(line))
                 continue
             if isinstance(message, Cancel):
                 held.cancel(message.job_id)
@@ -111,7 +128,7 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
                 held.hold(jobs)  # before a Cancel for them can be read
                 work.put(jobs)
             else:
-                log.error("ignoring a message that is not a job: %r", line[:200])
+                log.error("ignoring a %s message, which is not a job", type(message).__name__)
     finally:
         work.put(None)  # even if reading failed: the job loop must not wait forever
 

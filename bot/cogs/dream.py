@@ -50,10 +50,29 @@ def choices(bot: "DreamBot"):
     return app_commands.choices(**{name: listed for name, listed in offered.items() if listed})
 
 
-async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build, action: str) -> None:
-    """The common path of every command: defer, build and check the request, run the job."""
+async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build, action: str,
+                texts: tuple[Optional[str], ...] = ()) -> None:
+    """The common path of every command: defer, refuse what can be refused cheaply (a ban, the
+    prompt filter on the words given, the member's limits, the cooldown) before downloading
+    anything, then build and check the request and run the job."""
     # Defer before anything else: Discord allows 3 seconds for the first answer.
     await interaction.response.defer(thinking=True)
+    origin = jobs.Origin(user=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
+                         interaction=interaction)
+    try:
+        prompt, negative, end = (*texts, None, None, None)[:3]
+        await jobs.admit(bot, origin, GenerateRequest(prompt=prompt or "", negative_prompt=negative or "",
+                                                      end_prompt=end))
+        with bot.queue.reserve(interaction.user.id) as reservation:  # the place is held while we download
+            await prepare_and_run(bot, interaction, origin, build, action, reservation)
+    except Refused as refusal:
+        await reply_privately(interaction, f"🚫 {refusal}")
+    except QueueFull as full:
+        await reply_privately(interaction, f"⏳ {full}")
+
+
+async def prepare_and_run(bot: "DreamBot", interaction: discord.Interaction, origin: jobs.Origin, build: Build,
+                          action: str, reservation) -> None:
     try:
         request, notes, *parent = await build()
         # Discord enforces the option bounds, but a Discord-compatible server or an old client
@@ -70,32 +89,26 @@ async def start(bot: "DreamBot", interaction: discord.Interaction, build: Build,
         log.warning("/%s: an option of the wrong type", action, exc_info=True)
         await reply_privately(interaction, "⚠️ One of the options has a value of the wrong type.")
         return
-    origin = jobs.Origin(user=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
-                         interaction=interaction)
     # Started from an earlier result (a `job` option): recorded as its child.
     parent_job_id, parent_image = parent[0] if parent and parent[0] else (None, None)
-    try:
-        request, policy = await jobs.admit(bot, origin, request)
-        if parent_job_id is not None and request.mode != "interpolate":
-            jobs.check_source(await bot.store.get_job(parent_job_id), parent_image or 0, policy)
-    except Refused as refusal:
-        await reply_privately(interaction, f"🚫 {refusal}")
-        return
-    try:
-        await jobs.run(bot, origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
-                       parent_image=parent_image)
-    except QueueFull as full:
-        await reply_privately(interaction, f"⏳ {full}")
+    request, policy = await jobs.admit(bot, origin, request)  # Refused: answered by start()
+    if parent_job_id is not None and request.mode != "interpolate":
+        source = await bot.store.get_job(parent_job_id)
+        jobs.check_source(source, parent_image or 0, policy)
+        request = jobs.from_source(request, source, parent_image or 0)
+    else:
+        request = await jobs.check_upload(bot, request, policy, interaction.guild_id)
+    await jobs.run(bot, origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
+                   parent_image=parent_image, reservation=reservation)
 
 
 async def earlier_result(bot: "DreamBot", interaction: discord.Interaction, job_id: int, picture: Optional[int]):
     """A result of this server's history to start from (a `job` option): its row and picture."""
-    from bot.cogs.results import in_reach, source_picture  # shared with the buttons and /info
+    from bot.cogs.results import reachable_from, source_picture  # shared with the buttons and /info
 
     job = await bot.store.get_job(job_id)
-    if job is None and await bot.store.was_erased(job_id):
-        raise InvalidRequest(f"Job {job_id} was erased by the member who made it.")
-    if job is None or job.deleted_at is not None or not in_reach(job, interaction):
+    # An erased job reads like one that never was: its number says nothing to whoever probes it.
+    if job is None or job.deleted_at is not None or not await reachable_from(bot, job, interaction):
         raise InvalidRequest(f"There is no job {job_id} in this server's history to start from.")
     if job.mode == "interpolate":
         raise InvalidRequest(f"Job {job_id} is an animation; start from a picture.")
@@ -111,7 +124,9 @@ async def starting_picture(bot: "DreamBot", interaction: discord.Interaction, im
     if image is not None:
         return await load_picture(bot, image, "The image"), None, None
     job, index, data = await earlier_result(bot, interaction, job_id, picture)
-    return await asyncio.to_thread(attachments.load_image, data, name=f"job {job.id}", max_pixels=10**9), job, index
+    fitted = await attachments.load_image_async(data, name=f"job {job.id}", max_pixels=10**9,
+                                                fit_within=(bot.settings.max_width, bot.settings.max_height))
+    return fitted, job, index
 
 
 def styled(bot: "DreamBot", style: Optional[str], prompt: str, negative: str) -> tuple[str, str]:
@@ -132,10 +147,12 @@ async def load_picture(bot: "DreamBot", attachment: discord.Attachment, what: st
     """An attachment as a checked RGB picture (`bot.attachments` says what is refused and why)."""
     settings = bot.settings
     data = await attachments.download(bot.http_session, attachment, what=what,
-                                      max_bytes=int(settings.max_attachment_mb * 1_000_000))
-    return await asyncio.to_thread(attachments.load_image, data, name=attachment.filename, what=what,
-                                   max_pixels=int(settings.max_attachment_megapixels * 1_000_000),
-                                   matte=(0, 0, 0) if mask else (255, 255, 255))
+                                      max_bytes=int(settings.max_attachment_mb * 1_000_000),
+                                      allowed_origins=attachments.attachment_origins(settings.discord_api_base))
+    return await attachments.load_image_async(data, name=attachment.filename, what=what,
+                                              max_pixels=int(settings.max_attachment_megapixels * 1_000_000),
+                                              matte=(0, 0, 0) if mask else (255, 255, 255),
+                                              fit_within=(settings.max_width, settings.max_height))
 
 
 async def as_png(image) -> bytes:
@@ -234,7 +251,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
                 fields.update(mode="img2img", image=await as_png(fitted), strength=strength)
             return base(prompt, negative, steps, guidance, seed, sampler, style, **fields), tuple(notes)
 
-        await start(bot, interaction, build, "dream")
+        await start(bot, interaction, build, "dream", (prompt, negative))
 
     @choices(bot)
     @app_commands.command(name="inpaint", description="Repaint the white part of a mask on your image or a result")
@@ -267,7 +284,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
             said, negative_said = prompts(prompt, negative, parent)
             fitted, notice = await asyncio.to_thread(fit, bot, source)
             drawn = await load_picture(bot, mask, "The mask", mask=True)
-            scaled, mask_notice = await asyncio.to_thread(attachments.fit_mask, drawn, source.size)
+            scaled, mask_notice = await asyncio.to_thread(attachments.fit_mask, drawn, source)
             # The same resize and crop as the image, so the mask still covers the same pixels.
             fitted_mask, _ = await asyncio.to_thread(fit, bot, scaled)
             notes = tuple(n for n in (notice, mask_notice) if n)
@@ -275,7 +292,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
                            image=await as_png(fitted), mask=await as_png(fitted_mask), strength=strength)
             return request, notes, (parent and parent.id, index)
 
-        await start(bot, interaction, build, "inpaint")
+        await start(bot, interaction, build, "inpaint", (prompt, negative))
 
     @choices(bot)
     @app_commands.command(name="outpaint", description="Extend your image or a result beyond its edges")
@@ -327,7 +344,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
                            image=await as_png(fitted), direction=side, amount=grow)
             return request, tuple(n for n in (notice,) if n), (parent and parent.id, index)
 
-        await start(bot, interaction, build, "outpaint")
+        await start(bot, interaction, build, "outpaint", (prompt, negative))
 
     @choices(bot)
     @app_commands.command(name="interpolate", description="Animate from one prompt (or seed) to another, as a GIF")
@@ -375,7 +392,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
                            width=size[0], height=size[1])
             return request, (), (parent and parent.id, index)
 
-        await start(bot, interaction, build, "interpolate")
+        await start(bot, interaction, build, "interpolate", (prompt, negative, end_prompt))
 
     return [dream, inpaint, outpaint, interpolate]
 

@@ -286,12 +286,17 @@ class Mod(app_commands.Group):
                 raise UserError("Only members with Manage Server can bar a moderator.")
         banned = await self.bot.store.ban(interaction.guild_id, member.id, actor_id=interaction.user.id,
                                           reason=reason or "")
+        # Their jobs in this server stop too (each job is checked again as it starts, as well).
+        stopped = 0
+        for job_id in await self.bot.store.queued_jobs_of(member.id, interaction.guild_id):
+            stopped += await self.bot.queue.cancel(job_id, interaction.user.id)
         if banned:
             await post_modlog(self.bot, interaction.guild_id,
                               f"⛔ <@{interaction.user.id}> barred {member.mention} from Dreambot"
                               + (f": {render.escape(reason)}" if reason else "."))
-        await self.reply(interaction, f"{member.mention} can no longer use Dreambot in this server." if banned else
-                         f"{member.mention} was already barred.")
+        stopped_text = f" {stopped} of their jobs {'was' if stopped == 1 else 'were'} cancelled." if stopped else ""
+        await self.reply(interaction, f"{member.mention} can no longer use Dreambot in this server.{stopped_text}"
+                         if banned else f"{member.mention} was already barred.{stopped_text}")
 
     @app_commands.command(name="unban", description="Let a barred member use Dreambot in this server again")
     @app_commands.describe(member="Who to let back")

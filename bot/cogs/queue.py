@@ -1,4 +1,5 @@
-"""/queue: what the engines are making now and what waits, in the order it will run."""
+"""/queue: what the engines are making now and what waits, in the order it will run: this server's
+jobs and the viewer's own; the rest (other servers, direct messages) only counted."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import discord
 from discord import app_commands
 
 from bot import render
+from bot.cogs.results import may_reach
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -18,32 +20,40 @@ LISTED = 15  # queued jobs listed; the rest are counted
 def build_queue_command(bot: DreamBot) -> app_commands.Command:
     @app_commands.command(name="queue", description="See what Dreambot is making now and what waits")
     async def queue(interaction: discord.Interaction) -> None:
-        lines = []
-        for job_id in bot.queue.running():
-            lines.append(await entry(interaction, job_id, "▶️"))
-        waiting = bot.queue.queued()
-        for place, job_id in enumerate(waiting[:LISTED], start=1):
-            lines.append(await entry(interaction, job_id, f"{place}."))
-        if len(waiting) > LISTED:
-            lines.append(f"… and {len(waiting) - LISTED} more.")
-        if not lines:
+        running, waiting = bot.queue.running(), bot.queue.queued()
+        jobs = {job_id: await bot.store.get_job(job_id) for job_id in running + waiting}
+
+        def listed(job_id: int) -> bool:  # this server's, or the viewer's own
+            job = jobs[job_id]
+            return job is not None and (job.user_id == interaction.user.id or
+                                        (job.guild_id is not None and job.guild_id == interaction.guild_id))
+
+        lines = [await entry(interaction, jobs[job_id], "▶️") for job_id in running if listed(job_id)]
+        mine = [job_id for job_id in waiting if listed(job_id)]
+        places = {job_id: place for place, job_id in enumerate(waiting, start=1)}
+        lines += [await entry(interaction, jobs[job_id], f"{places[job_id]}.") for job_id in mine[:LISTED]]
+        if len(mine) > LISTED:
+            lines.append(f"… and {len(mine) - LISTED} more here.")
+        elsewhere = len(running) + len(waiting) - sum(map(listed, running)) - len(mine)
+        if elsewhere:
+            lines.append(f"… and {elsewhere} {'job' if elsewhere == 1 else 'jobs'} from elsewhere "
+                         "(other servers and direct messages).")
+        if not running and not waiting:
             text = "The queue is empty: a new job starts at once."
         else:
-            head = f"**Dreambot's queue** · {len(bot.queue.running())} running · {len(waiting)} waiting"
+            head = f"**Dreambot's queue** · {len(running)} running · {len(waiting)} waiting"
             text = "\n".join([head, *lines, "Cancel a job with ✖️ on its message (its member or a moderator)."])
         await interaction.response.send_message(render.clip(text), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
-    async def entry(interaction: discord.Interaction, job_id: int, marker: str) -> str:
-        job = await bot.store.get_job(job_id)
-        ticket = bot.queue.ticket(job_id)
-        if job is None:
-            return f"{marker} Job {job_id}"
-        # Prompts only where the viewer could read them anyway: their own, or from this channel.
-        visible = job.user_id == interaction.user.id or job.channel_id == interaction.channel_id
+    async def entry(interaction: discord.Interaction, job, marker: str) -> str:
+        ticket = bot.queue.ticket(job.id)
+        # Prompts only where the viewer could read them anyway (moderation.reachable).
+        visible = await may_reach(bot, job, interaction.user, interaction.channel, interaction.guild_id,
+                                  interaction.permissions)
         said = f" · {render.clip(render.escape(job.prompt), 80)}" if visible else ""
         step = f" · step {ticket.step[0]} of {ticket.step[1]}" if ticket and ticket.step else ""
-        return f"{marker} Job {job_id} · <@{job.user_id}> · {job.mode}{step}{said}"
+        return f"{marker} Job {job.id} · <@{job.user_id}> · {job.mode}{step}{said}"
 
     return queue
 

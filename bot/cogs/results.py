@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import jobs, render
 from bot.bot import reply_privately
-from bot.moderation import Refused
+from bot.moderation import Refused, reachable
 from bot.queue import QueueFull
 from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest, default_outpaint_amount
 
@@ -96,9 +96,12 @@ async def act(
 ) -> str | None:
     """Carry out a button's or reaction's action; return the refusal to show the member, if any."""
     job = await bot.store.get_job(job_id)
-    if job is None and await bot.store.was_erased(job_id):
+    if job is None and on_its_result(message, job_id) and await bot.store.was_erased(job_id):
+        # Said only on the result itself, where the job was seen: a number alone reveals nothing.
         return f"Job {job_id} was erased by the member who made it, so there is nothing to {action} any more."
-    if job is None or job.guild_id != guild_id:
+    permissions = interaction.permissions if interaction is not None else None
+    if job is None or not await may_reach(bot, job, member, channel, guild_id, permissions):
+        # The same words as for a job that does not exist: job numbers must not be probed.
         return f"Job {job_id} is not in Dreambot's history (any more), so there is nothing to {action} here."
     if interaction is not None and message is not None and job.message_id not in (None, message.id):
         # A raw client can send any custom id: a button acts only on the result it is on.
@@ -132,6 +135,10 @@ async def act(
         request, policy = await jobs.admit(bot, origin, request)
         if action != "reroll":
             jobs.check_source(job, index or 0, policy)
+            request = jobs.from_source(request, job, index or 0)
+        elif request.source_flagged and policy.mode == "block":
+            raise Refused(f"Job {job.id} started from a picture the safety filter flagged, so it can only be "
+                          "re-rolled in an age-restricted channel whose filter shows flagged images.")
         bot.queue.check(member.id)
     except Refused as refusal:
         return f"🚫 {refusal}"
@@ -217,7 +224,7 @@ def enough_steps(job: JobRow, strength: float) -> int:
 
 def build_info_commands(bot: DreamBot) -> tuple[app_commands.Command, app_commands.ContextMenu]:
     async def show(interaction: discord.Interaction, job: JobRow | None, missing: str) -> None:
-        if job is None or not in_reach(job, interaction):
+        if job is None or not await reachable_from(bot, job, interaction):
             await interaction.response.send_message(missing, ephemeral=True)
             return
         if job.deleted_at is not None:
@@ -229,9 +236,8 @@ def build_info_commands(bot: DreamBot) -> tuple[app_commands.Command, app_comman
     @app_commands.command(name="info", description="Show every parameter of a Dreambot result, to make it again")
     @app_commands.describe(job="The job number shown under the result")
     async def info(interaction: discord.Interaction, job: app_commands.Range[int, 1, 2**53]) -> None:
-        missing = (f"Job {job} was erased by the member who made it." if await bot.store.was_erased(job)
-                   else f"There is no job {job} in this server's history.")
-        await show(interaction, await bot.store.get_job(job), missing)
+        # An erased job reads like one that never was: a number alone reveals nothing.
+        await show(interaction, await bot.store.get_job(job), f"There is no job {job} in this server's history.")
 
     async def info_menu(interaction: discord.Interaction, message: discord.Message) -> None:
         await show(interaction, await bot.store.job_for_message(message.id), "That message is not a Dreambot result.")
@@ -273,10 +279,37 @@ async def on_reaction(bot: DreamBot, payload: discord.RawReactionActionEvent) ->
             pass
 
 
-def in_reach(job: JobRow, interaction: discord.Interaction) -> bool:
-    """Whether this interaction may see the job: a server's jobs in that server, a direct
-    message's only to its author."""
-    return job.guild_id == interaction.guild_id and (job.guild_id is not None or job.user_id == interaction.user.id)
+async def reachable_from(bot: DreamBot, job: JobRow, interaction: discord.Interaction) -> bool:
+    """Whether this interaction may see or use the job (`moderation.reachable`)."""
+    return await may_reach(bot, job, interaction.user, interaction.channel, interaction.guild_id,
+                           interaction.permissions)
+
+
+async def may_reach(bot: DreamBot, job: JobRow, member, channel, guild_id: int | None,
+                    permissions: discord.Permissions | None = None) -> bool:
+    """`moderation.reachable` for `member` in `channel`; whether they are a moderator is looked up
+    only when it matters (Manage Server, or the server's moderator role)."""
+    channel_id, parent_id = getattr(channel, "id", None), getattr(channel, "parent_id", None)
+    where = dict(user_id=member.id, guild_id=guild_id, channel_id=channel_id, parent_id=parent_id)
+    if reachable(job, **where) or job.guild_id is None or job.guild_id != guild_id:
+        return reachable(job, **where)
+    if permissions is None and isinstance(member, discord.Member) and hasattr(channel, "permissions_for"):
+        permissions = channel.permissions_for(member)
+    moderator = bool(permissions and permissions.manage_guild)
+    if not moderator and isinstance(member, discord.Member):
+        role_id = (await bot.store.guild_settings(guild_id)).moderator_role_id
+        moderator = role_id is not None and member.get_role(role_id) is not None
+    return reachable(job, **where, moderator=moderator)
+
+
+def on_its_result(message, job_id: int) -> bool:
+    """Whether `message` is a result (or notice) whose own buttons act on `job_id`."""
+    for row in getattr(message, "components", None) or ():
+        for item in getattr(row, "children", ()):
+            match = ResultButton.__discord_ui_compiled_template__.fullmatch(getattr(item, "custom_id", None) or "")
+            if match and int(match["job"]) == job_id:
+                return True
+    return False
 
 
 async def source_picture(bot: DreamBot, job: JobRow, index: int) -> bytes:

@@ -121,7 +121,7 @@ async def test_bad_options_get_a_private_answer_and_queue_nothing(
 
 
 async def test_defers_within_a_second_while_the_engine_is_busy(bot: BotProcess, fake: FakeDiscord) -> None:
-    slow = await fake.invoke("dream", prompt="a slow one", steps=50, width=384, height=384, count=2, seed=100)
+    slow = await fake.invoke("dream", prompt="a slow one", steps=50, width=512, height=512, count=2, seed=100)
     for _ in range(200):  # until the engine is busy with it
         if [row["status"] for row in jobs(bot, "interaction_id = ?", slow.id)] == ["running"]:
             break

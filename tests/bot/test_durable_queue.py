@@ -15,7 +15,7 @@ from tests.fake_discord import FakeDiscord, Interaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SLOW = {"steps": 50, "width": 448, "height": 448}  # a few seconds on the tiny model
+SLOW = {"steps": 50, "width": 640, "height": 640}  # several seconds on the tiny model
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

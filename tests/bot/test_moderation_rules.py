@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.moderation import Moderation, PromptBlocked, Refused, configured_mode, effective_mode
+from bot.moderation import Moderation, PromptBlocked, Refused, configured_mode, effective_mode, reachable
 from bot.store import GuildSettings, Store
 from dreambot.protocol import GenerateRequest
 
@@ -101,3 +101,35 @@ async def test_the_mode_now_is_read_again_when_a_result_is_posted(moderation) ->
     await store.set_channel_mode(1, 10, "block", actor_id=5)
     assert await rules.current_mode(1, gallery) == "block"
     assert await rules.current_mode(None, None) == "block"
+
+
+@dataclass
+class Job:
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+
+
+AUTHOR, OTHER = 1, 2
+STAFF, PUBLIC, THREAD_OF_STAFF = 10, 20, 30
+SERVER, ELSEWHERE = 100, 200
+
+
+# (the job, where the viewer is, who the viewer is, moderator?) -> may they see or use it
+@pytest.mark.parametrize(("job", "guild", "channel", "parent", "viewer", "moderator", "allowed"), [
+    (Job(AUTHOR, SERVER, STAFF), SERVER, STAFF, None, OTHER, False, True),  # its own channel
+    (Job(AUTHOR, SERVER, STAFF), SERVER, PUBLIC, None, OTHER, False, False),  # another channel
+    (Job(AUTHOR, SERVER, STAFF), SERVER, THREAD_OF_STAFF, STAFF, OTHER, False, True),  # a thread of its channel
+    (Job(AUTHOR, SERVER, THREAD_OF_STAFF), SERVER, STAFF, None, OTHER, False, False),  # a thread's job, from its parent
+    (Job(AUTHOR, SERVER, STAFF), SERVER, PUBLIC, None, AUTHOR, False, True),  # its author, anywhere in the server
+    (Job(AUTHOR, SERVER, STAFF), SERVER, PUBLIC, None, OTHER, True, True),  # a moderator
+    (Job(AUTHOR, SERVER, STAFF), ELSEWHERE, STAFF, None, AUTHOR, True, False),  # never from another server
+    (Job(AUTHOR, None, 5), None, 5, None, AUTHOR, False, True),  # a DM's job: its author
+    (Job(AUTHOR, None, 5), None, 5, None, OTHER, False, False),
+    (Job(AUTHOR, None, 5), SERVER, PUBLIC, None, AUTHOR, True, False),  # not in a server
+    (Job(AUTHOR, SERVER, None), SERVER, PUBLIC, None, OTHER, False, False),
+])
+def test_a_job_is_reachable_only_where_its_result_could_be_seen(job, guild, channel, parent, viewer, moderator,
+                                                                  allowed) -> None:
+    assert reachable(job, user_id=viewer, guild_id=guild, channel_id=channel, parent_id=parent,
+                     moderator=moderator) is allowed

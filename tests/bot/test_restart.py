@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from tests.bot.conftest import BotProcess
 from tests.bot.test_durable_queue import result, rows, running, until
+from tests.bot.test_policy_changes import LONG
 from tests.fake_discord import FakeDiscord
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -33,7 +35,7 @@ async def test_a_restart_runs_queued_and_interrupted_jobs_and_delivers_them(
         await first.stop()
     assert first.process.returncode == 0
     left = {row["status"] for row in rows(first)}
-    assert left <= {"queued", "done"} and "queued" in left  # nothing lost, nothing failed
+    assert left <= {"queued", "delivering", "done"} and "queued" in left  # nothing lost, nothing failed
 
     posted_before = len(fake.channel_messages.replies)
     second = await BotProcess(fake, tmp_path, tiny_model, MAX_BATCH="1").start()
@@ -46,5 +48,36 @@ async def test_a_restart_runs_queued_and_interrupted_jobs_and_delivers_them(
         for reply in results:  # posted in the channel, mentioning the member, as the interaction is gone
             assert any(f"<@{m['id']}>" in reply.content for m in members)
         assert "left unfinished by the last run" in second.log()
+    finally:
+        await second.stop()
+
+
+async def test_a_job_restored_after_a_restart_is_checked_again_as_it_starts(fake: FakeDiscord, tiny_model: Path,
+                                                                            tmp_path: Path) -> None:
+    first = await BotProcess(fake, tmp_path, tiny_model, MAX_BATCH="1").start()
+    barred, patient = fake.user("barred later"), fake.user("patient")
+    try:
+        blocker = await fake.invoke("dream", fake.user("busy"), prompt="keeps the engine busy", **LONG)
+        await running(first, blocker)
+        left = [await fake.invoke("dream", member, prompt="left for later", steps=2) for member in (barred, patient)]
+        for interaction in left:
+            await interaction.wait_for(lambda reply: "ahead of yours" in reply.content)
+    finally:
+        await first.stop()
+    # While the bot was down, a moderator barred one of them (an operator's sqlite3 shell, say).
+    with sqlite3.connect(first.database) as db:
+        db.execute("INSERT INTO bans (guild_id, user_id, banned_by, reason) VALUES (?, ?, ?, 'spam')",
+                   (fake.guild_id, int(barred["id"]), int(fake.owner["id"])))
+    second = await BotProcess(fake, tmp_path, tiny_model, MAX_BATCH="1").start()
+    try:
+        def mine(member: dict) -> sqlite3.Row:
+            return next(row for row in rows(second) if row["user_id"] == int(member["id"]))
+
+        await until(lambda: mine(barred)["status"] == "failed" and mine(patient)["status"] == "done", timeout=180)
+        assert "barred" in mine(barred)["error"]
+        told = [reply for reply in fake.channel_messages.replies if f"<@{barred['id']}>" in reply.content]
+        # The channel reads that moderators stopped it, not why (a ban is the member's business).
+        assert told and "stopped by this server's moderators" in told[-1].content and not told[-1].files
+        assert "barred" not in told[-1].content
     finally:
         await second.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -73,8 +74,11 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
         job_id=job_id, seed=7, width=512, height=512, model="tiny", timings={"total": 1.25},
         images=(ImageResult(b"png", 7, False, 0.02), ImageResult(b"png", 8, True, 0.97)),
     )
-    assert await store.finish_job(job_id, result) == "done"
-    await store.set_message(job_id, 555)
+    await store.finish_job(job_id, result)
+    assert (await store.get_job(job_id)).status == "delivering"  # made, not yet posted
+    assert [job.id for job in await store.undelivered_jobs()] == [job_id]
+    await store.delivered(job_id, 555)
+    assert await store.undelivered_jobs() == []
     job = await store.get_job(job_id)
     assert (job.status, job.width, job.height, job.message_id) == ("done", 512, 512, 555)
     assert job.nsfw_flags == [False, True] and job.nsfw_scores == [0.02, 0.97]
@@ -83,7 +87,9 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
     all_flagged = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=41, model="tiny")
     flagged = GenerateResult(job_id=all_flagged, seed=7, width=64, height=64, model="tiny",
                              images=(ImageResult(b"png", 7, True, 0.9),))
-    assert await store.finish_job(all_flagged, flagged) == "filtered"
+    await store.finish_job(all_flagged, flagged)
+    await store.delivered(all_flagged, None, filtered=True)
+    assert (await store.get_job(all_flagged)).status == "filtered"
 
     failing = await store.create_job(REQUEST, user_id=11, guild_id=None, channel_id=31, interaction_id=42, model="tiny")
     await store.fail_job(failing, "EngineCrashed: exited with code -9")
@@ -219,18 +225,21 @@ async def test_forgetting_erases_finished_jobs_and_keeps_their_numbers(tmp_path:
     store = await Store.open(tmp_path / "bot.sqlite3")
     done = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=4, model="m")
     await store.finish_job(done, GenerateResult(job_id=done, seed=7, width=64, height=64, model="m", images=()))
+    await store.delivered(done, 99)
     running = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=5, model="m")
     await store.mark_running(running)
+    posting = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=8, model="m")
+    await store.finish_job(posting, GenerateResult(job_id=posting, seed=7, width=64, height=64, model="m", images=()))
     other = await store.create_job(REQUEST, user_id=8, guild_id=2, channel_id=3, interaction_id=6, model="m")
     # Another member's job made from one of ours keeps existing, without the link.
     child = await store.create_job(REQUEST, user_id=8, guild_id=2, channel_id=3, interaction_id=7, model="m",
                                    action="vary", parent_job_id=done, parent_image=0)
-    assert await store.erase_user_jobs(1) == ([done], 1)
+    assert await store.erase_user_jobs(1) == ([done], 2)  # a job still being posted is kept until it is
     assert await store.get_job(done) is None and await store.was_erased(done)
     assert (await store.get_job(running)).status == "running"
     assert await store.get_job(other) is not None and not await store.was_erased(other)
     assert (await store.get_job(child)).parent_job_id is None
-    assert await store.user_jobs(1) == ([await store.get_job(running)], 1)
+    assert await store.user_jobs(1) == ([await store.get_job(posting), await store.get_job(running)], 2)
     await store.close()
 
 
@@ -251,10 +260,87 @@ async def test_withholding_flagged_images_after_all(tmp_path: Path) -> None:
         images = tuple(ImageResult(data=b"png", seed=i, nsfw_content_detected=f, nsfw_score=0.9 if f else 0.1)
                        for i, f in enumerate(flags))
         result = GenerateResult(job_id=job_id, seed=7, width=64, height=64, model="m", images=images)
-        assert await store.finish_job(job_id, result, flagged_shown=True) == "done"
+        await store.finish_job(job_id, result)
         await store.withhold_flagged(job_id)
         ids.append(job_id)
     rows = [await store.get_job(job_id) for job_id in ids]
-    assert [(row.status, row.nsfw_mode) for row in rows] == [("filtered", "block"), ("done", "block")]
+    assert [row.nsfw_mode for row in rows] == ["block", "block"]
+    assert [rows[0].shown(0), rows[0].shown(1)] == [False, False]
     assert [rows[1].shown(0), rows[1].shown(1)] == [False, True]
+    await store.close()
+
+
+async def test_upgrading_to_the_delivery_schema_keeps_jobs_links_and_never_reuses_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    fourth = await Store.open(path, bundled_migrations()[:4])
+    insert = ("INSERT INTO jobs (user_id, guild_id, prompt, num_inference_steps, guidance_scale, seed, scheduler, "
+              "num_images, status, parent_job_id) VALUES (?, 2, 'a fox', 20, 7, 9, 'Euler', 1, 'done', ?)")
+    parent = (await fourth._db.execute(insert, (1, None))).lastrowid
+    child = (await fourth._db.execute(insert, (1, parent))).lastrowid
+    erased = (await fourth._db.execute(insert, (9, None))).lastrowid
+    assert (await fourth.erase_user_jobs(9))[0] == [erased]  # the highest number is gone from the table
+    await fourth.close()
+
+    store = await Store.open(path)
+    row = await store.get_job(child)
+    assert (row.parent_job_id, row.source_flagged, row.source_score) == (parent, False, None)
+    newer = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=7, model="m")
+    assert newer > erased and await store.was_erased(erased)  # an erased job's number keeps meaning erased
+    await store._db.execute("UPDATE jobs SET status = 'delivering' WHERE id = ?", (newer,))  # the new status
+    with pytest.raises(sqlite3.IntegrityError):
+        await store._db.execute("UPDATE jobs SET status = 'posted' WHERE id = ?", (newer,))
+    async with store._db.execute("PRAGMA foreign_keys") as cursor:
+        assert (await cursor.fetchone())[0] == 1  # switched back on after migrating
+    await store.close()
+
+
+async def test_a_job_started_from_a_flagged_picture_keeps_that_flag(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    request = GenerateRequest(prompt="p", seed=1, mode="outpaint", image=b"i", direction="left", amount=64,
+                              source_flagged=True)
+    row = await store.get_job(await store.create_job(request, user_id=1, guild_id=2, channel_id=3,
+                                                     interaction_id=None, model="m"))
+    assert row.source_flagged and row.request(image=b"i") == request  # a re-roll or a restart keeps it
+    await store.close()
+
+
+async def test_a_write_waits_out_a_database_locked_by_another_program(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    store = await Store.open(path)
+    job_id = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=4, model="m")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # an operator's shell holding a write lock past busy_timeout (5 s)
+    other.execute("UPDATE meta SET value = value")
+    write = asyncio.create_task(store.delivered(job_id, 555))
+    await asyncio.sleep(6.5)
+    assert not write.done()  # still trying, not failed
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(write, 15)
+    assert (await store.get_job(job_id)).message_id == 555
+    await store.close()
+
+
+async def test_a_members_jobs_still_to_run_in_a_server(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    ids = [await store.create_job(REQUEST, user_id=1, guild_id=guild, channel_id=3, interaction_id=None, model="m")
+           for guild in (2, 2, 2, 8)]
+    await store.mark_running(ids[1])
+    await store.fail_job(ids[2], "x")
+    assert await store.queued_jobs_of(1, 2) == ids[:2]
+    await store.close()
+
+
+async def test_links_left_dangling_before_a_migration_do_not_stop_it(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    fourth = await Store.open(path, bundled_migrations()[:4])
+    insert = ("INSERT INTO jobs (user_id, guild_id, prompt, num_inference_steps, guidance_scale, seed, scheduler, "
+              "num_images, status, parent_job_id) VALUES (1, 2, 'a fox', 20, 7, 9, 'Euler', 1, 'done', ?)")
+    parent = (await fourth._db.execute(insert, (None,))).lastrowid
+    child = (await fourth._db.execute(insert, (parent,))).lastrowid
+    await fourth._db.execute("PRAGMA foreign_keys = OFF")  # as an operator's sqlite3 shell has it
+    await fourth._db.execute("DELETE FROM jobs WHERE id = ?", (parent,))
+    await fourth.close()
+    store = await Store.open(path)  # migrates: only violations a migration adds would stop it
+    assert (await store.get_job(child)).parent_job_id == parent
     await store.close()
