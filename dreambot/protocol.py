@@ -209,7 +209,7 @@ class GenerateResult:
     # Seconds spent per phase: "generate" (denoise + decode), "safety", "total".
     timings: dict[str, float] = field(default_factory=dict)
     # Modes that start from a picture: the highest safety score of what the job brought in (the
-    # picture, and what the result keeps of it pixel-exact, scored on its own). Above the
+    # picture, whole and in parts, and what the result keeps of it pixel-exact, on its own). Above the
     # threshold, every picture of the job is flagged. None for modes with no input picture.
     source_score: float | None = None
 

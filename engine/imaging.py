@@ -4,6 +4,7 @@ slerp, GIFs and previews."""
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import torch
@@ -38,6 +39,82 @@ def kept_region(image: Image.Image, mask: Image.Image) -> Image.Image | None:
         return None
     return Image.composite(image.crop(box), Image.new("RGB", (box[2] - box[0], box[3] - box[1]), NEUTRAL),
                            keep.crop(box))
+
+
+# Scoring a member's picture in parts: a flagged region cannot hide in a larger canvas (padding, or
+# other content beside it), where the picture as a whole scores low. Parts are bounded: at most
+# 1 + PARTS_ALONG + 9 = 15 crops per picture, no window with a side under PART_MIN pixels.
+PART_MIN = 32
+PARTS_ALONG = 5
+# How far apart a band's channel values may be and still count as padding: survives JPEG noise.
+FLAT_TOLERANCE = 6
+
+
+def _content_box(pixels: np.ndarray, tolerance: int = FLAT_TOLERANCE) -> tuple[int, int, int, int] | None:
+    """The box left once near-constant lines at the edges (padding, each edge its own colour, in
+    layers) are trimmed away; None when nothing is left: a flat colour, a gradient, nested bands,
+    in which no part can stand out. One edge line at a time: a line flat in a box stays flat in
+    any smaller one, so the order does not matter, and a layered border costs no more than a plain
+    one (trimming whole bands of the box again and again would take seconds on nested 1-px bands)."""
+    top, left, bottom, right = 0, 0, pixels.shape[0], pixels.shape[1]
+
+    def flat(line: np.ndarray) -> bool:
+        return int((line.max(axis=0) - line.min(axis=0)).max()) <= tolerance
+
+    while top < bottom and left < right:
+        if flat(pixels[top, left:right]):
+            top += 1
+        elif flat(pixels[bottom - 1, left:right]):
+            bottom -= 1
+        elif flat(pixels[top:bottom, left]):
+            left += 1
+        elif flat(pixels[top:bottom, right - 1]):
+            right -= 1
+        else:
+            return left, top, right, bottom
+    return None
+
+
+def parts(image: Image.Image) -> list[Image.Image]:
+    """Crops of a member's (RGB) picture to score on their own, besides the picture itself: its
+    content once padding is trimmed (`_content_box`, grown to PART_MIN around a smaller one), then,
+    within that content, squares of its short side along a long one (content beside other content)
+    and 3x3 windows of half its width and height, a quarter apart (a region within the content)."""
+    box = _content_box(np.asarray(image))
+    if box is None:
+        return []
+    crops = []
+    left, top, right, bottom = box
+    if box != (0, 0, image.width, image.height):
+        left, right = _grown(left, right, image.width)
+        top, bottom = _grown(top, bottom, image.height)
+        crops.append(image.crop((left, top, right, bottom)))
+    width, height = right - left, bottom - top
+    side = min(width, height)
+    if max(width, height) >= 1.5 * side and side >= PART_MIN:
+        # Half a side apart, both ends included; spread evenly when that would take more than PARTS_ALONG.
+        longest = max(width, height) - side
+        count = min(PARTS_ALONG, math.ceil(longest / (side / 2)) + 1)
+        for k in range(count):
+            offset = round(k * longest / (count - 1))
+            x, y = (left + offset, top) if width > height else (left, top + offset)
+            crops.append(image.crop((x, y, x + side, y + side)))
+    half_width, half_height = width // 2, height // 2
+    if min(half_width, half_height) >= PART_MIN:
+        for i in range(3):
+            for j in range(3):
+                x, y = left + round(i * (width - half_width) / 2), top + round(j * (height - half_height) / 2)
+                crops.append(image.crop((x, y, x + half_width, y + half_height)))
+    return crops
+
+
+def _grown(start: int, end: int, limit: int) -> tuple[int, int]:
+    """[start, end) grown evenly to at least PART_MIN (or the whole `limit`), kept inside [0, limit)."""
+    missing = min(PART_MIN, limit) - (end - start)
+    if missing <= 0:
+        return start, end
+    start = max(0, min(start - missing // 2, limit - PART_MIN))
+    return start, start + min(PART_MIN, limit)
 
 
 def feather_radius(size: tuple[int, int]) -> int:

@@ -394,9 +394,11 @@ class Engine:
         """Run one pipeline call for the requests (several only for text to image); return each
         request's finished pictures, what it brought in to be scored with them, and their size.
 
-        What a job brings in: the input picture, and what the result keeps of it pixel-exact, on its
-        own: for outpainting that is the input itself; for inpainting, the kept region
-        (`imaging.kept_region`), so that a small region kept in a large repainted canvas counts."""
+        What a job brings in: the input picture, whole and in parts (`imaging.parts`: its content
+        without padding, and windows of it), so that a flagged region cannot hide in a larger
+        picture; and what the result keeps of it pixel-exact, on its own: for outpainting that is
+        the input itself; for inpainting, the kept region (`imaging.kept_region`), so that a small
+        region kept in a large repainted canvas counts."""
         request = requests[0]
         if request.mode == "upscale" and self.upscaler is not None:
             return self._upscale(request, seeds[0], progress)
@@ -414,7 +416,7 @@ class Engine:
             options = {"width": width, "height": height}
         else:
             source = imaging.open_rgb(request.image)
-            brought.append(source)
+            brought += [source, *imaging.parts(source)]
             if request.mode == "upscale":
                 source = source.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
             if request.mode == "inpaint":
@@ -490,7 +492,7 @@ class Engine:
             callback=step,
             output_type="pil",
         ).images
-        return [images], [[source]], images[0].width, images[0].height
+        return [images], [[source, *imaging.parts(source)]], images[0].width, images[0].height
 
     @torch.no_grad()
     def _interpolate(self, request: GenerateRequest, seed: int, width: int, height: int,

@@ -103,7 +103,7 @@ def test_outpainting_a_flagged_picture_is_flagged_though_the_larger_canvas_score
     fields = {"mode": "outpaint", "image": png(source), "direction": "all", "amount": 16, "num_images": 2}
 
     withheld = run(engine, **fields)
-    assert withheld.source_score == 0.6104
+    assert withheld.source_score == 1.0  # the picture's middle window (32x32) is all red
     for image in withheld.images:
         assert image.nsfw_content_detected and image.data == b""
         assert image.nsfw_score == 0.2713  # its own score, diluted: 2500 red pixels of 96x96
@@ -118,7 +118,7 @@ def test_outpainting_a_flagged_picture_is_flagged_though_the_larger_canvas_score
 
 def test_outpainting_a_clean_picture_is_not_flagged(engine: Engine) -> None:
     result = run(engine, mode="outpaint", image=png(picture((20, 20, 40, 40))), direction="all", amount=16)
-    assert result.source_score == 0.0977 and not result.images[0].nsfw_content_detected
+    assert result.source_score == 0.3906 and not result.images[0].nsfw_content_detected  # its middle window
     assert result.images[0].data.startswith(b"\x89PNG")
 
 
@@ -133,7 +133,7 @@ def test_a_picture_made_from_a_flagged_one_is_flagged(engine: Engine, upscaling_
     assert flagged.images[0].nsfw_content_detected and flagged.images[0].data == b""
     assert flagged.images[0].nsfw_score < THRESHOLD  # the new picture alone would pass
     clean = run(used, **fields, image=png(picture((0, 0, 16, 16))))
-    assert clean.source_score == 0.0625 and not clean.images[0].nsfw_content_detected
+    assert clean.source_score == 0.25 and not clean.images[0].nsfw_content_detected  # its corner window
 
 
 def test_inpainting_that_keeps_a_small_flagged_corner_is_flagged(engine: Engine) -> None:
@@ -147,12 +147,12 @@ def test_inpainting_that_keeps_a_small_flagged_corner_is_flagged(engine: Engine)
 
 
 def test_inpainting_that_repaints_the_flagged_part_away_is_not_flagged_by_it(engine: Engine) -> None:
-    # The red 24x24 corner is repainted; the result keeps only the clean L around it (box 32x32).
-    # Cropped with the red still in it, that box would score 56%: the repainted part must not count.
-    source = picture((0, 0, 24, 24))
-    keep = mask((64, 64), keep=(0, 0, 32, 32), repaint=(0, 0, 24, 24))
+    # The red 16x16 corner is repainted; the result keeps only the clean L around it (box 20x20).
+    # Cropped with the red still in it, that box would score 64%: the repainted part must not count.
+    source = picture((0, 0, 16, 16))
+    keep = mask((64, 64), keep=(0, 0, 20, 20), repaint=(0, 0, 16, 16))
     result = run(engine, mode="inpaint", image=png(source), mask=keep, keep_flagged=True)
-    assert result.source_score == 0.1406  # the input picture as a whole; its kept part scores 0
+    assert result.source_score == 0.25  # the input picture's corner window; its kept part scores 0
     assert not result.images[0].nsfw_content_detected
     assert result.images[0].nsfw_score < 0.01  # the red is gone (but for a stray pixel the VAE saturates)
 
@@ -214,7 +214,8 @@ def test_text_to_image_scores_only_its_own_pictures(engine: Engine) -> None:
 def test_an_image_mode_scores_its_pictures_and_inputs_in_one_call(engine: Engine) -> None:
     engine.safety.calls.clear()
     run(engine, mode="inpaint", image=png(picture()), mask=mask((64, 64), keep=(0, 0, 20, 20)), num_images=2)
-    assert engine.safety.calls == [[(64, 64), (64, 64), (64, 64), (20, 20)]]  # 2 pictures, input, kept box
+    # 2 pictures, the input whole and in 9 windows, the kept box.
+    assert engine.safety.calls == [[(64, 64), (64, 64), (64, 64), *[(32, 32)] * 9, (20, 20)]]
 
 
 @pytest.mark.parametrize("model", ["tiny_model", "flagging_model"])
@@ -225,3 +226,81 @@ def test_the_real_classifiers_score_inputs_of_other_sizes_in_one_call(model: str
                  keep_flagged=True)
     assert isinstance(result.source_score, float)
     assert result.images[0].nsfw_content_detected == (model == "flagging_model")
+
+
+# A member's upload is itself a canvas: a flagged region padded with a border, or set beside other
+# content, scores low as a whole. The input is scored in parts too (`imaging.parts`).
+
+def padded(region: Image.Image, size: tuple[int, int], at: tuple[int, int],
+           colours: tuple[tuple[int, int, int], ...] = ((255, 255, 255),)) -> Image.Image:
+    """`region` at `at` on a border of flat colours: one per edge band (left, top, right, bottom) if
+    several are given, each band painted over the previous ones, as a layered border would be."""
+    image = Image.new("RGB", size, colours[0])
+    left, top = at
+    right, bottom = left + region.width, top + region.height
+    bands = [(0, 0, left, size[1]), (0, 0, size[0], top), (right, 0, size[0], size[1]), (0, bottom, size[0], size[1])]
+    for colour, band in zip(colours, bands if len(colours) > 1 else []):
+        image.paste(colour, band)
+    image.paste(region, at)
+    return image
+
+
+# The whole of each scores at most 0.5 (not above the threshold); each holds a region that scores
+# far above it alone.
+DILUTED = {
+    # (a) a 48x48 region (40x40 red) on a wide border: 4% of the picture, 69% of its content.
+    "white border": padded(picture((4, 4, 44, 44), size=(48, 48)), (192, 192), (24, 120)),
+    "border of four colours": padded(picture((4, 4, 44, 44), size=(48, 48)), (192, 192), (24, 120),
+                                     ((255, 255, 255), (0, 0, 0), (128, 128, 128), (0, 0, 255))),
+    # (b) a red half (60x60 of 64x64) beside a clean half: 44% of a 2:1 picture. (Not the half's
+    # full height: a band of flat lines at an edge is trimmed as padding, and RedShare, unlike a real
+    # classifier, flags a flat colour.)
+    "beside clean content": picture((0, 2, 60, 62), size=(128, 64)),
+    # A 64x64 red square in a 4:1 strip: 25% of it, 50% of any half-width window.
+    "in a strip": picture((144, 0, 208, 64), size=(256, 64)),
+}
+TURNS = {"as is": None, "mirrored": Image.Transpose.FLIP_LEFT_RIGHT, "flipped": Image.Transpose.FLIP_TOP_BOTTOM,
+         "rotated": Image.Transpose.ROTATE_90, "rotated back": Image.Transpose.ROTATE_270}
+
+
+@pytest.mark.parametrize("turn", TURNS)
+@pytest.mark.parametrize("layout", DILUTED)
+def test_a_flagged_region_diluted_in_the_upload_is_flagged_however_turned(engine: Engine, layout: str,
+                                                                          turn: str) -> None:
+    source = DILUTED[layout] if TURNS[turn] is None else DILUTED[layout].transpose(TURNS[turn])
+    assert share_of_red(source) <= THRESHOLD  # the upload as a whole would pass
+    engine.safety.calls.clear()
+    result = run(engine, mode="outpaint", image=png(source), direction="right", amount=16, keep_flagged=True)
+    assert result.source_score == {"white border": 0.6944, "border of four colours": 0.6944,
+                                   "beside clean content": 0.9375, "in a strip": 1.0}[layout]
+    [image] = result.images
+    assert image.nsfw_content_detected and image.nsfw_score <= THRESHOLD  # flagged for what it keeps alone
+    assert len(engine.safety.calls) == 1 and len(engine.safety.calls[0]) <= 1 + 1 + 15  # one call, parts bounded
+
+
+CLEAN = {
+    "white border": padded(picture((4, 4, 24, 24), size=(48, 48)), (192, 192), (24, 120)),
+    "beside clean content": picture((0, 0, 20, 20), size=(128, 64)),
+    "flat colour": Image.new("RGB", (64, 64), (200, 150, 120)),
+    "gradient": Image.fromarray(np.repeat(np.linspace(0, 255, 64, dtype=np.uint8), 3).reshape(1, 64, 3)
+                                .repeat(64, axis=0)),
+}
+
+
+@pytest.mark.parametrize("layout", CLEAN)
+def test_a_clean_upload_scored_in_parts_is_not_flagged(engine: Engine, layout: str) -> None:
+    result = run(engine, mode="img2img", image=png(CLEAN[layout]), strength=1.0)
+    assert result.source_score == {"white border": 0.1736, "beside clean content": 0.1953, "flat colour": 0.0,
+                                   "gradient": 0.0}[layout]
+    assert not result.images[0].nsfw_content_detected and result.images[0].data
+
+
+def test_the_parts_of_an_upload_are_bounded_in_number_and_size() -> None:
+    strip_on_border = padded(picture(size=(400, 64)), (512, 512), (56, 200))
+    crops = imaging.parts(strip_on_border)
+    assert [crop.size for crop in crops] == [(400, 64)] + [(64, 64)] * 5 + [(200, 32)] * 9  # the most there are
+    assert imaging.parts(CLEAN["flat colour"]) == imaging.parts(CLEAN["gradient"]) == []  # nothing stands out
+    assert imaging.parts(picture(size=(48, 48))) == []  # windows under 32 px are left out
+    speck = picture(size=(8, 8))
+    [grown] = imaging.parts(padded(speck, (192, 192), (184, 0)))  # content under 32 px: grown, inside the picture
+    assert grown.size == (32, 32) and np.array_equal(np.asarray(grown)[:8, 24:], np.asarray(speck))
