@@ -83,8 +83,8 @@ async def test_the_notice_shows_the_place_then_the_steps(bot: BotProcess, fake: 
 async def test_cancel_a_queued_and_a_running_job(bot: BotProcess, fake: FakeDiscord) -> None:
     owner, other = fake.user("owner of jobs"), fake.user("bystander")
     slow = await fake.invoke("dream", owner, prompt="to stop", steps=50, width=512, height=512)
+    job = await running(bot, slow)  # first: two members' commands are prepared side by side
     queued = await fake.invoke("dream", fake.user("c"), prompt="to drop", steps=2)
-    job = await running(bot, slow)
     await queued.wait_for(lambda reply: "ahead of yours" in reply.content)
     queued_job = rows(bot, "interaction_id = ?", queued.id)[0]
 
@@ -108,8 +108,8 @@ async def test_cancel_a_queued_and_a_running_job(bot: BotProcess, fake: FakeDisc
 async def test_queue_lists_running_and_waiting_jobs(bot: BotProcess, fake: FakeDiscord) -> None:
     elsewhere = fake.text_channel("elsewhere")
     slow = await fake.invoke("dream", fake.user("d"), prompt="visible fox", **SLOW)
-    hidden = await fake.invoke("dream", fake.user("e"), prompt="secret fox", steps=2, in_channel=elsewhere)
     await running(bot, slow)
+    hidden = await fake.invoke("dream", fake.user("e"), prompt="secret fox", steps=2, in_channel=elsewhere)
     await hidden.wait_for(lambda reply: "ahead of yours" in reply.content)
     listing = await (await fake.invoke("queue", fake.user("f"))).wait_for(lambda reply: bool(reply.content))
     assert listing.ephemeral and "1 running · 1 waiting" in listing.content

@@ -24,9 +24,9 @@ async def test_a_restart_runs_queued_and_interrupted_jobs_and_delivers_them(
     members = [fake.user(f"patient {i}") for i in range(3)]
     try:
         interactions = [await fake.invoke("dream", members[0], prompt="long one", steps=50, width=512, height=512)]
+        await running(first, interactions[0])
         interactions += [await fake.invoke("dream", member, prompt=f"waits {i}", steps=2)
                          for i, member in enumerate(members[1:])]
-        await running(first, interactions[0])
         for interaction in interactions[1:]:
             await interaction.wait_for(lambda reply: "ahead of yours" in reply.content)
         first.process.send_signal(signal.SIGTERM)  # as a service manager stops it
