@@ -16,7 +16,8 @@ from tests.fake_discord import FakeDiscord, Interaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-LONG = {"steps": 50, "width": 512, "height": 512}  # several seconds on two cores: previews come every 2 s
+LONG = {"steps": 50, "width": 512, "height": 512}  # a few seconds on two cores
+LONGER = {"steps": 50, "width": 768, "height": 768}  # long enough for several previews (every 2-2.5 s)
 
 
 def rows(bot: BotProcess, where: str, *args) -> list[sqlite3.Row]:
@@ -46,7 +47,7 @@ async def test_a_channel_that_loses_its_age_restriction_gets_no_more_previews(bo
                                                                               fake: FakeDiscord) -> None:
     channel = fake.text_channel("after-dark", nsfw=True)
     await answer(await fake.invoke("mod filter", fake.owner, mode="off", channel=channel))
-    interaction = await fake.invoke("dream", fake.user("night owl"), prompt="a long one", seed=3, **LONG,
+    interaction = await fake.invoke("dream", fake.user("night owl"), prompt="a long one", seed=3, **LONGER,
                                     in_channel=channel)
     await interaction.wait_for(lambda reply: bool(previews(interaction)), timeout=120)  # shown while allowed
     fake.set_nsfw(channel, False)
