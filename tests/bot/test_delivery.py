@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.bot.conftest import BotProcess
+from tests.bot.test_durable_queue import until
 from tests.fake_discord import FakeDiscord, Message
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -26,14 +27,6 @@ def row(bot: BotProcess, interaction_id: int) -> sqlite3.Row:
     with sqlite3.connect(bot.database) as db:
         db.row_factory = sqlite3.Row
         return db.execute("SELECT * FROM jobs WHERE interaction_id = ?", (interaction_id,)).fetchone()
-
-
-async def until(condition, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.05)
 
 
 def picture(message: Message) -> bool:

@@ -5,33 +5,18 @@ tiny model."""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
 
 import pytest
 
 from tests.bot.conftest import BotProcess
+from tests.bot.test_durable_queue import rows, until
 from tests.fake_discord import FakeDiscord, Interaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LONG = {"steps": 50, "width": 512, "height": 512}  # a few seconds on two cores
 LONGER = {"steps": 50, "width": 768, "height": 768}  # long enough for several previews (every 2-2.5 s)
-
-
-def rows(bot: BotProcess, where: str, *args) -> list[sqlite3.Row]:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args).fetchall()
-
-
-async def until(condition, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.05)
 
 
 async def answer(interaction: Interaction) -> str:
