@@ -34,9 +34,6 @@ from tests.bot.conftest import BotProcess as TestBotProcess  # noqa: E402
 from tests.fake_discord import FakeDiscord, Interaction, Reply  # noqa: E402
 
 TOKEN = "MTE5.fake-bot-token.never-logged"
-# What a developer's shell or .env may hold that would change the bot under test.
-FOREIGN_SETTINGS = ("DISCORD_", "SD_", "MAX_")
-FOREIGN_NAMES = ("DATABASE_PATH", "IMAGES_DIR", "STYLES_FILE", "IMAGE_RETENTION_DAYS", "LOG_LEVEL")
 READY_LINE = re.compile(r"engine ready: (?P<model>.+?) on (?P<device>\S+) \((?P<dtype>[^)]+)\), "
                         r"safety checker (?P<safety>\S+)")
 PROMPTS = tuple(f"a {colour} {shape} on a {background} background"
@@ -45,16 +42,14 @@ PROMPTS = tuple(f"a {colour} {shape} on a {background} background"
                 for background in ("white", "black", "gray", "blue"))
 
 
-def clean_environment() -> dict[str, str]:
-    """This process's environment without the bot and engine settings a shell or .env may hold."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_SETTINGS) and k not in FOREIGN_NAMES}
+# This process's environment without the bot and engine settings a shell may hold (one list for
+# the tests and the benchmarks: the settings model's).
+clean_environment = TestBotProcess.base_environment
 
 
 class BotProcess(TestBotProcess):
     """`python -m bot` in its own working directory, its log in a file (tests/bot/conftest.py's, with
-    an environment cleaned of every bot and engine setting, and a wait for the engine too)."""
-
-    base_environment = staticmethod(clean_environment)
+    a wait for the engine too)."""
 
     def __init__(self, fake: FakeDiscord, workdir: Path, model: str, **settings: str) -> None:
         super().__init__(fake, workdir, model, **settings)

@@ -139,3 +139,9 @@ def describe(error: ValidationError) -> str:
 def _exit(error: ValidationError) -> NoReturn:
     print(describe(error), file=sys.stderr)
     raise SystemExit(2)
+
+
+def setting_names() -> frozenset[str]:
+    """Every environment variable the bot or the engine reads: what tests and benchmarks clear so
+    that a developer's shell or .env cannot change the process under test."""
+    return frozenset(name.upper() for name in BotSettings.model_fields)

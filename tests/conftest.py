@@ -12,10 +12,11 @@ import pytest_asyncio
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-# A developer's own .env must not leak into the tests' settings.
-for name in list(os.environ):
-    if name.startswith(("SD_", "DISCORD_", "MAX_")) or name in ("DATABASE_PATH", "LOG_LEVEL"):
-        del os.environ[name]
+# A developer's own settings must not leak into the tests' (one list: the settings model's).
+from dreambot.settings import setting_names  # noqa: E402
+
+for name in setting_names() & set(os.environ):
+    del os.environ[name]
 
 
 @pytest.fixture(scope="session")

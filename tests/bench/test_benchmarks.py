@@ -121,11 +121,9 @@ def test_a_queue_that_loses_a_job_is_caught():
     assert not report.ok
 
 
-def test_the_bots_fair_queue_when_there_is_one():
-    try:
-        from bot.queue import FairQueue, QueueFull
-    except ImportError:
-        pytest.skip("bot.queue has no FairQueue yet")
+def test_the_bots_fair_queue():
+    from bot.queue import FairQueue, QueueFull
+
     assert fair_queue.simulate(FairQueue, QueueFull).ok
 
 

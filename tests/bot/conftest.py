@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from dreambot.settings import setting_names
 from tests.fake_discord import FakeDiscord
 
 TOKEN = "MTE5.fake-bot-token.never-logged"
@@ -38,7 +39,7 @@ class BotProcess:
     @staticmethod
     def base_environment() -> dict[str, str]:
         """Ours, without the Discord and engine settings a developer's shell may hold."""
-        return {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_"))}
+        return {k: v for k, v in os.environ.items() if k not in setting_names()}
 
     async def start(self, *args: str) -> BotProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
