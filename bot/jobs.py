@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -120,20 +121,16 @@ async def run(
     """Record, queue and run an admitted `request`, then post its outcome. Raises QueueFull (before
     recording anything) when the queue does not take it now; never raises for engine failures.
     `reservation`: the member's place, if the caller already holds one (`JobQueue.reserve`)."""
-    if reservation is None:
-        with bot.queue.reserve(origin.user.id) as reservation:
-            await run(bot, origin, request, policy=policy, action=action, parent_job_id=parent_job_id,
-                      parent_image=parent_image, notes=notes, reservation=reservation)
-        return
-    job_id, kept = await record(bot, origin, request, policy=policy, action=action, parent_job_id=parent_job_id,
-                                parent_image=parent_image)
-    # Ids and lengths only: members' words never go to the log (/forget could not erase them there).
-    log.info("job %s (%s) queued for user %s: prompt of %d characters, negative of %d", job_id, action,
-             origin.user.id, len(request.prompt), len(request.negative_prompt))
-    if not kept:
-        notes = (*notes, "Your picture could not be stored, so this job cannot be re-rolled later.")
-    await carry_out(bot, origin, job_id, request, policy=policy, reservation=reservation, notes=notes,
-                    origin_text=render.origin(action, parent_job_id, parent_image))
+    with bot.queue.reserve(origin.user.id) if reservation is None else nullcontext(reservation) as reservation:
+        job_id, kept = await record(bot, origin, request, policy=policy, action=action,
+                                    parent_job_id=parent_job_id, parent_image=parent_image)
+        # Ids and lengths only: members' words never go to the log (/forget could not erase them there).
+        log.info("job %s (%s) queued for user %s: prompt of %d characters, negative of %d", job_id, action,
+                 origin.user.id, len(request.prompt), len(request.negative_prompt))
+        if not kept:
+            notes = (*notes, "Your picture could not be stored, so this job cannot be re-rolled later.")
+        await carry_out(bot, origin, job_id, request, policy=policy, reservation=reservation, notes=notes,
+                        origin_text=render.origin(action, parent_job_id, parent_image))
 
 
 async def record(bot: DreamBot, origin: Origin, request: GenerateRequest, *, policy: Policy, action: str,
@@ -398,7 +395,8 @@ async def deliver(bot: DreamBot, delivery: Delivery, origin: Origin, job_id: int
         await delivery.finish(render.all_withheld(job_id, len(result.images)))
         await record_delivery(bot, job_id, None, filtered=result.all_flagged)
         return
-    for index, image in shown:
+    kept, files = True, []
+    for index, image in shown:  # all before posting: a restart can post them if we die on the way
         if image.nsfw_content_detected and origin.guild_id is not None:  # known again if brought back
             try:
                 print_ = await asyncio.to_thread(fingerprint.of, image.data)
@@ -406,21 +404,17 @@ async def deliver(bot: DreamBot, delivery: Delivery, origin: Origin, job_id: int
                     await bot.store.add_flagged_picture(job_id, index, origin.guild_id, print_)
             except Exception:
                 log.exception("job %s: could not remember flagged picture %d", job_id, index + 1)
-    kept = True
-    for index, image in shown:  # before posting: a restart can post them if we die on the way
         try:
             await bot.images.save(job_id, f"result-{index}.{image.format}", image.data)
         except OSError:
             log.exception("job %s: could not store picture %d in %s", job_id, index + 1, bot.images.folder)
             kept = False
-    if not kept:
-        notes = (*notes, "This picture could not be stored, so Vary, Upscale and the arrows cannot start from it.")
-    files = []
-    for index, image in shown:
         name = f"dream-{job_id}-{image.seed}.{image.format}"
         # Discord blurs an attachment whose name starts with SPOILER_ until it is clicked.
         spoiler = image.nsfw_content_detected and policy.mode == "spoiler"
         files.append(("SPOILER_" + name if spoiler else name, image.data))
+    if not kept:
+        notes = (*notes, "This picture could not be stored, so Vary, Upscale and the arrows cannot start from it.")
     text = render.summary(job_id, request, result, origin=origin_text, notes=notes, nsfw_mode=policy.mode)
     view = result_view(job_id, request, result, policy.mode, reusable=kept)
     for attempt, pause in enumerate(POST_RETRY_SECONDS):

@@ -62,6 +62,39 @@ def reachable(job, *, user_id: int, guild_id: int | None, channel_id: int | None
     return moderator or (job.channel_id is not None and job.channel_id in (channel_id, parent_id))
 
 
+def is_moderator(interaction: discord.Interaction, settings: GuildSettings) -> bool:
+    """Manage Server (owners and administrators have it), or the server's moderator role."""
+    return moderates(interaction.user, interaction.permissions, settings)
+
+
+def moderates(member, permissions: discord.Permissions | None, settings: GuildSettings) -> bool:
+    """`is_moderator` for a member and their permissions where they act (a reaction has no interaction)."""
+    if permissions is not None and permissions.manage_guild:
+        return True
+    role_id = settings.moderator_role_id
+    return role_id is not None and isinstance(member, discord.Member) and member.get_role(role_id) is not None
+
+
+async def may_reach(store: Store, job, member, channel, guild_id: int | None,
+                    permissions: discord.Permissions | None = None) -> bool:
+    """`reachable` for `member` in `channel`; whether they are a moderator is looked up only when
+    it matters."""
+    where = dict(user_id=member.id, guild_id=guild_id, channel_id=getattr(channel, "id", None),
+                 parent_id=getattr(channel, "parent_id", None))
+    allowed = reachable(job, **where)
+    if allowed or job.guild_id is None or job.guild_id != guild_id:
+        return allowed
+    if permissions is None and isinstance(member, discord.Member) and hasattr(channel, "permissions_for"):
+        permissions = channel.permissions_for(member)
+    return reachable(job, **where, moderator=moderates(member, permissions, await store.guild_settings(guild_id)))
+
+
+async def reachable_from(store: Store, job, interaction: discord.Interaction) -> bool:
+    """Whether this interaction may see or use the job (`reachable`)."""
+    return await may_reach(store, job, interaction.user, interaction.channel, interaction.guild_id,
+                           interaction.permissions)
+
+
 def age_restricted(channel) -> bool:
     """Discord's "age-restricted" flag; a thread has its parent's. Unknown channels count as not."""
     is_nsfw = getattr(channel, "is_nsfw", None)

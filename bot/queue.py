@@ -109,12 +109,10 @@ class FairQueue:
             jobs.append(job_id)
         self._member[job_id] = member_id
 
-    def submitted(self, member_id: int) -> float | None:
-        """The member's job was accepted now (the cooldown counts from here); returns the time of
-        their job before, for `unsubmitted`."""
-        before = self._last_submit.get(member_id)
-        self._last_submit[member_id] = self._clock()
-        return before
+    def submitted(self, member_id: int) -> float:
+        """The member's job was accepted now (the cooldown counts from here); returns that time."""
+        self._last_submit[member_id] = now = self._clock()
+        return now
 
     def last_submit(self, member_id: int) -> float | None:
         return self._last_submit.get(member_id)
@@ -255,8 +253,8 @@ class JobQueue:
         """Check that the member may queue a job and hold its place while the job is recorded;
         `submit(..., reservation=...)` takes the place. Raises QueueFull (or QueueClosed)."""
         self.check(member_id)
-        before = self.fair.submitted(member_id)  # the cooldown counts from now: a burst cannot all pass
-        at = self.fair.last_submit(member_id)
+        before = self.fair.last_submit(member_id)
+        at = self.fair.submitted(member_id)  # the cooldown counts from now: a burst cannot all pass
         reservation = Reservation(member_id)
         self.fair.reserved[member_id] += 1
         try:

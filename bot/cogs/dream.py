@@ -16,7 +16,7 @@ from discord import app_commands
 from bot import attachments, jobs
 from bot.attachments import AttachmentError
 from bot.bot import reply_privately
-from bot.moderation import Refused
+from bot.moderation import Refused, reachable_from
 from bot.queue import QueueFull
 from dreambot.protocol import (
     DEFAULT_FRAMES,
@@ -104,11 +104,11 @@ async def prepare_and_run(bot: "DreamBot", interaction: discord.Interaction, ori
 
 async def earlier_result(bot: "DreamBot", interaction: discord.Interaction, job_id: int, picture: Optional[int]):
     """A result of this server's history to start from (a `job` option): its row and picture."""
-    from bot.cogs.results import reachable_from, source_picture  # shared with the buttons and /info
+    from bot.cogs.results import source_picture  # shared with the buttons
 
     job = await bot.store.get_job(job_id)
     # An erased job reads like one that never was: its number says nothing to whoever probes it.
-    if job is None or job.deleted_at is not None or not await reachable_from(bot, job, interaction):
+    if job is None or job.deleted_at is not None or not await reachable_from(bot.store, job, interaction):
         raise InvalidRequest(f"There is no job {job_id} in this server's history to start from.")
     if job.mode == "interpolate":
         raise InvalidRequest(f"Job {job_id} is an animation; start from a picture.")

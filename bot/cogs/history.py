@@ -9,6 +9,7 @@ from discord import app_commands
 
 from bot import render
 from bot.bot import reply_privately
+from bot.moderation import is_moderator
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ class HistoryButton(
         return cls(int(match["user"]), int(match["guild"]), int(match["page"]), match["way"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        from bot.cogs.moderation import is_moderator  # the moderators' view of a member's history
-
         bot = interaction.client
         if self.guild_id == EVERYWHERE:
             allowed, whose = interaction.user.id == self.user_id, "Your"

@@ -15,7 +15,8 @@ from discord import app_commands
 from bot import render
 from bot.bot import UserError
 from bot.cogs.history import history_page
-from bot.moderation import DESCRIBE_MODE, FILTER_MODES, age_restricted, configured_mode, effective_mode, post_modlog
+from bot.moderation import (DESCRIBE_MODE, FILTER_MODES, age_restricted, configured_mode, effective_mode,
+                            is_moderator, post_modlog)
 from bot.prompt_filter import InvalidTerm, check_pattern, check_word
 from bot.store import GuildSettings
 from dreambot.protocol import SAFETY_THRESHOLDS
@@ -24,15 +25,6 @@ log = logging.getLogger(__name__)
 
 Channel = Union[discord.TextChannel, discord.VoiceChannel, discord.ForumChannel, discord.StageChannel]
 MAX_TERMS = 500  # per server: the list must stay readable, and every prompt is checked against it
-
-
-def is_moderator(interaction: discord.Interaction, settings: GuildSettings) -> bool:
-    """Manage Server (owners and administrators have it), or the server's moderator role."""
-    if interaction.permissions.manage_guild:
-        return True
-    role_id = settings.moderator_role_id
-    return role_id is not None and isinstance(interaction.user, discord.Member) and \
-        interaction.user.get_role(role_id) is not None
 
 
 class ModeratorOnly(app_commands.CheckFailure):

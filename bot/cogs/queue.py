@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.cogs.results import may_reach
+from bot.moderation import may_reach
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -28,13 +28,14 @@ def build_queue_command(bot: DreamBot) -> app_commands.Command:
             return job is not None and (job.user_id == interaction.user.id or
                                         (job.guild_id is not None and job.guild_id == interaction.guild_id))
 
-        lines = [await entry(interaction, jobs[job_id], "▶️") for job_id in running if listed(job_id)]
+        here = [job_id for job_id in running if listed(job_id)]
+        lines = [await entry(interaction, jobs[job_id], "▶️") for job_id in here]
         mine = [job_id for job_id in waiting if listed(job_id)]
         places = {job_id: place for place, job_id in enumerate(waiting, start=1)}
         lines += [await entry(interaction, jobs[job_id], f"{places[job_id]}.") for job_id in mine[:LISTED]]
         if len(mine) > LISTED:
             lines.append(f"… and {len(mine) - LISTED} more here.")
-        elsewhere = len(running) + len(waiting) - sum(map(listed, running)) - len(mine)
+        elsewhere = len(running) + len(waiting) - len(here) - len(mine)
         if elsewhere:
             lines.append(f"… and {elsewhere} {'job' if elsewhere == 1 else 'jobs'} from elsewhere "
                          "(other servers and direct messages).")
@@ -49,7 +50,7 @@ def build_queue_command(bot: DreamBot) -> app_commands.Command:
     async def entry(interaction: discord.Interaction, job, marker: str) -> str:
         ticket = bot.queue.ticket(job.id)
         # Prompts only where the viewer could read them anyway (moderation.reachable).
-        visible = await may_reach(bot, job, interaction.user, interaction.channel, interaction.guild_id,
+        visible = await may_reach(bot.store, job, interaction.user, interaction.channel, interaction.guild_id,
                                   interaction.permissions)
         said = f" · {render.clip(render.escape(job.prompt), 80)}" if visible else ""
         step = f" · step {ticket.step[0]} of {ticket.step[1]}" if ticket and ticket.step else ""

@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import jobs, render
 from bot.bot import reply_privately
-from bot.moderation import Refused, reachable
+from bot.moderation import Refused, is_moderator, may_reach, reachable_from
 from bot.queue import QueueFull
 from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest, default_outpaint_amount
 
@@ -100,7 +100,7 @@ async def act(
         # Said only on the result itself, where the job was seen: a number alone reveals nothing.
         return f"Job {job_id} was erased by the member who made it, so there is nothing to {action} any more."
     permissions = interaction.permissions if interaction is not None else None
-    if job is None or not await may_reach(bot, job, member, channel, guild_id, permissions):
+    if job is None or not await may_reach(bot.store, job, member, channel, guild_id, permissions):
         # The same words as for a job that does not exist: job numbers must not be probed.
         return f"Job {job_id} is not in Dreambot's history (any more), so there is nothing to {action} here."
     if interaction is not None and message is not None and job.message_id not in (None, message.id):
@@ -158,8 +158,6 @@ async def act(
 async def cancel(bot: DreamBot, job: JobRow, member, can_manage: bool, interaction: discord.Interaction | None
                  ) -> str | None:
     """The Cancel button of a queued or running job: its member, or a moderator."""
-    from bot.cogs.moderation import is_moderator
-
     moderator = can_manage or (interaction is not None and job.guild_id is not None and
                                is_moderator(interaction, await bot.store.guild_settings(job.guild_id)))
     if member.id != job.user_id and not moderator:
@@ -224,7 +222,7 @@ def enough_steps(job: JobRow, strength: float) -> int:
 
 def build_info_commands(bot: DreamBot) -> tuple[app_commands.Command, app_commands.ContextMenu]:
     async def show(interaction: discord.Interaction, job: JobRow | None, missing: str) -> None:
-        if job is None or not await reachable_from(bot, job, interaction):
+        if job is None or not await reachable_from(bot.store, job, interaction):
             await interaction.response.send_message(missing, ephemeral=True)
             return
         if job.deleted_at is not None:
@@ -277,29 +275,6 @@ async def on_reaction(bot: DreamBot, payload: discord.RawReactionActionEvent) ->
             await member.send(f"{refusal} (job {job.id})")
         except discord.HTTPException:
             pass
-
-
-async def reachable_from(bot: DreamBot, job: JobRow, interaction: discord.Interaction) -> bool:
-    """Whether this interaction may see or use the job (`moderation.reachable`)."""
-    return await may_reach(bot, job, interaction.user, interaction.channel, interaction.guild_id,
-                           interaction.permissions)
-
-
-async def may_reach(bot: DreamBot, job: JobRow, member, channel, guild_id: int | None,
-                    permissions: discord.Permissions | None = None) -> bool:
-    """`moderation.reachable` for `member` in `channel`; whether they are a moderator is looked up
-    only when it matters (Manage Server, or the server's moderator role)."""
-    channel_id, parent_id = getattr(channel, "id", None), getattr(channel, "parent_id", None)
-    where = dict(user_id=member.id, guild_id=guild_id, channel_id=channel_id, parent_id=parent_id)
-    if reachable(job, **where) or job.guild_id is None or job.guild_id != guild_id:
-        return reachable(job, **where)
-    if permissions is None and isinstance(member, discord.Member) and hasattr(channel, "permissions_for"):
-        permissions = channel.permissions_for(member)
-    moderator = bool(permissions and permissions.manage_guild)
-    if not moderator and isinstance(member, discord.Member):
-        role_id = (await bot.store.guild_settings(guild_id)).moderator_role_id
-        moderator = role_id is not None and member.get_role(role_id) is not None
-    return reachable(job, **where, moderator=moderator)
 
 
 def on_its_result(message, job_id: int) -> bool:
