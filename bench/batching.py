@@ -7,7 +7,7 @@ bot with MAX_BATCH=1 and with MAX_BATCH=4, side by side in one run.
 The fake Discord runs in this process; each setting gets a fresh `python -m bot` (fresh engine,
 fresh database). After one untimed warm-up job, `--jobs` /dream interactions are sent at once
 from `--members` members, all compatible for batching (same size, steps, sampler and guidance:
-dreambot.protocol.batch_key), each with its own prompt and seed; the time runs from the first
+GenerateRequest.batch_key), each with its own prompt and seed; the time runs from the first
 invoke to the last posted picture. With `--rounds N` the settings alternate (off first in odd
 rounds) and the ratio is over the totals.
 

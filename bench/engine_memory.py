@@ -21,7 +21,7 @@ from pathlib import Path
 SCENARIO = r'''
 import io, json, sys
 from PIL import Image
-from dreambot.protocol import GenerateRequest
+from dreambot.request import GenerateRequest
 from dreambot.settings import EngineSettings
 from engine.pipeline import Engine
 

@@ -82,7 +82,7 @@ del pipe
 
 # The engine's own loop, in this process: what `python -m engine serve` does per job (a fresh
 # scheduler, the pipeline, the safety classifier, the PNG), without the bot, IPC or Discord.
-from dreambot.protocol import GenerateRequest
+from dreambot.request import GenerateRequest
 from dreambot.settings import EngineSettings
 from engine.pipeline import Engine
 

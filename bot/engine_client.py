@@ -1,6 +1,6 @@
 """The bot's handle on the engine process: start it, supervise it, and send it one job at a time.
 
-The engine (`python -m engine serve`) speaks `dreambot.protocol` as JSON lines over its stdin and
+The engine (`python -m engine serve`) speaks `dreambot.wire` as JSON lines over its stdin and
 stdout; its stderr goes to our log. Torch lives only in that process, so the bot's event loop
 never waits on a GPU or CPU-bound step.
 """
@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 
-from dreambot import protocol
-from dreambot.protocol import Batch, Cancel, EngineError, Fatal, GenerateResult, Job, Progress, Ready
+from dreambot import wire
+from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, GenerateResult, Job, Progress, Ready
 
 log = logging.getLogger(__name__)
 engine_log = logging.getLogger("engine")
@@ -103,7 +103,7 @@ class EngineClient:
 
     async def generate_batch(self, jobs: list[Job], on_progress: Mapping[int, ProgressCallback] | None = None
                              ) -> list[GenerateResult | Exception]:
-        """Run jobs as one engine call (`protocol.Batch`; one job goes as a plain Job). Each job's
+        """Run jobs as one engine call (`wire.Batch`; one job goes as a plain Job). Each job's
         outcome is its result or the exception that ended it; EngineUnavailable is raised."""
         async with self._lock:
             await self.wait_ready()
@@ -114,7 +114,7 @@ class EngineClient:
             self._on_progress = dict(on_progress or {})
             message = jobs[0] if len(jobs) == 1 else Batch(jobs=tuple(jobs))
             try:
-                process.stdin.write(protocol.encode(message))
+                process.stdin.write(wire.encode(message))
                 await process.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the reader sees the exit and fails the jobs as a crash
@@ -135,7 +135,7 @@ class EngineClient:
         if future is None or future.done() or process is None or process.stdin is None:
             return False
         try:
-            process.stdin.write(protocol.encode(Cancel(job_id=job_id)))
+            process.stdin.write(wire.encode(Cancel(job_id=job_id)))
             await process.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             return False
@@ -242,8 +242,14 @@ class EngineClient:
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None and self._ready is not None
         async for line in process.stdout:
-            message = protocol.decode(line)
+            message = wire.decode(line)
             self._last_heard = asyncio.get_running_loop().time()
+            if isinstance(message, Ready) and message.protocol != PROTOCOL_VERSION:
+                self.last_error = (f"the engine speaks protocol version {message.protocol} and the bot version "
+                                   f"{PROTOCOL_VERSION}: run the same Dreambot release on both")
+                log.error("%s", self.last_error)
+                process.kill()  # and it counts as one that never became ready
+                return
             if isinstance(message, Ready):
                 self.info, self.last_error = message, None
                 log.info("engine ready: %s on %s (%s), safety checker %s",

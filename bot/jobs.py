@@ -21,7 +21,8 @@ from bot import fingerprint, render
 from bot.engine_client import EngineCrashed, EngineJobFailed, EngineTimedOut, EngineUnavailable, JobCancelled
 from bot.moderation import BANNED, Policy, PromptBlocked, Refused, post_modlog
 from bot.queue import JobRefused
-from dreambot.protocol import GenerateRequest, GenerateResult, ImageResult, Job, Progress
+from dreambot.request import GenerateRequest
+from dreambot.wire import GenerateResult, ImageResult, Job, Progress
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot

@@ -16,7 +16,7 @@ import discord
 
 from bot.prompt_filter import ExpandsTooMuch, InvalidTerm, PromptFilter, Term, Uncheckable
 from bot.store import GuildSettings, Store
-from dreambot.protocol import SAFETY_THRESHOLDS, GenerateRequest
+from dreambot.request import SAFETY_SCALES, GenerateRequest
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -211,9 +211,9 @@ class Moderation:
                                 "Please rephrase it.", matched)
         settings = await self._store.guild_settings(guild_id)
         threshold = settings.nsfw_threshold
-        if threshold is not None and classifier in SAFETY_THRESHOLDS:
-            _, lowest, highest = SAFETY_THRESHOLDS[classifier]
-            if not lowest <= threshold <= highest:
+        scale = SAFETY_SCALES.get(classifier) if classifier else None
+        if threshold is not None and scale is not None:
+            if not scale.allows(threshold):
                 # Set for another classifier (the operator changed SD_SAFETY_CHECKER): its default.
                 log.warning("server %s: threshold %g is outside %s's bounds; using its default",
                             guild_id, threshold, classifier)

@@ -29,7 +29,7 @@ from bot.engine_client import (
 )
 from bot.render import duration
 from bot.store import Store
-from dreambot.protocol import GenerateResult, Job, batch_key
+from dreambot.wire import GenerateResult, Job
 
 log = logging.getLogger(__name__)
 
@@ -362,10 +362,10 @@ class JobQueue:
             tickets = []
             try:
                 batch = [job_id]
-                key = batch_key(self._tickets[job_id].job.request)
+                key = self._tickets[job_id].job.request.batch_key()
                 if key is not None and self.max_batch > 1:
                     batch += self.fair.take(
-                        lambda other: batch_key(self._tickets[other].job.request) == key, self.max_batch - 1)
+                        lambda other: self._tickets[other].job.request.batch_key() == key, self.max_batch - 1)
                 tickets = [self._tickets[j] for j in batch]
                 await self._run(engine, list(tickets))
             except Exception as error:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dreambot.protocol import GenerateRequest, GenerateResult
+from dreambot.request import GenerateRequest
+
+from dreambot.wire import GenerateResult
 
 MESSAGE_LIMIT = 2000
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from dreambot.protocol import DEFAULT_FRAMES, GenerateRequest, GenerateResult
+from dreambot.request import DEFAULT_FRAMES, GenerateRequest
+
+from dreambot.wire import GenerateResult
 
 log = logging.getLogger(__name__)
 

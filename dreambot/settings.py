@@ -13,7 +13,7 @@ from typing import Literal, NoReturn, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dreambot.protocol import Limits
+from dreambot.request import Limits
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 

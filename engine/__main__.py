@@ -8,16 +8,26 @@ import os
 import sys
 from pathlib import Path
 
-from dreambot.protocol import (
+from dreambot.request import (
+
     DEFAULT_FRAMES,
+
     DEFAULT_GUIDANCE,
+
     DEFAULT_SAMPLER,
+
     DEFAULT_STEPS,
+
     DIRECTIONS,
+
     SAMPLERS,
+
     GenerateRequest,
+
     InvalidRequest,
+
     Limits,
+
 )
 from dreambot.settings import EngineSettings, load
 

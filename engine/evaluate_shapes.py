@@ -13,7 +13,7 @@ import time
 
 from PIL import Image
 
-from dreambot.protocol import DEFAULT_SAMPLER, GenerateRequest
+from dreambot.request import DEFAULT_SAMPLER, GenerateRequest
 from dreambot.settings import EngineSettings
 from engine import shapes
 

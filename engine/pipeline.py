@@ -35,19 +35,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from dreambot.protocol import (
-    MAX_SEED,
-    SAFETY_THRESHOLDS,
-    SAMPLERS,
-    EngineError,
-    GenerateRequest,
-    GenerateResult,
-    ImageResult,
-    InvalidRequest,
-    Job,
-    batch_key,
-    infotext,
-)
+from engine.infotext import infotext
+
+from dreambot.request import MAX_SEED, SAFETY_SCALES, SAMPLERS, GenerateRequest, InvalidRequest
+
+from dreambot.wire import EngineError, GenerateResult, ImageResult, Job
 from dreambot.settings import EngineSettings
 from engine import imaging
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, SafetyChecker
@@ -233,7 +225,7 @@ class Engine:
         `on_step` raising JobCancelled stops that job, and the call itself once no job in it is left."""
         groups: dict[object, list[int]] = {}
         for index, job in enumerate(jobs):
-            key = batch_key(job.request)
+            key = job.request.batch_key()
             groups.setdefault(("alone", index) if key is None else key, []).append(index)
         answers: dict[int, GenerateResult | EngineError] = {}
         for indexes in groups.values():
@@ -371,13 +363,7 @@ class Engine:
 
     def nsfw_threshold(self, request: GenerateRequest) -> float:
         """The request's safety threshold, within the bounds of this engine's classifier."""
-        default, lowest, highest = SAFETY_THRESHOLDS[self.safety.name]
-        if request.nsfw_threshold is None:
-            return default
-        if not lowest <= request.nsfw_threshold <= highest:
-            raise InvalidRequest(f"The safety threshold must be between {lowest:g} and {highest:g} for the "
-                                 f"{self.safety.name} classifier (got {request.nsfw_threshold:g}).")
-        return request.nsfw_threshold
+        return SAFETY_SCALES[self.safety.name].check(request.nsfw_threshold)
 
     def _generators(self, seeds: list[int]) -> list[torch.Generator]:
         # MPS generators are not reproducible; diffusers recommends CPU generators there.

@@ -13,7 +13,7 @@ from PIL import Image
 
 
 class SafetyChecker(Protocol):
-    name: str  # a key of dreambot.protocol.SAFETY_THRESHOLDS: the scale of its scores
+    name: str  # a key of dreambot.request.SAFETY_SCALES: the scale of its scores
 
     def scores(self, images: list[Image.Image]) -> list[float]: ...
 

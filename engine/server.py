@@ -1,7 +1,7 @@
 """`python -m engine serve`: the engine process the bot starts and supervises.
 
 Reads jobs, batches and cancels as JSON lines on stdin and writes progress, results and errors as
-JSON lines (see `dreambot.protocol`). The protocol stream gets fd 1 to itself: whatever a library
+JSON lines (see `dreambot.wire`). The protocol stream gets fd 1 to itself: whatever a library
 prints goes to stderr, which the bot logs.
 """
 
@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
-from dreambot import protocol
-from dreambot.protocol import Batch, Cancel, EngineError, Fatal, Job, Progress, Ready
+from dreambot import wire
+from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, Job, Progress, Ready
 from dreambot.settings import EngineSettings
 
 if TYPE_CHECKING:
@@ -69,8 +69,8 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
     os.dup2(2, 1)
     stdin = stdin or sys.stdin.buffer
 
-    def send(message: protocol.Message) -> None:
-        out.write(protocol.encode(message))
+    def send(message: wire.Message) -> None:
+        out.write(wire.encode(message))
         out.flush()
 
     from engine.pipeline import Engine  # after the fd swap: importing torch may print
@@ -84,7 +84,7 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
         send(Fatal(message=str(error)))
         return 1
     send(Ready(model=engine.model, device=str(engine.device), dtype=str(engine.dtype).removeprefix("torch."),
-               safety_checker=engine.safety.name))
+               safety_checker=engine.safety.name, protocol=PROTOCOL_VERSION))
 
     # Stdin is read beside the jobs, so that a Cancel reaches the job it stops between two steps.
     work: queue.Queue[list[Job] | None] = queue.Queue()
@@ -117,7 +117,7 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
             if not line.strip():
                 continue
             try:
-                message = protocol.decode(line)
+                message = wire.decode(line)
             except Exception:
                 log.exception("ignoring a line of %d bytes that is not a message", len(line))
                 continue
@@ -133,7 +133,7 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
         work.put(None)  # even if reading failed: the job loop must not wait forever
 
 
-def _run(engine: Engine, jobs: list[Job], held: HeldJobs, send: Callable[[protocol.Message], None]) -> None:
+def _run(engine: Engine, jobs: list[Job], held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
     from engine.pipeline import JobCancelled  # imported by serve() already, after its fd swap
 
     waiting = []

@@ -18,12 +18,12 @@ from bot.attachments import AttachmentError
 from bot.bot import reply_privately
 from bot.moderation import Refused, reachable_from
 from bot.queue import QueueFull
-from dreambot.protocol import (
+from dreambot.request import (
     DEFAULT_FRAMES,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
-    DEFAULT_STRENGTH,
+    Mode,
     DIRECTIONS,
     MAX_SEED,
     MIN_SIZE,
@@ -217,7 +217,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
         height="Height in pixels, a multiple of 8 (default: the model's native size)",
         count="How many images (default 1)",
         image="A picture to start from (image-to-image): PNG, JPEG, WebP or GIF",
-        strength=f"With an image: how much of it to repaint, 0.01-1 (default {DEFAULT_STRENGTH['img2img']:g})",
+        strength=f"With an image: how much of it to repaint, 0.01-1 (default {Mode.IMG2IMG.default_strength:g})",
         **common,
     )
     async def dream(
@@ -261,7 +261,7 @@ def build_commands(bot: "DreamBot") -> list[app_commands.Command]:
         picture="With job: which of its pictures, 1-4 (default 1)",
         mask="Same size as the image: white where to repaint, black where to keep",
         prompt="What to paint in the masked area (default: the job's prompt)",
-        strength=f"How much of the masked area to repaint, 0.01-1 (default {DEFAULT_STRENGTH['inpaint']:g})",
+        strength=f"How much of the masked area to repaint, 0.01-1 (default {Mode.INPAINT.default_strength:g})",
         **common,
     )
     async def inpaint(

@@ -19,7 +19,7 @@ from bot.moderation import (DESCRIBE_MODE, FILTER_MODES, age_restricted, configu
                             is_moderator, post_modlog)
 from bot.prompt_filter import InvalidTerm, check_pattern, check_word
 from bot.store import GuildSettings
-from dreambot.protocol import SAFETY_THRESHOLDS
+from dreambot.request import SAFETY_SCALES
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,11 @@ class Mod(app_commands.Group):
         if info is None:
             raise UserError("The image engine is still starting, so its safety classifier is not known yet; "
                             "try again in a minute.")
-        default, lowest, highest = SAFETY_THRESHOLDS[info.safety_checker]
-        if not lowest <= threshold <= highest:
-            raise UserError(f"The threshold must be between {lowest:g} and {highest:g} for this bot's safety "
-                            f"classifier ({info.safety_checker}, default {default:g}; lower is stricter).")
+        scale = SAFETY_SCALES[info.safety_checker]
+        default = scale.default
+        if not scale.allows(threshold):
+            raise UserError(f"The threshold must be between {scale.lowest:g} and {scale.highest:g} for this bot's "
+                            f"safety classifier ({info.safety_checker}, default {default:g}; lower is stricter).")
         old = await self.bot.store.set_guild_setting(interaction.guild_id, "nsfw_threshold", threshold,
                                                      actor_id=interaction.user.id)
         await self.announce(interaction, "the safety filter threshold", default if old is None else old, threshold)
@@ -123,10 +124,11 @@ class Mod(app_commands.Group):
         info = self.bot.engine.info
         lines = [f"**Safety filter** · server mode: **{settings.nsfw_mode}** ({DESCRIBE_MODE[settings.nsfw_mode]})"]
         if info is not None:
-            default, lowest, highest = SAFETY_THRESHOLDS[info.safety_checker]
-            now = default if settings.nsfw_threshold is None else settings.nsfw_threshold
+            scale = SAFETY_SCALES[info.safety_checker]
+            now = scale.default if settings.nsfw_threshold is None else settings.nsfw_threshold
             lines.append(f"Threshold: {now:g}{' (default)' if settings.nsfw_threshold is None else ''} · "
-                         f"classifier {info.safety_checker}, allowed {lowest:g} to {highest:g}, lower is stricter")
+                         f"classifier {info.safety_checker}, allowed {scale.lowest:g} to {scale.highest:g}, "
+                         "lower is stricter")
         elif settings.nsfw_threshold is not None:
             lines.append(f"Threshold: {settings.nsfw_threshold:g}")
         for channel_id, mode in sorted(settings.channel_modes.items()):

@@ -18,7 +18,7 @@ from bot import jobs, render
 from bot.bot import reply_privately
 from bot.moderation import Refused, is_moderator, may_reach, reachable_from
 from bot.queue import QueueFull
-from dreambot.protocol import DEFAULT_STRENGTH, MAX_SEED, InvalidRequest, default_outpaint_amount
+from dreambot.request import MAX_SEED, InvalidRequest, Mode, default_outpaint_amount
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -212,7 +212,7 @@ async def derived_request(bot: DreamBot, job: JobRow, action: str, index: int | 
     # The picture's own seed keeps the upscale's added detail in the spirit of the original.
     own_seed = (job.seed + index) % (MAX_SEED + 1)
     return replace(base, mode="upscale", strength=None, seed=own_seed,
-                   num_inference_steps=enough_steps(job, DEFAULT_STRENGTH["upscale"])).validated(limits), ()
+                   num_inference_steps=enough_steps(job, Mode.UPSCALE.default_strength)).validated(limits), ()
 
 
 def enough_steps(job: JobRow, strength: float) -> int:

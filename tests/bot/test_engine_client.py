@@ -17,22 +17,24 @@ from bot.engine_client import (
     EngineUnavailable,
     engine_environment,
 )
-from dreambot.protocol import GenerateRequest, GenerateResult, Job
+from dreambot.request import GenerateRequest
+from dreambot.wire import PROTOCOL_VERSION, GenerateResult, Job
 
 # A stand-in for `python -m engine serve` that speaks the protocol and then does what MODE says.
 ENGINE = textwrap.dedent("""
     import os, sys, time
-    from dreambot import protocol
-    from dreambot.protocol import *
+    from dreambot import wire
+    from dreambot.wire import *
     mode = os.environ["MODE"]
     out = sys.stdout.buffer
     def send(m):
-        out.write(protocol.encode(m)); out.flush()
+        out.write(wire.encode(m)); out.flush()
     if mode == "fatal":
         send(Fatal("SD_MODEL 'x' is not a model")); sys.exit(1)
-    send(Ready(model="stand-in", device="cpu", dtype="float32", safety_checker="none"))
+    version = PROTOCOL_VERSION - 1 if mode == "old" else PROTOCOL_VERSION
+    send(Ready(model="stand-in", device="cpu", dtype="float32", safety_checker="none", protocol=version))
     for line in sys.stdin.buffer:
-        job = protocol.decode(line)
+        job = wire.decode(line)
         if mode == "garbage":
             out.write(b"this is not json\\n"); out.flush()
         elif mode == "stall":
@@ -115,6 +117,18 @@ async def test_an_engine_that_cannot_start_fails_jobs_at_once() -> None:
     try:
         with pytest.raises(EngineUnavailable, match="SD_MODEL 'x' is not a model"):
             await asyncio.wait_for(engine.generate(JOB), 10)
+    finally:
+        await engine.close()
+
+
+async def test_an_engine_of_another_protocol_version_is_refused_with_the_reason() -> None:
+    engine = client("old")
+    engine.start()
+    try:
+        with pytest.raises(EngineUnavailable, match=f"protocol version {PROTOCOL_VERSION - 1} and the bot version "
+                                                    f"{PROTOCOL_VERSION}: run the same Dreambot release"):
+            await asyncio.wait_for(engine.generate(JOB), 10)
+        assert engine.info is None
     finally:
         await engine.close()
 

@@ -9,7 +9,7 @@ import pytest
 
 from bot.moderation import Moderation, PromptBlocked, Refused, configured_mode, effective_mode, reachable
 from bot.store import GuildSettings, Store
-from dreambot.protocol import GenerateRequest
+from dreambot.request import GenerateRequest
 
 
 @dataclass

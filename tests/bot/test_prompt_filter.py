@@ -32,7 +32,7 @@ from bot.prompt_filter import (
     normalized_limit,
 )
 from bot.store import Store
-from dreambot.protocol import GenerateRequest
+from dreambot.request import GenerateRequest
 
 NUDE = Term("word", "nude")
 BLOOD_BATH = Term("word", "blood bath")

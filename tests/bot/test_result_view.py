@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.jobs import result_view
-from dreambot.protocol import GenerateRequest, GenerateResult, ImageResult
+from dreambot.request import GenerateRequest
+from dreambot.wire import GenerateResult, ImageResult
 
 
 def result(flags: list[bool]) -> GenerateResult:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.store import Migration, Store, bundled_migrations
-from dreambot.protocol import GenerateRequest, GenerateResult, ImageResult
+from dreambot.request import GenerateRequest
+from dreambot.wire import GenerateResult, ImageResult
 
 REQUEST = GenerateRequest(prompt="a red fox", negative_prompt="blurry", num_inference_steps=20, guidance_scale=7.5,
                           width=None, height=None, seed=7, scheduler="Euler a", num_images=2)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dreambot.protocol import SAMPLERS, GenerateRequest, InvalidRequest
+from dreambot.request import SAMPLERS, GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
 from engine.pipeline import Engine, ModelLoadError, model_name, resolve_device, resolve_dtype
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker

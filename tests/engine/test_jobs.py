@@ -11,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dreambot.protocol import EngineError, GenerateRequest, GenerateResult, Job
+from dreambot.request import GenerateRequest
+
+from dreambot.wire import EngineError, GenerateResult, Job
 from dreambot.settings import EngineSettings
 from engine import imaging
 from engine.pipeline import OOM_MESSAGE, Engine, JobCancelled

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dreambot.protocol import GenerateRequest
+from dreambot.request import GenerateRequest
 from dreambot.settings import EngineSettings
 from engine import shapes
 from engine.pipeline import Engine

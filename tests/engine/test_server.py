@@ -13,26 +13,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dreambot import protocol
-from dreambot.protocol import (
-    Batch,
-    Cancel,
-    EngineError,
-    Fatal,
-    GenerateRequest,
-    GenerateResult,
-    Job,
-    Progress,
-    Ready,
-)
+from dreambot import wire
+from dreambot.request import GenerateRequest
+from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, GenerateResult, Job, Progress, Ready
 
 
-def serve(model: Path | str, jobs: list[Job | bytes]) -> list[protocol.Message]:
-    lines = b"".join(job if isinstance(job, bytes) else protocol.encode(job) for job in jobs)
+def serve(model: Path | str, jobs: list[Job | bytes]) -> list[wire.Message]:
+    lines = b"".join(job if isinstance(job, bytes) else wire.encode(job) for job in jobs)
     done = subprocess.run([sys.executable, "-m", "engine", "serve"], input=lines, capture_output=True, timeout=300,
                           env={**os.environ, "SD_MODEL": str(model)})
     assert done.returncode in (0, 1), done.stderr.decode()
-    return [protocol.decode(line) for line in done.stdout.splitlines()]
+    return [wire.decode(line) for line in done.stdout.splitlines()]
 
 
 def test_ready_progress_result_and_errors_keep_it_serving(tiny_model: Path) -> None:
@@ -41,7 +32,8 @@ def test_ready_progress_result_and_errors_keep_it_serving(tiny_model: Path) -> N
         Job(2, GenerateRequest(prompt="a fox", seed=3, width=100)),  # diffusers refuses: not a multiple of 8
         Job(3, GenerateRequest(prompt="a cat", seed=4, num_inference_steps=3, num_images=2)),
     ])
-    assert messages[0] == Ready(model="tiny", device="cpu", dtype="float32", safety_checker="opennsfw")
+    assert messages[0] == Ready(model="tiny", device="cpu", dtype="float32", safety_checker="opennsfw",
+                               protocol=PROTOCOL_VERSION)
     progress = [m for m in messages if isinstance(m, Progress) and m.job_id == 1]
     assert [(p.step, p.total) for p in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     results = {m.job_id: m for m in messages if isinstance(m, GenerateResult | EngineError)}
@@ -77,16 +69,16 @@ class Served:
             self._lines.put(line)
         self._lines.put(None)
 
-    def send(self, *messages: protocol.Message) -> None:
-        self.process.stdin.write(b"".join(protocol.encode(m) for m in messages))
+    def send(self, *messages: wire.Message) -> None:
+        self.process.stdin.write(b"".join(wire.encode(m) for m in messages))
         self.process.stdin.flush()
 
-    def next(self, timeout: float = 120) -> protocol.Message:
+    def next(self, timeout: float = 120) -> wire.Message:
         line = self._lines.get(timeout=timeout)
         assert line is not None, f"the engine exited early:\n{self.log.read_text()}"
-        return protocol.decode(line)
+        return wire.decode(line)
 
-    def until_answered(self, *job_ids: int) -> list[protocol.Message]:
+    def until_answered(self, *job_ids: int) -> list[wire.Message]:
         """Messages up to the result or error of each of `job_ids`."""
         messages, waiting = [], set(job_ids)
         while waiting:
@@ -95,17 +87,17 @@ class Served:
                 waiting.discard(message.job_id)
         return messages
 
-    def close(self) -> tuple[int, list[protocol.Message]]:
+    def close(self) -> tuple[int, list[wire.Message]]:
         """End of input: the exit code and what the engine said before it exited."""
         self.process.stdin.close()
         code = self.process.wait(timeout=300)
         rest = []
         while (line := self._lines.get(timeout=10)) is not None:
-            rest.append(protocol.decode(line))
+            rest.append(wire.decode(line))
         return code, rest
 
 
-def answers(messages: list[protocol.Message]) -> dict[int, GenerateResult | EngineError]:
+def answers(messages: list[wire.Message]) -> dict[int, GenerateResult | EngineError]:
     return {m.job_id: m for m in messages if isinstance(m, GenerateResult | EngineError)}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dreambot.protocol import SAMPLERS, GenerateRequest, InvalidRequest
+from dreambot.request import SAMPLERS, GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
 from engine import shapes
 from engine.evaluate_shapes import accuracy

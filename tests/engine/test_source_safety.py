@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dreambot.protocol import GenerateRequest, GenerateResult, Job
+from dreambot.request import GenerateRequest
+
+from dreambot.wire import GenerateResult, Job
 from dreambot.settings import EngineSettings
 from engine import imaging
 from engine.pipeline import Engine
