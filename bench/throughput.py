@@ -36,16 +36,32 @@ import subprocess
 import sys
 import time
 
-from harness import (PROMPTS, CpuMeter, add_bot_options, busy_seconds, clean_environment, described, dream,
-                     engine_line, machine, members, not_posted, outcomes, queue_room, running_bot, settings_from,
-                     thread_settings)
+from harness import (
+    PROMPTS,
+    CpuMeter,
+    add_bot_options,
+    busy_seconds,
+    clean_environment,
+    described,
+    dream,
+    engine_line,
+    machine,
+    members,
+    not_posted,
+    outcomes,
+    queue_room,
+    running_bot,
+    settings_from,
+    thread_settings,
+)
 
 BARE = r'''
 import json, sys, time
 import torch
 from diffusers import StableDiffusionPipeline
 from pathlib import Path
-from engine.pipeline import BUILTIN_MODELS, SCHEDULERS, resolve_device, resolve_dtype
+from engine.loading import BUILTIN_MODELS, resolve_device, resolve_dtype
+from engine.samplers import SCHEDULERS
 
 spec = json.loads(sys.argv[1])
 source = spec["model"]

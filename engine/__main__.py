@@ -9,25 +9,16 @@ import sys
 from pathlib import Path
 
 from dreambot.request import (
-
     DEFAULT_FRAMES,
-
     DEFAULT_GUIDANCE,
-
     DEFAULT_SAMPLER,
-
     DEFAULT_STEPS,
-
     DIRECTIONS,
-
     SAMPLERS,
-
     GenerateRequest,
-
     InvalidRequest,
-
     Limits,
-
+    Mode,
 )
 from dreambot.settings import EngineSettings, load
 
@@ -124,7 +115,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from engine.pipeline import Engine, ModelLoadError
+    from engine.loading import ModelLoadError
+    from engine.pipeline import Engine
+    from engine.progress import Preview
 
     try:
         engine = Engine.load(settings)
@@ -133,12 +126,12 @@ def _generate(args: argparse.Namespace) -> int:
         return 1
     with tqdm(total=request.num_inference_steps, unit="step", desc="generating") as bar:
 
-        def on_step(step: int, total: int) -> None:
+        def progress(step: int, total: int, preview: Preview) -> None:
             bar.total = total
             bar.update(step - bar.n)
 
         try:
-            result = engine.generate(0, request, on_step=on_step)
+            result = engine.generate(0, request, progress)
         except InvalidRequest as error:
             print(f"\nerror: {error}", file=sys.stderr)
             return 2
@@ -165,7 +158,7 @@ def _inputs(args: argparse.Namespace) -> dict:
     from PIL import Image, UnidentifiedImageError
 
     if args.end_prompt is not None or args.end_seed is not None:
-        return {"mode": "interpolate"}
+        return {"mode": Mode.INTERPOLATE}
     if args.image is None:
         for flag, given in (("--mask", args.mask), ("--outpaint", args.outpaint), ("--upscale", args.upscale),
                             ("--strength", args.strength)):
@@ -190,8 +183,8 @@ def _inputs(args: argparse.Namespace) -> dict:
         mask, mask_size = read(args.mask, "the mask", "L")
         if mask_size != size:
             raise InvalidRequest(f"the mask is {mask_size[0]}x{mask_size[1]} but the image is {size[0]}x{size[1]}.")
-        return {"mode": "inpaint", "image": image, "mask": mask}
-    mode = "outpaint" if args.outpaint else "upscale" if args.upscale else "img2img"
+        return {"mode": Mode.INPAINT, "image": image, "mask": mask}
+    mode = Mode.OUTPAINT if args.outpaint else Mode.UPSCALE if args.upscale else Mode.IMG2IMG
     return {"mode": mode, "image": image}
 
 

@@ -1,5 +1,5 @@
 """Picture helpers for the image modes: inputs, what a job keeps of them, outpainting canvases, seams,
-slerp, GIFs and previews."""
+slerp, PNGs, GIFs and previews."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
+from PIL.PngImagePlugin import PngInfo
 
 
 def open_rgb(data: bytes) -> Image.Image:
@@ -169,6 +170,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
         return torch.lerp(a32, b32, t).to(a.dtype)
     mixed = (torch.sin((1 - t) * angle) * a32 + torch.sin(t * angle) * b32) / torch.sin(angle)
     return mixed.to(a.dtype)
+
+
+def png(image: Image.Image, parameters: str) -> bytes:
+    """A PNG carrying the generation parameters in its `parameters` chunk, as AUTOMATIC1111 writes them."""
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
 
 
 def gif(frames: list[Image.Image], *, comment: str = "", hold_ms: int = 600, frame_ms: int = 150) -> bytes:

@@ -15,11 +15,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, BinaryIO
 
 from dreambot import wire
-from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, Job, Progress, Ready
+from dreambot.request import InvalidRequest
 from dreambot.settings import EngineSettings
+from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, Job, Progress, Ready
+from engine.progress import JobCancelled, Preview
 
 if TYPE_CHECKING:
     from engine.pipeline import Engine
@@ -28,6 +31,20 @@ log = logging.getLogger("engine")
 
 # A job's progress carries a preview picture at most this often (seconds); the other steps' don't.
 PREVIEW_SECONDS = 2.0
+OOM_MESSAGE = "The GPU ran out of memory for this job: try a smaller size or fewer images."
+
+
+def protocol_error(job_id: int, error: Exception) -> EngineError:
+    """What the bot is told when `error` stopped job `job_id`: the one mapping from the engine's
+    exceptions to the protocol's error kinds (`dreambot.wire.EngineError`)."""
+    if isinstance(error, JobCancelled):
+        return EngineError(job_id=job_id, message="cancelled", kind="cancelled")
+    if isinstance(error, InvalidRequest):
+        return EngineError(job_id=job_id, message=str(error), kind="invalid")
+    torch = sys.modules.get("torch")  # whoever raised `error` loaded it; this module never does
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
+        return EngineError(job_id=job_id, message=OOM_MESSAGE, kind="oom")
+    return EngineError(job_id=job_id, message=f"{type(error).__name__}: {error}", kind="internal")
 
 
 class HeldJobs:
@@ -134,12 +151,10 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
 
 
 def _run(engine: Engine, jobs: list[Job], held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
-    from engine.pipeline import JobCancelled  # imported by serve() already, after its fd swap
-
     waiting = []
     for job in jobs:
         if held.cancelled(job.job_id):  # cancelled while it waited its turn: no step to run
-            send(EngineError(job_id=job.job_id, message="cancelled", kind="cancelled"))
+            send(protocol_error(job.job_id, JobCancelled()))
             held.release(job.job_id)
         else:
             waiting.append(job)
@@ -150,23 +165,23 @@ def _run(engine: Engine, jobs: list[Job], held: HeldJobs, send: Callable[[wire.M
     next_preview = {job.job_id: time.monotonic() + PREVIEW_SECONDS if job.request.keep_flagged else math.inf
                     for job in waiting}
 
-    def on_step(job_id: int, step: int, total: int, preview: Callable[[], bytes | None]) -> None:
+    def on_step(job_id: int, step: int, total: int, preview: Preview) -> None:
         if held.cancelled(job_id):
             raise JobCancelled
         picture = None
         if step < total and time.monotonic() >= next_preview[job_id]:  # the result follows the last step
             try:
-                picture = preview()
+                picture = preview(0)  # the job's first picture
             except Exception:  # a preview is a nicety: never fail the job over one
                 log.exception("could not render a preview of job %s", job_id)
             next_preview[job_id] = time.monotonic() + PREVIEW_SECONDS
         send(Progress(job_id=job_id, step=step, total=total, preview=picture))
 
     try:
-        answers = engine.generate_batch(waiting, on_step=on_step)
+        outcomes = engine.generate_batch(waiting, {job.job_id: partial(on_step, job.job_id) for job in waiting})
     except Exception as error:  # generate_batch answers a job's own failures; this is a bug of ours
         log.exception("jobs %s failed", ", ".join(str(job.job_id) for job in waiting))
-        answers = [EngineError(job_id=job.job_id, message=f"{type(error).__name__}: {error}") for job in waiting]
-    for answer in answers:
-        send(answer)
-        held.release(answer.job_id)
+        outcomes = [error for _ in waiting]
+    for job, outcome in zip(waiting, outcomes, strict=True):
+        send(protocol_error(job.job_id, outcome) if isinstance(outcome, Exception) else outcome)
+        held.release(job.job_id)

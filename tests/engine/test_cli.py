@@ -49,7 +49,8 @@ def test_generate_with_every_option(tiny_model: Path, tmp_path: Path) -> None:
 def test_generate_refuses_bad_input_clearly(tiny_model: Path, tmp_path: Path) -> None:
     done = run("generate", "--prompt", "a cat", "--width", "100", "--out", "x.png", cwd=tmp_path,
                SD_MODEL=str(tiny_model))
-    assert done.returncode == 2 and done.stderr.strip() == "error: Width must be a multiple of 8 (got 100; try 96 or 104)."
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: Width must be a multiple of 8 (got 100; try 96 or 104)."
     missing = run("generate", "--prompt", "a cat", "--out", "x.png", cwd=tmp_path, SD_MODEL="nowhere/at-all")
     assert missing.returncode == 1 and "could not load SD_MODEL 'nowhere/at-all'" in missing.stderr
     assert not (tmp_path / "x.png").exists()

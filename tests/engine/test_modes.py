@@ -1,4 +1,5 @@
-"""The image modes do what they mean, checked on the trained shapes model with its oracle.
+"""The image modes (`engine.modes`) do what they mean, checked on the trained shapes model with its
+oracle; and what an inpainting checkpoint or a dedicated upscaler changes, on tiny models.
 
 Each test uses a handful of 64x64 pictures and fixed seeds, and compares with margins.
 """
@@ -7,15 +8,17 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dreambot.request import GenerateRequest
+from dreambot.request import GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
-from engine import shapes
+from engine.loading import ModelLoadError
 from engine.pipeline import Engine
+from tools import shapes
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +136,9 @@ def frames_of(data: bytes) -> list[Image.Image]:
 
 
 def test_interpolation_passes_from_the_first_prompt_to_the_second(engine: Engine) -> None:
-    request = GenerateRequest(prompt="a red circle on a white background", end_prompt="a blue circle on a white background",
-                              mode="interpolate", frames=5, seed=4, num_inference_steps=20, guidance_scale=5.0)
+    request = GenerateRequest(prompt="a red circle on a white background",
+                              end_prompt="a blue circle on a white background", mode="interpolate", frames=5, seed=4,
+                              num_inference_steps=20, guidance_scale=5.0)
     [result] = engine.generate(0, request).images
     assert result.format == "gif"
     frames = frames_of(result.data)
@@ -151,3 +155,62 @@ def test_interpolation_between_seeds_changes_the_picture_gradually(engine: Engin
     frames = [np.asarray(f, np.float32) for f in frames_of(engine.generate(0, request).images[0].data)]
     steps = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:])]
     assert np.abs(frames[-1] - frames[0]).mean() > max(steps) * 0.9  # the ends differ more than neighbours
+
+
+# On tiny models: what an inpainting checkpoint or a dedicated upscaler changes in the modes.
+def settings(model: Path | str, **changes) -> EngineSettings:
+    return EngineSettings(_env_file=None, sd_model=str(model), **changes)
+
+
+def test_an_inpainting_checkpoint_inpaints_and_refuses_the_rest(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    from engine.tiny import build_tiny_pipeline
+
+    tiny = build_tiny_pipeline()
+    unet = UNet2DConditionModel(**{**tiny.unet.config, "in_channels": 9})  # latents + mask + masked picture
+    StableDiffusionInpaintPipeline(vae=tiny.vae, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer, unet=unet,
+                                   scheduler=tiny.scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False).save_pretrained(tmp_path / "inpainting")
+    engine = Engine.load(settings(tmp_path / "inpainting"))
+    assert engine.inpainting_only
+
+    source = Image.new("RGB", (64, 64), (200, 40, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    png = {}
+    for name, picture in (("image", source), ("mask", mask)):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        png[name] = buffer.getvalue()
+    result = engine.generate(1, GenerateRequest(prompt="a cat", mode="inpaint", seed=1, num_inference_steps=3, **png))
+    out = np.asarray(Image.open(io.BytesIO(result.images[0].data)).convert("RGB"))
+    assert (out[:, 40:] == (200, 40, 40)).all()  # kept exactly where the mask is black
+    outpainted = engine.generate(2, GenerateRequest(prompt="a cat", mode="outpaint", image=png["image"], direction="up",
+                                                    amount=16, seed=1, num_inference_steps=3))
+    assert (outpainted.width, outpainted.height) == (64, 80)
+    with pytest.raises(InvalidRequest, match="is an inpainting model: it can only inpaint and outpaint"):
+        engine.generate(3, GenerateRequest(prompt="a cat", num_inference_steps=3))
+
+
+def test_a_dedicated_upscaler_serves_the_upscale_mode(tiny_model: Path, tmp_path: Path) -> None:
+    from tests.models import write_tiny_upscaler
+
+    upscaler = write_tiny_upscaler(tmp_path / "tiny-up")
+    engine = Engine.load(settings(tiny_model, sd_upscaler=str(upscaler)))
+    source = engine.generate(1, GenerateRequest(prompt="a cat", seed=3, num_inference_steps=3)).images[0].data
+    steps = []
+    request = GenerateRequest(prompt="a cat", mode="upscale", image=source, seed=3, num_inference_steps=4)
+    result = engine.generate(2, request, lambda step, total, preview: steps.append((step, total)))
+    image = Image.open(io.BytesIO(result.images[0].data))
+    assert image.size == (128, 128) and image.text["parameters"].endswith("Mode: upscale, Upscaler: tiny-up")
+    assert "Denoising strength" not in image.text["parameters"]  # the upscaler has none
+    assert steps[-1] == (4, 4)
+    assert engine.generate(3, request).images[0].data == result.images[0].data  # repeatable with its seed
+    # Without one, upscaling is the img2img "hires fix" on SD_MODEL.
+    plain = Engine.load(settings(tiny_model)).generate(4, request)
+    assert "Upscaler" not in Image.open(io.BytesIO(plain.images[0].data)).text["parameters"]
+    with pytest.raises(ModelLoadError, match="could not load SD_UPSCALER"):
+        Engine.load(settings(tiny_model, sd_upscaler=str(tmp_path)))
+    with pytest.raises(ModelLoadError, match="SD_UPSCALER 'nonsense' is not an existing folder"):
+        Engine.load(settings(tiny_model, sd_upscaler="nonsense"))

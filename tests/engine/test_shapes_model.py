@@ -16,9 +16,9 @@ from PIL import Image
 
 from dreambot.request import SAMPLERS, GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
-from engine import shapes
-from engine.evaluate_shapes import accuracy
 from engine.pipeline import Engine
+from tools import shapes
+from tools.evaluate_shapes import accuracy
 
 # Seen and held-out combinations alike; the held-out ones test composition.
 PROMPTS = [

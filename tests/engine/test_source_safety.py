@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 
 from dreambot.request import GenerateRequest
-
-from dreambot.wire import GenerateResult, Job
 from dreambot.settings import EngineSettings
+from dreambot.wire import GenerateResult, Job
 from engine import imaging
 from engine.pipeline import Engine
 

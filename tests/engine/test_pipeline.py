@@ -1,9 +1,11 @@
-"""`Engine.generate_batch`: shared pipeline calls, cancelling between steps, previews, out of memory."""
+"""The Engine (`engine.pipeline`): a job alone, shared pipeline calls (`generate_batch`), cancelling
+between steps, previews, out of memory, and each picture's safety flag."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,22 @@ import pytest
 import torch
 from PIL import Image
 
-from dreambot.request import GenerateRequest
-
-from dreambot.wire import EngineError, GenerateResult, Job
+from dreambot.request import GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
+from dreambot.wire import EngineError, GenerateResult, Job
 from engine import imaging
-from engine.pipeline import OOM_MESSAGE, Engine, JobCancelled
+from engine.pipeline import Engine
+from engine.progress import JobCancelled
+from engine.server import OOM_MESSAGE, protocol_error
+
+
+def answered(engine: Engine, jobs: list[Job], report=None) -> list:
+    """What the server sends for each job of a batch: its result, or the protocol error of what
+    stopped it. `report(job_id, step, total, preview)` hears every job's steps."""
+    progress = {job.job_id: partial(report, job.job_id) for job in jobs} if report else None
+    outcomes = engine.generate_batch(jobs, progress)
+    return [protocol_error(job.job_id, outcome) if isinstance(outcome, Exception) else outcome
+            for job, outcome in zip(jobs, outcomes, strict=True)]
 
 
 def settings(model: Path | str, **changes) -> EngineSettings:
@@ -49,7 +61,7 @@ BATCH = [
 
 def solo_and_batched(engine: Engine, requests: list[GenerateRequest]) -> tuple[list, list]:
     solo = [engine.generate(job_id, request) for job_id, request in enumerate(requests, start=1)]
-    batched = engine.generate_batch([Job(job_id, request) for job_id, request in enumerate(requests, start=1)])
+    batched = answered(engine, [Job(job_id, request) for job_id, request in enumerate(requests, start=1)])
     return solo, batched
 
 
@@ -57,7 +69,7 @@ def test_a_batch_is_one_pipeline_call_and_gives_each_job_its_solo_images(engine:
     batch_sizes = []
     hook = engine.pipe.unet.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
     try:
-        batched = engine.generate_batch([Job(job_id, r) for job_id, r in enumerate(BATCH, start=1)])
+        batched = answered(engine, [Job(job_id, r) for job_id, r in enumerate(BATCH, start=1)])
     finally:
         hook.remove()
     assert set(batch_sizes) == {2 * 4} and len(batch_sizes) == 4  # 4 images with guidance, 4 steps: one call
@@ -101,7 +113,7 @@ class ScoreAll:
 def test_each_job_of_a_batch_keeps_its_own_safety_rules(engine: Engine, monkeypatch) -> None:
     monkeypatch.setattr(engine, "safety", ScoreAll(0.6))
     base = {"prompt": "a fox", "seed": 1, "num_inference_steps": 2}
-    answers = engine.generate_batch([
+    answers = answered(engine, [
         Job(1, GenerateRequest(**base, nsfw_threshold=0.5)),
         Job(2, GenerateRequest(**base, nsfw_threshold=0.7)),
         Job(3, GenerateRequest(**base, nsfw_threshold=0.5, keep_flagged=True)),
@@ -117,7 +129,7 @@ def test_each_job_of_a_batch_keeps_its_own_safety_rules(engine: Engine, monkeypa
 
 def test_jobs_that_cannot_share_a_call_still_get_their_answers_in_order(engine: Engine) -> None:
     other_size = GenerateRequest(prompt="a fox", seed=1, num_inference_steps=2, width=96)
-    answers = engine.generate_batch([Job(1, BATCH[0]), Job(2, other_size), Job(3, BATCH[2])])
+    answers = answered(engine, [Job(1, BATCH[0]), Job(2, other_size), Job(3, BATCH[2])])
     assert [a.job_id for a in answers] == [1, 2, 3] and all(isinstance(a, GenerateResult) for a in answers)
     assert answers[1].width == 96
 
@@ -163,11 +175,11 @@ def test_a_cancel_stops_every_mode_between_two_steps(engine: Engine, inputs, mod
         fields = {**fields, "mask": inputs["mask"]}
     request = GenerateRequest(prompt="a cat", seed=1, num_inference_steps=10, **fields)
     seen: list[tuple[int, int, int]] = []
-    [answer] = engine.generate_batch([Job(5, request)], on_step=cancel_at(2, seen))
+    [answer] = answered(engine, [Job(5, request)], cancel_at(2, seen))
     assert answer == EngineError(job_id=5, message="cancelled", kind="cancelled")
     assert [at for _, at, _ in seen] == [1, 2] and seen[0][2] >= 10  # not one step more
     # The engine is none the worse for it.
-    [again] = engine.generate_batch([Job(6, request)])
+    [again] = answered(engine, [Job(6, request)])
     assert isinstance(again, GenerateResult) and again.job_id == 6
 
 
@@ -179,14 +191,14 @@ def test_cancelling_one_job_of_a_batch_lets_the_others_finish(engine: Engine) ->
         if job_id == 2 and step == 1:
             raise JobCancelled
 
-    answers = engine.generate_batch([Job(job_id, r) for job_id, r in enumerate(BATCH, start=1)], on_step=on_step)
+    answers = answered(engine, [Job(job_id, r) for job_id, r in enumerate(BATCH, start=1)], on_step)
     assert answers[1] == EngineError(job_id=2, message="cancelled", kind="cancelled")
     assert isinstance(answers[0], GenerateResult) and isinstance(answers[2], GenerateResult)
     assert [step for job_id, step, _ in seen if job_id == 2] == [1]  # no progress after its cancel
     assert [step for job_id, step, _ in seen if job_id == 3] == [1, 2, 3, 4]
     # When every job of the call is cancelled, the call itself stops.
     seen.clear()
-    answers = engine.generate_batch([Job(1, BATCH[0]), Job(3, BATCH[2])], on_step=cancel_at(2, seen))
+    answers = answered(engine, [Job(1, BATCH[0]), Job(3, BATCH[2])], cancel_at(2, seen))
     assert [a.kind for a in answers] == ["cancelled", "cancelled"] and max(step for _, step, _ in seen) == 2
 
 
@@ -196,9 +208,9 @@ def test_previews_are_small_jpegs_of_each_jobs_first_image(engine: Engine) -> No
                 GenerateRequest(prompt="a fox", seed=4, width=96, height=64, num_inference_steps=3)]
 
     def on_step(job_id: int, step: int, total: int, preview) -> None:
-        previews.setdefault(job_id, []).append(preview())
+        previews.setdefault(job_id, []).append(preview(0))
 
-    engine.generate_batch([Job(1, requests[0]), Job(2, requests[1])], on_step=on_step)
+    answered(engine, [Job(1, requests[0]), Job(2, requests[1])], on_step)
     assert len(previews[1]) == len(previews[2]) == 3
     for data in previews[1] + previews[2]:
         image = Image.open(io.BytesIO(data))
@@ -229,9 +241,9 @@ def test_out_of_memory_is_answered_and_the_next_job_works(engine: Engine, monkey
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(engine.pipe.unet, "forward", out_of_memory)
-    [failed] = engine.generate_batch([Job(2, request)])
+    [failed] = answered(engine, [Job(2, request)])
     assert failed == EngineError(job_id=2, message=OOM_MESSAGE, kind="oom")
-    [after] = engine.generate_batch([Job(4, request)])
+    [after] = answered(engine, [Job(4, request)])
     assert after.images[0].data == before
 
 
@@ -260,8 +272,8 @@ def test_jobs_that_run_out_of_memory_together_run_again_alone(engine: Engine, mo
     solo = [engine.generate(job_id, r) for job_id, r in enumerate(requests, start=1)]
     pictures = memory_for(engine, monkeypatch, most)
     steps: list[tuple[int, int]] = []
-    answers = engine.generate_batch([Job(job_id, r) for job_id, r in enumerate(requests, start=1)],
-                                    on_step=lambda job_id, step, total, preview: steps.append((job_id, step)))
+    answers = answered(engine, [Job(job_id, r) for job_id, r in enumerate(requests, start=1)],
+                       lambda job_id, step, total, preview: steps.append((job_id, step)))
     big, *small = answers
     fits = most >= 4
     assert pictures[0] == 7  # first tried together
@@ -287,7 +299,93 @@ def test_a_cancel_still_reaches_a_job_run_again_alone(engine: Engine, monkeypatc
             raise JobCancelled
 
     requests = [GenerateRequest(prompt=p, seed=1, num_inference_steps=3) for p in ("a fox", "a whale", "a cat")]
-    answers = engine.generate_batch([Job(k, r) for k, r in enumerate(requests, start=1)], on_step=on_step)
+    answers = answered(engine, [Job(k, r) for k, r in enumerate(requests, start=1)], on_step)
     assert answers[1] == EngineError(job_id=2, message="cancelled", kind="cancelled")
     assert isinstance(answers[0], GenerateResult) and isinstance(answers[2], GenerateResult)
     assert [step for job_id, step, _ in seen if job_id == 2] == [1]
+
+
+def test_same_seed_same_image_other_seed_other_image(engine: Engine) -> None:
+    request = GenerateRequest(prompt="a red fox", seed=7, num_inference_steps=8)
+    first = engine.generate(1, request).images[0].data
+    again = engine.generate(2, request).images[0].data
+    other = engine.generate(3, GenerateRequest(prompt="a red fox", seed=8, num_inference_steps=8)).images[0].data
+    assert first == again
+    assert np.abs(pixels(first) - pixels(other)).mean() > 5
+
+
+def test_prompt_and_negative_prompt_reach_the_model(engine: Engine) -> None:
+    base = GenerateRequest(prompt="a red fox", seed=3, num_inference_steps=6)
+    images = [
+        engine.generate(1, request).images[0].data
+        for request in (base, GenerateRequest(prompt="a blue whale", seed=3, num_inference_steps=6),
+                        GenerateRequest(prompt="a red fox", negative_prompt="blurry", seed=3, num_inference_steps=6))
+    ]
+    assert images[0] != images[1] and images[0] != images[2]
+
+
+def test_every_image_of_a_batch_can_be_made_alone(engine: Engine) -> None:
+    batch = engine.generate(1, GenerateRequest(prompt="a cat", seed=40, num_images=3, num_inference_steps=6))
+    assert [image.seed for image in batch.images] == [40, 41, 42] and batch.seed == 40
+    alone = engine.generate(2, GenerateRequest(prompt="a cat", seed=42, num_inference_steps=6)).images[0]
+    # Batched and single matmuls may round differently in the last bit; the picture is the same.
+    assert np.abs(pixels(batch.images[2].data) - pixels(alone.data)).max() <= 2
+
+
+def test_png_carries_the_parameters_chunk(engine: Engine) -> None:
+    request = GenerateRequest(prompt="a red fox", negative_prompt="blurry", seed=11, width=96, height=64,
+                              num_inference_steps=5, guidance_scale=6.5, scheduler="Euler a")
+    result = engine.generate(1, request)
+    image = Image.open(io.BytesIO(result.images[0].data))
+    assert image.size == (96, 64) and (result.width, result.height) == (96, 64)
+    assert image.text["parameters"] == (
+        "a red fox\nNegative prompt: blurry\n"
+        "Steps: 5, Sampler: Euler a, CFG scale: 6.5, Seed: 11, Size: 96x64, Model: tiny"
+    )
+
+
+class ScoreOnDemand:
+    """A stand-in classifier on open_nsfw's scale: image i scores scores[i]."""
+
+    name = "opennsfw"
+
+    def __init__(self, scores: list[float]) -> None:
+        self._scores = scores
+
+    def scores(self, images):
+        return self._scores[: len(images)]
+
+
+@pytest.fixture
+def scored(engine: Engine):
+    original = engine.safety
+    engine.safety = ScoreOnDemand([0.1, 0.7, 0.3])
+    yield engine
+    engine.safety = original
+
+
+def test_each_image_gets_its_own_flag_and_score(scored: Engine) -> None:
+    result = scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=3))
+    assert [i.nsfw_content_detected for i in result.images] == [False, True, False]
+    assert [i.nsfw_score for i in result.images] == [0.1, 0.7, 0.3]
+    assert not result.all_flagged
+    # The flagged image's bytes never leave the engine unless the request may show them.
+    assert [bool(i.data) for i in result.images] == [True, False, True]
+    kept = scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=3,
+                                              keep_flagged=True))
+    assert all(i.data.startswith(b"\x89PNG") for i in kept.images)
+    assert pixels(kept.images[1].data).std() > 1
+
+
+@pytest.mark.parametrize(("threshold", "flags"), [(None, [False, True, False]), (0.2, [False, True, True]),
+                                                  (0.05, [True, True, True]), (0.95, [False, False, False])])
+def test_the_threshold_decides_what_is_flagged(scored: Engine, threshold, flags) -> None:
+    result = scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_images=3, num_inference_steps=2,
+                                                nsfw_threshold=threshold))
+    assert [i.nsfw_content_detected for i in result.images] == flags
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.99, -0.05])
+def test_a_threshold_out_of_bounds_is_refused_before_any_work(scored: Engine, threshold: float) -> None:
+    with pytest.raises(InvalidRequest, match="safety threshold must be between 0.05 and 0.95 for the opennsfw"):
+        scored.generate(1, GenerateRequest(prompt="a fox", seed=5, num_inference_steps=2, nsfw_threshold=threshold))

@@ -1,8 +1,8 @@
-"""Train the bundled `shapes` model on a CPU: `python -m engine.train_shapes OUT`.
+"""Train the bundled `shapes` model on a CPU: `python -m tools.train_shapes OUT`.
 
 A tiny text-conditioned latent diffusion model in the exact diffusers Stable Diffusion format
 (CLIP tokenizer and text encoder, AutoencoderKL, UNet2DConditionModel, scheduler), trained on
-pictures from `engine.shapes`. Deterministic given --seed; about 55 minutes on 2 cores.
+pictures from `tools.shapes`. Deterministic given --seed; about 55 minutes on 2 cores.
 
 Choices, and why:
 - The VAE has no mid-block attention (it would spread one half of a picture into the other,
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from engine import shapes
 from engine.tiny import byte_level_tokenizer
+from tools import shapes
 
 TOKENS = 16
 
@@ -157,7 +157,7 @@ def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.train_shapes", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.train_shapes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="folder to write the model to (diffusers format, fp16)")
     parser.add_argument("--seed", type=int, default=0)
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.to(torch.float16).save_pretrained(args.out)
     log(f"wrote {args.out} after {(time.perf_counter() - started) / 60:.1f} min")
     if args.evaluate:
-        from engine.evaluate_shapes import evaluate
+        from tools.evaluate_shapes import evaluate
 
         evaluate(args.out)
     return 0

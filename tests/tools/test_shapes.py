@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from engine import shapes
-from engine.train_shapes import build_tokenizer, main as train
+from tools import shapes
+from tools.train_shapes import build_tokenizer
+from tools.train_shapes import main as train
 
 
 def test_the_oracle_reads_drawn_pictures() -> None:

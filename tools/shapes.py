@@ -1,7 +1,7 @@
 """The shapes world: captioned pictures of "a {colour} {shape} on a {background} background".
 
-Used to train the bundled `shapes` model (`python -m engine.train_shapes`) and, through
-`classify`, as the tests' oracle for what a generated picture shows.
+Used to train the bundled `shapes` model (`python -m tools.train_shapes`) and, through
+`classify`, as the evaluation's and the tests' oracle for what a generated picture shows.
 """
 
 from __future__ import annotations

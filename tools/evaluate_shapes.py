@@ -1,7 +1,7 @@
-"""How well a shapes model follows prompts: `python -m engine.evaluate_shapes [MODEL]`.
+"""How well a shapes model follows prompts: `python -m tools.evaluate_shapes [MODEL]`.
 
 Generates each held-out combination (never seen in training) and a sample of seen ones at
-guidance 5, 20 steps, fixed seeds, and prints the share the oracle (`engine.shapes.classify`)
+guidance 5, 20 steps, fixed seeds, and prints the share the oracle (`tools.shapes.classify`)
 reads as the prompt's colour, shape and background.
 """
 
@@ -15,7 +15,7 @@ from PIL import Image
 
 from dreambot.request import DEFAULT_SAMPLER, GenerateRequest
 from dreambot.settings import EngineSettings
-from engine import shapes
+from tools import shapes
 
 SEEDS = (11, 22, 33, 44)
 
@@ -50,7 +50,7 @@ def evaluate(model: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.evaluate_shapes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.evaluate_shapes", description=__doc__)
     parser.add_argument("model", nargs="?", default="shapes", help="SD_MODEL value (default: the bundled shapes)")
     evaluate(parser.parse_args(argv).model)
     return 0
