@@ -13,10 +13,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.actions import Actions
+from bot.delivery import Outbox
 from bot.engine_client import EngineClient
 from bot.images import ImageStore
+from bot.jobs import JobRunner
 from bot.moderation import Moderation
+from bot.modlog import ModLog
 from bot.queue import JobQueue
+from bot.replies import UserError, reply_privately
 from bot.store import Store
 from bot.styles import Style
 from dreambot.settings import BotSettings
@@ -43,17 +48,14 @@ async def watch_loop_lag(period: float, tick: float = 0.02) -> None:
         lags.append(max(loop.time() - before - tick, 0.0))
         if loop.time() - reported >= period:
             lags.sort()
-
-            def rank(q: float) -> float:
-                return lags[min(len(lags) - 1, max(0, round(q * len(lags)) - 1))] * 1000
-
             log.info("loop lag over the last %g s: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d samples)",
-                     period, rank(0.50), rank(0.99), lags[-1] * 1000, len(lags))
+                     period, _rank(lags, 0.50), _rank(lags, 0.99), lags[-1] * 1000, len(lags))
             lags, reported = [], loop.time()
 
 
-class UserError(app_commands.AppCommandError):
-    """A member's mistake in a command; the message says what to change."""
+def _rank(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted seconds, in milliseconds."""
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
 
 
 class Tree(app_commands.CommandTree):
@@ -70,22 +72,6 @@ class Tree(app_commands.CommandTree):
             log.error("error in /%s (interaction %s)", command, interaction.id, exc_info=error)
             message = "😿 Sorry, something went wrong on our side. It has been logged; please try again."
         await reply_privately(interaction, message)
-
-
-async def reply_privately(interaction: discord.Interaction, message: str) -> None:
-    """An ephemeral answer whether or not the interaction was already deferred publicly."""
-    try:
-        if not interaction.response.is_done():
-            await interaction.response.send_message(message, ephemeral=True)
-            return
-        # A public "thinking…" placeholder would show the refusal to everyone: remove it first.
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException:
-            pass
-        await interaction.followup.send(message, ephemeral=True)
-    except discord.HTTPException:
-        log.exception("could not answer interaction %s", interaction.id)
 
 
 class DreamBot(commands.Bot):
@@ -118,7 +104,14 @@ class DreamBot(commands.Bot):
         # For members' attachments; opened in setup_hook, where there is a running loop.
         self.http_session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
-        self.posting: set[int] = set()  # jobs whose result is being posted (a shutdown waits for them)
+        # The services the cogs and the buttons use, each with the collaborators it needs.
+        self.modlog = ModLog(self, store)
+        self.outbox = Outbox(client=self, store=store, images=images, queue=queue, moderation=moderation,
+                             modlog=self.modlog)
+        self.runner = JobRunner(client=self, engine=engine, default_model=settings.sd_model, store=store,
+                                images=images, queue=queue, moderation=moderation, modlog=self.modlog,
+                                outbox=self.outbox, spawn=self.create_task)
+        self.actions = Actions(store=store, images=images, queue=queue, runner=self.runner, limits=settings.limits)
 
     def create_task(self, coroutine: Coroutine, *, name: str) -> asyncio.Task:
         """A background task that is kept referenced until it ends, and whose failure is logged."""
@@ -149,12 +142,10 @@ class DreamBot(commands.Bot):
         self.http_session = aiohttp.ClientSession()
         for engine in self.queue.engines:
             engine.start()
-        # Before any member can queue a new job: the old ones keep their place ahead.
-        from bot import jobs  # jobs imports the cogs' buttons, which import this module
-
         # Every job meets the server's rules again as it starts (bans, the channel's filter mode).
-        self.queue.gate = lambda job: jobs.gate(self, job)
-        restored = await jobs.restore(self)
+        self.queue.gate = self.runner.gate
+        # Before any member can queue a new job: the old ones keep their place ahead.
+        restored = await self.runner.restore()
         if restored:
             log.info("queued %d job(s) left unfinished by the last run again", restored)
         self.queue.start()
@@ -170,7 +161,7 @@ class DreamBot(commands.Bot):
         the next start), then leave Discord."""
         await self.queue.close(grace=SHUTDOWN_GRACE_SECONDS)
         for _ in range(100):  # the results of jobs that finished in the grace period go out first
-            if not self.posting:
+            if not self.runner.posting:
                 break
             await asyncio.sleep(0.1)
         for task in list(self._tasks):

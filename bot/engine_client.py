@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 
+from bot.outcome import Failure, FailureKind, Outcome
 from dreambot import wire
 from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, GenerateResult, Job, Progress, Ready
 
@@ -36,26 +37,6 @@ class EngineUnavailable(RuntimeError):
     """The engine is not running and could not be started (the message says why)."""
 
 
-class EngineCrashed(RuntimeError):
-    """The engine process died while it held the job."""
-
-
-class EngineJobFailed(RuntimeError):
-    """The engine reported an error for this job and carries on serving."""
-
-    def __init__(self, error: EngineError) -> None:
-        super().__init__(error.message)
-        self.kind = error.kind
-
-
-class JobCancelled(RuntimeError):
-    """The job was cancelled (queued, or between two denoising steps)."""
-
-
-class EngineTimedOut(RuntimeError):
-    """The job ran past the time limit; the engine was restarted."""
-
-
 class EngineClient:
     def __init__(
         self, env: Mapping[str, str], command: list[str] | None = None, stall_seconds: float = STALL_SECONDS,
@@ -69,7 +50,7 @@ class EngineClient:
         self._process: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future[Ready] | None = None
         # The jobs in hand (one, or a batch): job id -> the future its result arrives on.
-        self._pending: dict[int, asyncio.Future[GenerateResult]] = {}
+        self._pending: dict[int, asyncio.Future[Outcome]] = {}
         self._on_progress: dict[int, ProgressCallback] = {}
         self._timed_out = False
         self._lock = asyncio.Lock()
@@ -94,19 +75,19 @@ class EngineClient:
         assert self._ready is not None, "start() first"
         return await asyncio.shield(self._ready)
 
-    async def generate(self, job: Job, on_progress: ProgressCallback | None = None) -> GenerateResult:
-        """Run one job; raises EngineJobFailed, JobCancelled, EngineCrashed, EngineTimedOut or EngineUnavailable."""
-        outcome = (await self.generate_batch([job], {job.job_id: on_progress} if on_progress else {}))[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+    async def generate(self, job: Job, on_progress: ProgressCallback | None = None) -> Outcome:
+        """Run one job: its result, or the Failure that ended it."""
+        return (await self.generate_batch([job], {job.job_id: on_progress} if on_progress else {}))[0]
 
     async def generate_batch(self, jobs: list[Job], on_progress: Mapping[int, ProgressCallback] | None = None
-                             ) -> list[GenerateResult | Exception]:
-        """Run jobs as one engine call (`wire.Batch`; one job goes as a plain Job). Each job's
-        outcome is its result or the exception that ended it; EngineUnavailable is raised."""
+                             ) -> list[Outcome]:
+        """Run jobs as one engine call (`wire.Batch`; one job goes as a plain Job): each job's
+        result or the Failure that ended it, in order."""
         async with self._lock:
-            await self.wait_ready()
+            try:
+                await self.wait_ready()
+            except EngineUnavailable as error:
+                return [Failure(FailureKind.UNAVAILABLE, str(error)) for _ in jobs]
             process = self._process
             assert process is not None and process.stdin is not None
             loop = asyncio.get_running_loop()
@@ -120,10 +101,7 @@ class EngineClient:
                 pass  # the reader sees the exit and fails the jobs as a crash
             try:
                 await self._await_results(process, len(jobs))
-                outcomes = []
-                for future in self._pending.values():
-                    outcomes.append(future.exception() or future.result())
-                return outcomes
+                return [future.result() for future in self._pending.values()]
             finally:
                 self._pending = {}
                 self._on_progress = {}
@@ -224,10 +202,12 @@ class EngineClient:
             if future.done():
                 continue
             if self._timed_out:
-                future.set_exception(EngineTimedOut(
-                    f"the job took longer than the limit of {self._job_timeout:.0f} s and was stopped"))
+                future.set_result(Failure(FailureKind.TIMED_OUT,
+                                          f"the job took longer than the limit of {self._job_timeout:.0f} s and was "
+                                          "stopped"))
             else:
-                future.set_exception(EngineCrashed(self._stall_reason or f"the engine process exited with code {code}"))
+                future.set_result(Failure(FailureKind.CRASHED,
+                                          self._stall_reason or f"the engine process exited with code {code}"))
         self._stall_reason, self._timed_out = None, False
         if self._closing:
             self._fail_ready("the bot is shutting down")
@@ -266,14 +246,19 @@ class EngineClient:
                         callback(message)
                     except Exception:
                         log.exception("progress callback failed")
+            elif not isinstance(message, (GenerateResult, EngineError)):
+                log.warning("engine sent a %s, which only the bot sends", type(message).__name__)
             elif message.job_id not in self._pending or self._pending[message.job_id].done():
                 log.warning("engine sent %s for job %s, which is not a job in hand",
                             type(message).__name__, message.job_id)
             elif isinstance(message, GenerateResult):
                 self._pending[message.job_id].set_result(message)
             elif isinstance(message, EngineError):
-                error = JobCancelled(message.message) if message.kind == "cancelled" else EngineJobFailed(message)
-                self._pending[message.job_id].set_exception(error)
+                try:
+                    kind = FailureKind(message.kind)
+                except ValueError:  # a kind this bot does not know: an engine of another release
+                    kind = FailureKind.INTERNAL
+                self._pending[message.job_id].set_result(Failure(kind, message.message))
 
     def _fail_ready(self, reason: str) -> None:
         if self._ready is None or self._ready.done():

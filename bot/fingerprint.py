@@ -41,7 +41,8 @@ def _dhash(grey: Image.Image) -> int:
 def trimmed(image: Image.Image) -> Image.Image:
     """The picture without a plain border (the colour of its top-left pixel, give or take)."""
     background = Image.new("RGB", image.size, image.getpixel((0, 0)))
-    difference = ImageChops.difference(image, background).convert("L").point(lambda v: 255 if v > BORDER_TOLERANCE else 0)
+    difference = ImageChops.difference(image, background).convert("L")
+    difference = difference.point(lambda v: 255 if v > BORDER_TOLERANCE else 0)
     box = difference.getbbox()
     return image.crop(box) if box and box != (0, 0, *image.size) else image
 

@@ -1,6 +1,6 @@
 """What a server's moderators decided, applied to every job before it is queued: who may use the
-bot, which prompts are refused, and what happens to a flagged image in each channel. Also the
-mod-log, where moderators read what the bot refused or flagged and what was changed."""
+bot, which prompts are refused, what happens to a flagged image in each channel, who may reach a
+job, and how a flagged picture's flag follows everything made from it."""
 
 from __future__ import annotations
 
@@ -9,24 +9,31 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import partial
-from typing import TYPE_CHECKING
 
 import discord
 
+from bot import fingerprint
 from bot.prompt_filter import ExpandsTooMuch, InvalidTerm, PromptFilter, Term, Uncheckable
-from bot.store import GuildSettings, Store
+from bot.store import GuildSettings, JobRow, Store
 from dreambot.request import SAFETY_SCALES, GenerateRequest
-
-if TYPE_CHECKING:
-    from bot.bot import DreamBot
 
 log = logging.getLogger(__name__)
 
-FILTER_MODES = ("block", "spoiler", "off")
-DESCRIBE_MODE = {"block": "flagged images are replaced by a notice",
-                 "spoiler": "flagged images are posted behind a spoiler, with a warning",
-                 "off": "flagged images are posted as is"}
+
+class FilterMode(StrEnum):
+    """What happens to a picture the safety filter flags, per server and per channel."""
+
+    BLOCK = "block"
+    SPOILER = "spoiler"
+    OFF = "off"
+
+    @property
+    def describe(self) -> str:
+        return {FilterMode.BLOCK: "flagged images are replaced by a notice",
+                FilterMode.SPOILER: "flagged images are posted behind a spoiler, with a warning",
+                FilterMode.OFF: "flagged images are posted as is"}[self]
 
 
 BANNED = "A moderator has barred you from using Dreambot in this server."
@@ -40,11 +47,35 @@ class Refused(Exception):
 class Policy:
     """The safety filter a job runs under in its channel."""
 
-    mode: str = "block"  # the effective mode: spoiler and off only in age-restricted channels
+    mode: FilterMode = FilterMode.BLOCK  # the effective mode: spoiler and off only in age-restricted channels
     threshold: float | None = None  # None: the classifier's default
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", FilterMode(self.mode))  # as stored: a string
+
     def apply(self, request: GenerateRequest) -> GenerateRequest:
-        return replace(request, nsfw_threshold=self.threshold, keep_flagged=self.mode != "block")
+        return replace(request, nsfw_threshold=self.threshold, keep_flagged=self.mode is not FilterMode.BLOCK)
+
+
+def flagged_source(job: JobRow, index: int) -> bool:
+    """Whether picture `index` of `job` was flagged: by the classifier, or because it was made from
+    a flagged picture (the engine flags every picture of a job with `source_flagged`), so the flag
+    travels down a whole chain of derived jobs."""
+    flags = job.nsfw_flags
+    return bool(job.request.source_flagged or (flags and index < len(flags) and flags[index]))
+
+
+def check_source(job: JobRow, index: int, policy: Policy) -> None:
+    """A picture the safety filter flagged stays where flagged pictures may be shown: starting a
+    job from it in any other channel is refused (the new picture could carry it over)."""
+    if policy.mode is FilterMode.BLOCK and flagged_source(job, index):
+        raise Refused(f"Picture {index + 1} of job {job.id} was flagged by the safety filter, so it can only be "
+                      "used in an age-restricted channel whose filter shows flagged images.")
+
+
+def from_source(request: GenerateRequest, job: JobRow, index: int) -> GenerateRequest:
+    """A request that starts from picture `index` of `job` carries that picture's flag."""
+    return replace(request, source_flagged=request.source_flagged or flagged_source(job, index))
 
 
 def reachable(job, *, user_id: int, guild_id: int | None, channel_id: int | None, parent_id: int | None = None,
@@ -101,21 +132,21 @@ def age_restricted(channel) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
-def configured_mode(settings: GuildSettings, channel) -> str:
+def configured_mode(settings: GuildSettings, channel) -> FilterMode:
     """The mode moderators set for a channel: its own, its parent's (for a thread), or the server's."""
     for channel_id in (getattr(channel, "id", None), getattr(channel, "parent_id", None)):
         if channel_id in settings.channel_modes:
-            return settings.channel_modes[channel_id]
-    return settings.nsfw_mode
+            return FilterMode(settings.channel_modes[channel_id])
+    return FilterMode(settings.nsfw_mode)
 
 
-def effective_mode(configured: str, is_age_restricted: bool) -> str:
+def effective_mode(configured: FilterMode, is_age_restricted: bool) -> FilterMode:
     """Discord's rule: flagged images may only be shown in age-restricted channels; elsewhere they
     are blocked whatever the setting."""
-    return configured if is_age_restricted else "block"
+    return configured if is_age_restricted else FilterMode.BLOCK
 
 
-def applied_mode(settings: GuildSettings, channel) -> str:
+def applied_mode(settings: GuildSettings, channel) -> FilterMode:
     """The mode flagged images get in `channel` now: as configured, where Discord allows it."""
     return effective_mode(configured_mode(settings, channel), age_restricted(channel))
 
@@ -221,11 +252,30 @@ class Moderation:
         policy = Policy(applied_mode(settings, channel), threshold)
         return policy.apply(request), policy
 
-    async def current_mode(self, guild_id: int | None, channel) -> str:
+    async def current_mode(self, guild_id: int | None, channel) -> FilterMode:
         """The mode that applies in `channel` now (a job's result may come long after it was asked for)."""
         if guild_id is None:
-            return "block"
+            return FilterMode.BLOCK
         return applied_mode(await self._store.guild_settings(guild_id), channel)
+
+    async def check_upload(self, request: GenerateRequest, policy: Policy, guild_id: int | None) -> GenerateRequest:
+        """A member's own picture that is a flagged result brought back (re-encoded, resized, cropped
+        a little: its fingerprint is within a few bits) counts as flagged: refused where flagged
+        pictures are not shown, and carried as flagged where they are. The engine classifies every
+        input as well; this catches a picture flagged only because of where it came from. Per server:
+        each server flags under its own threshold (and a direct message never shows a flagged one)."""
+        if request.image is None or guild_id is None:
+            return request
+        brought = await asyncio.to_thread(fingerprint.variants, request.image)
+        match = next((job_id for job_id, known in await self._store.flagged_fingerprints(guild_id)
+                      if fingerprint.matches(brought, known)), None)
+        if match is None:
+            return request
+        log.info("an uploaded picture matches flagged job %s", match)
+        if policy.mode is FilterMode.BLOCK:
+            raise Refused("That picture was flagged by the safety filter, so it can only be used in an "
+                          "age-restricted channel whose filter shows flagged images.")
+        return replace(request, source_flagged=True)
 
 
 class PromptBlocked(Refused):
@@ -234,19 +284,3 @@ class PromptBlocked(Refused):
     def __init__(self, message: str, term: Term) -> None:
         super().__init__(message)
         self.term = term
-
-
-async def post_modlog(bot: DreamBot, guild_id: int | None, text: str) -> None:
-    """Tell the server's moderators, in their mod-log channel if they chose one. Never raises."""
-    if guild_id is None:
-        return
-    try:
-        channel_id = (await bot.store.guild_settings(guild_id)).modlog_channel_id
-        if channel_id is None:
-            return
-        channel = bot.get_channel(channel_id) or await bot.fetch_channel(channel_id)
-        await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none(), suppress_embeds=True)
-    except discord.HTTPException as error:
-        log.warning("could not post in the mod-log of server %s: %s", guild_id, error)
-    except Exception:
-        log.exception("could not post in the mod-log of server %s", guild_id)

@@ -5,7 +5,8 @@ jobs queued delays a member with one by at most one job; a cap per member (queue
 cap on the whole queue, and an optional cooldown. `JobQueue` runs it: one worker per engine takes
 the next job (and, for text to image, compatible ones from the members next in turn, as one
 batch), records each step in the store, retries a job once if its engine crashed, and on shutdown
-leaves what did not run in the store as queued, where the next start finds it.
+leaves what did not run in the store as queued, where the next start finds it. It is the one
+module that moves a job's status, from queued to delivered.
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
-from bot.engine_client import (
-    EngineClient,
-    EngineCrashed,
-    EngineJobFailed,
-    EngineTimedOut,
-    EngineUnavailable,
-    JobCancelled,
-    ProgressCallback,
-)
+from bot.engine_client import EngineClient, ProgressCallback
+from bot.outcome import Failure, FailureKind, Outcome
 from bot.render import duration
 from bot.store import Store
 from dreambot.wire import GenerateResult, Job
@@ -208,7 +203,7 @@ class Ticket:
     job: Job
     member_id: int
     on_progress: ProgressCallback | None = None
-    result: asyncio.Future[GenerateResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    result: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     attempts: int = 0
     cancelled_by: int | None = None
     sent: bool = False  # handed to an engine (a Cancel must then go to the engine)
@@ -364,16 +359,17 @@ class JobQueue:
                 batch = [job_id]
                 key = self._tickets[job_id].job.request.batch_key()
                 if key is not None and self.max_batch > 1:
-                    batch += self.fair.take(
-                        lambda other: self._tickets[other].job.request.batch_key() == key, self.max_batch - 1)
+                    batch += self.fair.take(partial(self._same_batch, key), self.max_batch - 1)
                 tickets = [self._tickets[j] for j in batch]
                 await self._run(engine, list(tickets))
             except Exception as error:
                 log.exception("jobs %s: unexpected failure in the queue worker", [t.job.job_id for t in tickets])
                 for ticket in tickets:
                     if not ticket.result.done():  # only those still waiting for an outcome
-                        await self._fail(ticket, f"internal error: {type(error).__name__}: {error}",
-                                         RuntimeError("internal error"))
+                        await self._fail(ticket, Failure(FailureKind.INTERNAL, f"{type(error).__name__}: {error}"))
+
+    def _same_batch(self, key: tuple, job_id: int) -> bool:
+        return self._tickets[job_id].job.request.batch_key() == key
 
     async def _run(self, engine: EngineClient, tickets: list[Ticket]) -> None:
         for ticket in list(tickets):
@@ -383,7 +379,7 @@ class JobQueue:
                 except JobRefused as refusal:
                     log.info("job %s refused as it started: %s", ticket.job.job_id, refusal)
                     tickets.remove(ticket)
-                    await self._fail(ticket, f"refused: {refusal}", refusal)
+                    await self._fail(ticket, Failure(FailureKind.REFUSED, str(refusal), refusal.public))
                     continue
             await self._store.mark_running(ticket.job.job_id)
         for ticket in [t for t in tickets if t.cancelled_by is not None]:  # cancelled on the way
@@ -398,14 +394,8 @@ class JobQueue:
             log.info("jobs %s sent to the engine as a batch of %d", ", ".join(str(t.job.job_id) for t in tickets),
                      len(tickets))
         started = time.monotonic()
-        if len(tickets) == 1:
-            outcomes = [await _outcome(engine.generate(tickets[0].job, tickets[0].on_progress))]
-        else:
-            try:
-                outcomes = await engine.generate_batch([t.job for t in tickets],
-                                                       {t.job.job_id: t.on_progress for t in tickets if t.on_progress})
-            except EngineUnavailable as error:
-                outcomes = [error] * len(tickets)
+        outcomes = await engine.generate_batch([t.job for t in tickets],
+                                               {t.job.job_id: t.on_progress for t in tickets if t.on_progress})
         elapsed = (time.monotonic() - started) / len(tickets)
         for ticket, outcome in zip(tickets, outcomes, strict=True):
             job_id = ticket.job.job_id
@@ -413,39 +403,38 @@ class JobQueue:
                 self._measured(elapsed)
                 await self._store.finish_job(job_id, outcome)
                 self._finish(ticket).set_result(outcome)
-            elif isinstance(outcome, EngineCrashed) and (ticket.attempts < ATTEMPTS or not self._accepting):
+            elif outcome.kind is FailureKind.CRASHED and (ticket.attempts < ATTEMPTS or not self._accepting):
                 # Once more; or, if the bot is stopping (the engine may have been stopped with it),
                 # it stays queued in the store and runs at the next start.
-                log.warning("job %s: the engine crashed (%s); it will run once more", job_id, outcome)
+                log.warning("job %s: the engine crashed (%s); it will run once more", job_id, outcome.message)
                 self.fair.done(job_id)
                 self.fair.submit(job_id, ticket.member_id, front=True, check=False)
                 ticket.sent = False
                 await self._store.requeue_job(job_id)
                 self._work.set()
-            elif isinstance(outcome, JobCancelled):
+            elif outcome.kind is FailureKind.CANCELLED:
                 await self._cancelled(ticket)
             else:
-                log.error("job %s failed: %s", job_id, outcome)
-                await self._fail(ticket, f"{type(outcome).__name__}: {outcome}", outcome)
+                log.error("job %s failed (%s): %s", job_id, outcome.kind, outcome.message)
+                await self._fail(ticket, outcome)
 
-    async def _fail(self, ticket: Ticket, error: str, exception: BaseException) -> None:
+    async def _fail(self, ticket: Ticket, failure: Failure) -> None:
         try:
-            await self._store.fail_job(ticket.job.job_id, error)
+            await self._store.fail_job(ticket.job.job_id, f"{failure.kind}: {failure.message}")
         except Exception:
             log.exception("job %s: could not record the failure", ticket.job.job_id)
-        self._settle(ticket, exception)
+        self._settle(ticket, failure)
 
     async def _cancelled(self, ticket: Ticket) -> None:
         """Answer a cancelled job (first, so that a failing write cannot leave it unanswered), then record it."""
         by = f"cancelled by <@{ticket.cancelled_by}>" if ticket.cancelled_by else "cancelled"
-        self._settle(ticket, JobCancelled(by))
+        self._settle(ticket, Failure(FailureKind.CANCELLED, by))
         await self._store.cancel_job(ticket.job.job_id, ticket.cancelled_by)
 
-    def _settle(self, ticket: Ticket, exception: BaseException) -> None:
+    def _settle(self, ticket: Ticket, failure: Failure) -> None:
         future = self._finish(ticket)
         if not future.done():
-            future.set_exception(exception)
-            future.exception()  # the member's side may be gone (interaction expired); don't warn twice
+            future.set_result(failure)
 
     def _finish(self, ticket: Ticket) -> asyncio.Future:
         self.fair.done(ticket.job.job_id)
@@ -456,9 +445,17 @@ class JobQueue:
         self._seconds_per_job = seconds if self._seconds_per_job is None else \
             0.8 * self._seconds_per_job + 0.2 * seconds
 
+    # -- what a previous run left, and what happens after a result ------------------------------
 
-async def _outcome(awaitable) -> GenerateResult | Exception:
-    try:
-        return await awaitable
-    except (EngineCrashed, EngineJobFailed, EngineUnavailable, EngineTimedOut, JobCancelled) as error:
-        return error
+    async def restored(self, job_id: int) -> None:
+        """A job a previous run left queued or running is queued again (`submit` it next)."""
+        await self._store.requeue_job(job_id)
+
+    async def abandon(self, job_id: int, reason: str) -> None:
+        """A job a previous run left that cannot run again (`reason` says why)."""
+        await self._store.fail_job(job_id, reason)
+
+    async def delivered(self, job_id: int, message_id: int | None, *, filtered: bool = False) -> None:
+        """Its result is posted (`message_id`; None if Discord refused every way of posting it), or,
+        `filtered`, every picture was withheld and the member was told."""
+        await self._store.delivered(job_id, message_id, filtered=filtered)

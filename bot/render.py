@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dreambot.request import GenerateRequest
-
+from bot.outcome import Failure, FailureKind
+from dreambot.request import GenerateRequest, Mode
 from dreambot.wire import GenerateResult
 
 MESSAGE_LIMIT = 2000
@@ -61,16 +61,16 @@ def timed_out(job_id: int, reason: str) -> str:
 def mode_details(request: GenerateRequest) -> list[str]:
     """What a mode did, in a few words for the summary line."""
     strength = request.denoising_strength
-    if request.mode == "img2img":
+    if request.mode is Mode.IMG2IMG:
         return [f"img2img, strength {strength:g}"]
-    if request.mode == "inpaint":
+    if request.mode is Mode.INPAINT:
         return [f"inpainting, strength {strength:g}"]
-    if request.mode == "outpaint":
+    if request.mode is Mode.OUTPAINT:
         side = "every side" if request.direction == "all" else request.direction
         return [f"outpainted {request.amount} px {side}"]
-    if request.mode == "upscale":
+    if request.mode is Mode.UPSCALE:
         return ["upscaled 2×"]  # by SD_UPSCALER, or img2img at a strength the PNG records
-    if request.mode == "interpolate":
+    if request.mode is Mode.INTERPOLATE:
         return [f"{request.frames} frames"]
     return []
 
@@ -84,7 +84,7 @@ def summary(job_id: int, request: GenerateRequest, result: GenerateResult, *, or
     shown = [image for image in result.images if not image.nsfw_content_detected or nsfw_mode != "block"]
     withheld = len(result.images) - len(shown)
     seeds = ", ".join(str(image.seed) for image in shown) if shown else str(result.seed)
-    if request.mode == "interpolate":
+    if request.mode is Mode.INTERPOLATE:
         end_seed = result.seed if request.end_seed is None else request.end_seed
         seeds = f"{result.seed} → {end_seed}"
     details = " · ".join(
@@ -110,7 +110,8 @@ def summary(job_id: int, request: GenerateRequest, result: GenerateResult, *, or
         notice += f"\n⚠️ {which} flagged by the safety filter and posted behind a spoiler. Open at your discretion."
     room = MESSAGE_LIMIT - len(details) - len(notice) - 60
     negative = request.negative_prompt
-    end = request.end_prompt if request.mode == "interpolate" and request.end_prompt not in (None, request.prompt) else ""
+    ends_elsewhere = request.mode is Mode.INTERPOLATE and request.end_prompt not in (None, request.prompt)
+    end = request.end_prompt if ends_elsewhere else ""
     shares = 1 + bool(negative) + bool(end)
     prompt_room = room // shares
     lines = [f"**{clip(escape(request.prompt), prompt_room)}**"]
@@ -153,26 +154,45 @@ def engine_unavailable(job_id: int, reason: str) -> str:
     return f"😿 Sorry, the image engine is not available right now (job {job_id}): {reason}"
 
 
+def failure(job_id: int, failure: Failure) -> str:
+    """What the channel reads when a job fails, for each kind of failure (the one place that says it)."""
+    kind = failure.kind
+    if kind is FailureKind.CANCELLED:
+        return cancelled(job_id, failure.message)
+    if kind is FailureKind.REFUSED:  # the channel reads no more than it may know; the member hears why
+        return f"🚫 {failure.public or failure.message} (job {job_id})"
+    if kind is FailureKind.UNAVAILABLE:
+        return engine_unavailable(job_id, failure.message)
+    if kind is FailureKind.CRASHED:
+        return crashed(job_id)
+    if kind is FailureKind.TIMED_OUT:
+        return timed_out(job_id, failure.message)
+    if kind in (FailureKind.INVALID, FailureKind.OOM):  # the member's to fix: the engine's words
+        return f"⚠️ {failure.message} (job {job_id})"
+    return failed(job_id)
+
+
 def info(job, *, origin: str = "") -> str:
     """Everything about a job that someone needs to make it again (`job` is a store.JobRow)."""
-    request = job.request()
+    request = job.request
     lines = [f"**Job {job.id}** by <@{job.user_id}> · {job.status} · {job.created_at[:19].replace('T', ' ')} UTC"]
     if origin:
         lines.append(origin)
-    said = "Prompt (the style's words included)" if job.style else "Prompt"
-    lines.append(f"{said}: {clip(escape(job.prompt), 700)}")
-    if job.negative_prompt:
-        lines.append(f"Negative: {clip(escape(job.negative_prompt), 500)}")
-    if job.mode == "interpolate" and job.end_prompt:
-        lines.append(f"End prompt: {clip(escape(job.end_prompt), 300)}")
+    said = "Prompt (the style's words included)" if request.style else "Prompt"
+    lines.append(f"{said}: {clip(escape(request.prompt), 700)}")
+    if request.negative_prompt:
+        lines.append(f"Negative: {clip(escape(request.negative_prompt), 500)}")
+    interpolation = request.mode is Mode.INTERPOLATE
+    if interpolation and request.end_prompt:
+        lines.append(f"End prompt: {clip(escape(request.end_prompt), 300)}")
     parts = [
-        f"Mode {job.mode}", *mode_details(request)[:1],
-        *([f"Style {escape(job.style)}"] if job.style else []),
-        f"Seed {job.seed}" + (f" (image i uses {job.seed} + i)" if job.num_images > 1 else ""),
-        *([f"End seed {job.end_seed}"] if job.mode == "interpolate" and job.end_seed is not None else []),
-        f"{job.num_inference_steps} steps", f"CFG {job.guidance_scale:g}", job.scheduler,
+        f"Mode {request.mode}", *mode_details(request)[:1],
+        *([f"Style {escape(request.style)}"] if request.style else []),
+        f"Seed {request.seed}" + (f" (image i uses {request.seed} + i)" if request.num_images > 1 else ""),
+        *([f"End seed {request.end_seed}"] if interpolation and request.end_seed is not None else []),
+        f"{request.num_inference_steps} steps", f"CFG {request.guidance_scale:g}", request.scheduler,
         *([f"{job.width}×{job.height}"] if job.width else []),
-        *([f"{job.num_images} images"] if job.num_images > 1 else []),
+        *([f"{request.num_images} images"] if request.num_images > 1 else []),
         *([escape(job.model)] if job.model else []),
         *([f"{job.engine_seconds:.1f} s"] if job.engine_seconds is not None else []),
     ]
@@ -251,9 +271,10 @@ def history(jobs, *, total: int, page: int, pages: int, whose: str) -> str:
         if link and not job.deleted_at:
             head += f" · [jump to it]({link})"
         size = f" · {job.width}×{job.height}" if job.width else ""
-        lines += ["", head, f"> {clip(escape(job.prompt), 120)}",
-                  f"{job.mode} · seed {job.seed} · {job.num_inference_steps} steps · CFG {job.guidance_scale:g} · "
-                  f"{job.scheduler}{size}"]
+        request = job.request
+        lines += ["", head, f"> {clip(escape(request.prompt), 120)}",
+                  f"{request.mode} · seed {request.seed} · {request.num_inference_steps} steps · "
+                  f"CFG {request.guidance_scale:g} · {request.scheduler}{size}"]
         if job.error:
             lines.append(f"Error: {clip(escape(job.error), 80)}")
     return clip("\n".join(lines), MESSAGE_LIMIT)

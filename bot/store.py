@@ -15,13 +15,12 @@ import re
 import sqlite3
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiosqlite
 
-from dreambot.request import DEFAULT_FRAMES, GenerateRequest
-
+from dreambot.request import GenerateRequest
 from dreambot.wire import GenerateResult
 
 log = logging.getLogger(__name__)
@@ -50,48 +49,36 @@ def bundled_migrations() -> list[Migration]:
 
 @dataclass(frozen=True)
 class JobRow:
+    """A job as stored: its request as it was made (`GenerateRequest`, without its pictures, which
+    are files), where it was asked for, and what became of it."""
+
     id: int
     user_id: int
     guild_id: int | None
     channel_id: int | None
     interaction_id: int | None
     message_id: int | None
-    prompt: str
-    negative_prompt: str
-    num_inference_steps: int
-    guidance_scale: float
-    width: int | None
-    height: int | None
-    seed: int
-    scheduler: str
-    num_images: int
-    model: str | None
-    status: str
-    nsfw_flags: list[bool] | None
-    nsfw_scores: list[float] | None
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    engine_seconds: float | None
-    error: str | None
-    mode: str
+    notice_message_id: int | None
+    request: GenerateRequest
     action: str
     parent_job_id: int | None
     parent_image: int | None
-    strength: float | None
-    direction: str | None
-    amount: int | None
-    end_prompt: str | None
-    end_seed: int | None
-    frames: int | None
-    style: str
-    deleted_at: str | None
+    status: str
     nsfw_mode: str | None
-    nsfw_threshold: float | None
-    cancelled_by: int | None
-    notice_message_id: int | None
-    source_flagged: bool
+    # The result: the model and size the engine used, one safety flag and score per picture.
+    model: str | None
+    width: int | None
+    height: int | None
+    nsfw_flags: list[bool] | None
+    nsfw_scores: list[float] | None
     source_score: float | None
+    engine_seconds: float | None
+    error: str | None
+    cancelled_by: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    deleted_at: str | None
 
     @property
     def shown_status(self) -> str:
@@ -103,37 +90,14 @@ class JobRow:
     def shown(self, index: int) -> bool:
         """Whether picture `index` was posted (not withheld by the safety filter)."""
         if self.nsfw_flags is None:
-            return self.status == "done" and index < self.num_images
+            return self.status == "done" and index < self.request.num_images
         if index >= len(self.nsfw_flags):
             return False
         return not self.nsfw_flags[index] or self.nsfw_mode in ("spoiler", "off")
 
-    def request(self, image: bytes | None = None, mask: bytes | None = None) -> GenerateRequest:
-        """The job's request; the input pictures live outside the database (`bot.images`)."""
-        image_based = self.mode not in ("txt2img", "interpolate")
-        return GenerateRequest(
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            # A picture's size comes from its input; a txt2img job's is the size it was made at.
-            width=None if image_based else self.width,
-            height=None if image_based else self.height,
-            seed=self.seed,
-            scheduler=self.scheduler,
-            num_images=self.num_images,
-            mode=self.mode,
-            image=image,
-            mask=mask,
-            strength=self.strength,
-            direction=self.direction or "all",
-            amount=self.amount or 0,
-            end_prompt=self.end_prompt,
-            end_seed=self.end_seed,
-            frames=self.frames or DEFAULT_FRAMES,
-            style=self.style,
-            source_flagged=self.source_flagged,
-        )
+    def with_pictures(self, image: bytes | None, mask: bytes | None = None) -> GenerateRequest:
+        """The job's request with its input pictures (kept outside the database, `bot.images`)."""
+        return replace(self.request, image=image, mask=mask)
 
 
 @dataclass(frozen=True)
@@ -212,9 +176,14 @@ class Store:
         await self._db.close()
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            (version,) = await cursor.fetchone()
-        return version
+        return await self._value("PRAGMA user_version")
+
+    async def _value(self, sql: str, params: tuple | list = ()):
+        """The one value of a query that always returns one row (a count, a pragma)."""
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None, sql
+        return row[0]
 
     async def migrate(self, migrations: list[Migration]) -> None:
         current = await self.schema_version()
@@ -248,9 +217,7 @@ class Store:
             log.info("applied migration %s", migration.name)
 
     async def _foreign_key_violations(self) -> int:
-        async with self._db.execute("SELECT count(*) FROM pragma_foreign_key_check") as cursor:
-            (violations,) = await cursor.fetchone()
-        return violations
+        return await self._value("SELECT count(*) FROM pragma_foreign_key_check")
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -269,26 +236,16 @@ class Store:
         nsfw_mode: str = "block",
     ) -> int:
         assert request.seed is not None, "the bot picks the seed before recording the job"
-        interpolating = request.mode == "interpolate"
         cursor = await self._db.execute(
             """
-            INSERT INTO jobs (user_id, guild_id, channel_id, interaction_id, prompt, negative_prompt,
-                              num_inference_steps, guidance_scale, width, height, seed, scheduler,
-                              num_images, model, mode, action, parent_job_id, parent_image, strength, direction,
-                              amount, end_prompt, end_seed, frames, style, nsfw_mode, nsfw_threshold, source_flagged)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO jobs (user_id, guild_id, channel_id, interaction_id, request, model, action, parent_job_id,
+                              parent_image, nsfw_mode)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
-            (
-                user_id, guild_id, channel_id, interaction_id, request.prompt, request.negative_prompt,
-                request.num_inference_steps, request.guidance_scale, request.width, request.height,
-                request.seed, request.scheduler, request.num_images, model, request.mode, action, parent_job_id, parent_image,
-                request.strength, request.direction if request.mode == "outpaint" else None,
-                request.amount if request.mode == "outpaint" else None,
-                request.end_prompt if interpolating else None, request.end_seed if interpolating else None,
-                request.frames if interpolating else None, request.style, nsfw_mode, request.nsfw_threshold,
-                request.source_flagged,
-            ),
+            (user_id, guild_id, channel_id, interaction_id, request.to_json(), model, action, parent_job_id,
+             parent_image, nsfw_mode),
         )
+        assert cursor.lastrowid is not None
         return cursor.lastrowid
 
     async def mark_running(self, job_id: int) -> None:
@@ -377,8 +334,7 @@ class Store:
         where, params = "user_id = ?", [user_id]
         if guild_id is not None:
             where, params = where + " AND guild_id = ?", params + [guild_id]
-        async with self._db.execute(f"SELECT count(*) FROM jobs WHERE {where}", params) as cursor:
-            (total,) = await cursor.fetchone()
+        total = await self._value(f"SELECT count(*) FROM jobs WHERE {where}", params)
         async with self._db.execute(
             f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?", (*params, limit, offset)
         ) as cursor:
@@ -397,8 +353,7 @@ class Store:
                                        [(job_id,) for job_id in erased])
             # By id: a job that finishes meanwhile was not counted, and is kept.
             await self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in erased])
-            async with self._db.execute("SELECT count(*) FROM jobs WHERE user_id = ?", (user_id,)) as cursor:
-                (kept,) = await cursor.fetchone()
+            kept = await self._value("SELECT count(*) FROM jobs WHERE user_id = ?", (user_id,))
         return erased, kept
 
     async def was_erased(self, job_id: int) -> bool:
@@ -538,7 +493,8 @@ class Store:
 
     async def _audit(self, guild_id: int, actor_id: int, action: str, target: str | None, old, new) -> None:
         await self._db.execute(
-            "INSERT INTO audit_log (guild_id, actor_id, action, target, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (guild_id, actor_id, action, target, old_value, new_value) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (guild_id, actor_id, action, target, _text(old), _text(new)),
         )
 
@@ -581,10 +537,10 @@ def _text(value) -> str | None:
 
 def _job(row: aiosqlite.Row) -> JobRow:
     data = dict(row)
+    data["request"] = GenerateRequest.from_json(data["request"])
     for key in ("nsfw_flags", "nsfw_scores"):
         if data[key] is not None:
             data[key] = json.loads(data[key])
     if data["nsfw_flags"] is not None:
         data["nsfw_flags"] = [bool(flag) for flag in data["nsfw_flags"]]
-    data["source_flagged"] = bool(data["source_flagged"])
     return JobRow(**data)

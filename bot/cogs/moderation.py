@@ -7,19 +7,22 @@ every call is checked again here: Manage Server, or the moderator role set with 
 
 import io
 import logging
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
 from bot import render
-from bot.bot import UserError
-from bot.cogs.history import history_page
-from bot.moderation import (DESCRIBE_MODE, FILTER_MODES, age_restricted, configured_mode, effective_mode,
-                            is_moderator, post_modlog)
+from bot.moderation import FilterMode, age_restricted, configured_mode, effective_mode, is_moderator
 from bot.prompt_filter import InvalidTerm, check_pattern, check_word
+from bot.replies import UserError
 from bot.store import GuildSettings
+from bot.views import history_page
 from dreambot.request import SAFETY_SCALES
+
+if TYPE_CHECKING:
+    from bot.bot import DreamBot
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,10 @@ class ModeratorOnly(app_commands.CheckFailure):
     """The caller may not use this (sub)command."""
 
 
-class Mod(app_commands.Group):
-    def __init__(self, bot) -> None:
-        super().__init__(name="mod", description="Moderate Dreambot in this server",
-                         guild_only=True, default_permissions=discord.Permissions(manage_guild=True))
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class Mod(commands.GroupCog, group_name="mod", group_description="Moderate Dreambot in this server"):
+    def __init__(self, bot: "DreamBot") -> None:
         self.bot = bot
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -47,7 +50,7 @@ class Mod(app_commands.Group):
         return True
 
     async def announce(self, interaction: discord.Interaction, what: str, old, new) -> None:
-        await post_modlog(self.bot, interaction.guild_id, render.setting_changed(interaction.user.id, what, old, new))
+        await self.bot.modlog.post(interaction.guild_id, render.setting_changed(interaction.user.id, what, old, new))
 
     # -- the safety filter ---------------------------------------------------------------------
 
@@ -70,7 +73,7 @@ class Mod(app_commands.Group):
             await self.reply(interaction, self.describe(await store.guild_settings(guild_id), channel))
             return
         # Every check before any change: a refused part leaves everything as it was.
-        if mode is not None and mode not in (*FILTER_MODES, "default"):
+        if mode is not None and mode not in (*FilterMode, "default"):
             raise UserError(f"Unknown mode {mode!r}; choose block, spoiler or off.")
         if mode == "default" and channel is None:
             raise UserError("`default` makes a channel follow the server's mode; give the channel.")
@@ -87,7 +90,7 @@ class Mod(app_commands.Group):
         if mode is not None and channel is None:
             old = await store.set_guild_setting(guild_id, "nsfw_mode", mode, actor_id=actor)
             await self.announce(interaction, "the server's safety filter mode", old, mode)
-            answer = f"The server's safety filter mode is now **{mode}**: {DESCRIBE_MODE[mode]}."
+            answer = f"The server's safety filter mode is now **{mode}**: {FilterMode(mode).describe}."
             if mode != "block":
                 answer += (" Discord allows that only in age-restricted channels: in every other channel "
                            "flagged images are still blocked.")
@@ -118,11 +121,12 @@ class Mod(app_commands.Group):
                             mode or "(the server's)")
         if mode is None:
             return f"{channel.mention} now follows the server's safety filter mode."
-        return f"The safety filter mode of {channel.mention} is now **{mode}**: {DESCRIBE_MODE[mode]}."
+        return f"The safety filter mode of {channel.mention} is now **{mode}**: {FilterMode(mode).describe}."
 
     def describe(self, settings: GuildSettings, channel) -> str:
         info = self.bot.engine.info
-        lines = [f"**Safety filter** · server mode: **{settings.nsfw_mode}** ({DESCRIBE_MODE[settings.nsfw_mode]})"]
+        server_mode = FilterMode(settings.nsfw_mode)
+        lines = [f"**Safety filter** · server mode: **{server_mode}** ({server_mode.describe})"]
         if info is not None:
             scale = SAFETY_SCALES[info.safety_checker]
             now = scale.default if settings.nsfw_threshold is None else settings.nsfw_threshold
@@ -229,7 +233,7 @@ class Mod(app_commands.Group):
         change = render.setting_changed(interaction.user.id, "the mod-log channel", old and f"<#{old}>",
                                         new and f"<#{new}>")
         if channel is None:  # said in the channel that stops receiving reports, before it stops
-            await post_modlog(self.bot, guild_id, change)
+            await self.bot.modlog.post(guild_id, change)
         else:
             # Posting is the only sure test that the bot may post there (overwrites included).
             try:
@@ -285,7 +289,7 @@ class Mod(app_commands.Group):
         for job_id in await self.bot.store.queued_jobs_of(member.id, interaction.guild_id):
             stopped += await self.bot.queue.cancel(job_id, interaction.user.id)
         if banned:
-            await post_modlog(self.bot, interaction.guild_id,
+            await self.bot.modlog.post(interaction.guild_id,
                               f"⛔ <@{interaction.user.id}> barred {member.mention} from Dreambot"
                               + (f": {render.escape(reason)}" if reason else "."))
         stopped_text = f" {stopped} of their jobs {'was' if stopped == 1 else 'were'} cancelled." if stopped else ""
@@ -297,7 +301,7 @@ class Mod(app_commands.Group):
     async def unban(self, interaction: discord.Interaction, member: discord.User) -> None:
         unbanned = await self.bot.store.unban(interaction.guild_id, member.id, actor_id=interaction.user.id)
         if unbanned:
-            await post_modlog(self.bot, interaction.guild_id,
+            await self.bot.modlog.post(interaction.guild_id,
                               f"✅ <@{interaction.user.id}> let {member.mention} use Dreambot again.")
         await self.reply(interaction, f"{member.mention} can use Dreambot in this server again." if unbanned else
                          f"{member.mention} was not barred.")
@@ -307,7 +311,8 @@ class Mod(app_commands.Group):
     @app_commands.command(name="history", description="A member's Dreambot jobs in this server")
     @app_commands.describe(member="Whose jobs")
     async def history(self, interaction: discord.Interaction, member: discord.User) -> None:
-        text, view = await history_page(self.bot, member.id, interaction.guild_id, 0, whose=f"{member.mention}'s")
+        text, view = await history_page(self.bot.store, member.id, interaction.guild_id, 0,
+                                        whose=f"{member.mention}'s")
         await interaction.response.send_message(text, view=view, ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
@@ -320,9 +325,5 @@ class Mod(app_commands.Group):
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
 
 
-async def setup(bot) -> None:
-    bot.tree.add_command(Mod(bot))
-
-
-async def teardown(bot) -> None:
-    bot.tree.remove_command("mod")
+async def setup(bot: "DreamBot") -> None:
+    await bot.add_cog(Mod(bot))

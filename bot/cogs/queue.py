@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
 from bot import render
 from bot.moderation import may_reach
+from bot.store import JobRow
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -17,11 +19,15 @@ if TYPE_CHECKING:
 LISTED = 15  # queued jobs listed; the rest are counted
 
 
-def build_queue_command(bot: DreamBot) -> app_commands.Command:
+class Queue(commands.Cog):
+    def __init__(self, bot: DreamBot) -> None:
+        self.bot = bot
+
     @app_commands.command(name="queue", description="See what Dreambot is making now and what waits")
-    async def queue(interaction: discord.Interaction) -> None:
-        running, waiting = bot.queue.running(), bot.queue.queued()
-        jobs = {job_id: await bot.store.get_job(job_id) for job_id in running + waiting}
+    async def queue(self, interaction: discord.Interaction) -> None:
+        queue, store = self.bot.queue, self.bot.store
+        running, waiting = queue.running(), queue.queued()
+        jobs = {job_id: await store.get_job(job_id) for job_id in running + waiting}
 
         def listed(job_id: int) -> bool:  # this server's, or the viewer's own
             job = jobs[job_id]
@@ -29,10 +35,10 @@ def build_queue_command(bot: DreamBot) -> app_commands.Command:
                                         (job.guild_id is not None and job.guild_id == interaction.guild_id))
 
         here = [job_id for job_id in running if listed(job_id)]
-        lines = [await entry(interaction, jobs[job_id], "▶️") for job_id in here]
+        lines = [await self.entry(interaction, jobs[job_id], "▶️") for job_id in here]
         mine = [job_id for job_id in waiting if listed(job_id)]
         places = {job_id: place for place, job_id in enumerate(waiting, start=1)}
-        lines += [await entry(interaction, jobs[job_id], f"{places[job_id]}.") for job_id in mine[:LISTED]]
+        lines += [await self.entry(interaction, jobs[job_id], f"{places[job_id]}.") for job_id in mine[:LISTED]]
         if len(mine) > LISTED:
             lines.append(f"… and {len(mine) - LISTED} more here.")
         elsewhere = len(running) + len(waiting) - len(here) - len(mine)
@@ -47,21 +53,16 @@ def build_queue_command(bot: DreamBot) -> app_commands.Command:
         await interaction.response.send_message(render.clip(text), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
-    async def entry(interaction: discord.Interaction, job, marker: str) -> str:
-        ticket = bot.queue.ticket(job.id)
+    async def entry(self, interaction: discord.Interaction, job: JobRow | None, marker: str) -> str:
+        assert job is not None
+        ticket = self.bot.queue.ticket(job.id)
         # Prompts only where the viewer could read them anyway (moderation.reachable).
-        visible = await may_reach(bot.store, job, interaction.user, interaction.channel, interaction.guild_id,
+        visible = await may_reach(self.bot.store, job, interaction.user, interaction.channel, interaction.guild_id,
                                   interaction.permissions)
-        said = f" · {render.clip(render.escape(job.prompt), 80)}" if visible else ""
+        said = f" · {render.clip(render.escape(job.request.prompt), 80)}" if visible else ""
         step = f" · step {ticket.step[0]} of {ticket.step[1]}" if ticket and ticket.step else ""
-        return f"{marker} Job {job.id} · <@{job.user_id}> · {job.mode}{step}{said}"
-
-    return queue
+        return f"{marker} Job {job.id} · <@{job.user_id}> · {job.request.mode}{step}{said}"
 
 
 async def setup(bot: DreamBot) -> None:
-    bot.tree.add_command(build_queue_command(bot))
-
-
-async def teardown(bot: DreamBot) -> None:
-    bot.tree.remove_command("queue")
+    await bot.add_cog(Queue(bot))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -64,6 +66,14 @@ class BotProcess:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+
+    def jobs(self, where: str = "1", *args) -> list[dict]:
+        """The job rows, oldest first, each with its request's fields beside the row's own columns (the
+        row's width and height, once the job ran, are the size the engine made)."""
+        with sqlite3.connect(self.database) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args).fetchall()
+        return [{**json.loads(row["request"]), **dict(row)} for row in rows]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

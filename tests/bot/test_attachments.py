@@ -8,11 +8,10 @@ import inspect
 import io
 import socket
 import struct
-import zlib
-from dataclasses import dataclass
-
 import threading
 import time
+import zlib
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -21,9 +20,18 @@ from aiohttp import web
 from PIL import Image, ImageDraw, ImageOps, JpegImagePlugin
 
 from bot import attachments
-
-from bot.attachments import (DISCORD_CDN, AttachmentError, attachment_origins, download, fit_mask, fit_size,
-                             load_image, load_image_async, source_size, to_png)
+from bot.attachments import (
+    DISCORD_CDN,
+    AttachmentError,
+    attachment_origins,
+    download,
+    fit_mask,
+    fit_size,
+    load_image,
+    load_image_async,
+    source_size,
+    to_png,
+)
 
 MB = 1_000_000
 MAX_PIXELS = 40_000_000

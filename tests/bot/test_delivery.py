@@ -23,10 +23,8 @@ from tests.fake_discord import FakeDiscord, Message
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def row(bot: BotProcess, interaction_id: int) -> sqlite3.Row:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute("SELECT * FROM jobs WHERE interaction_id = ?", (interaction_id,)).fetchone()
+def row(bot: BotProcess, interaction_id: int) -> dict:
+    return bot.jobs("interaction_id = ?", interaction_id)[0]
 
 
 def picture(message: Message) -> bool:

@@ -18,10 +18,8 @@ from tests.fake_discord import FakeDiscord, Interaction, Reply
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def jobs(bot: BotProcess, where: str = "1", *args) -> list[sqlite3.Row]:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args).fetchall()
+def jobs(bot: BotProcess, where: str = "1", *args) -> list[dict]:
+    return bot.jobs(where, *args)
 
 
 async def settled_job(bot: BotProcess, interaction: Interaction, until=lambda job: job["message_id"]) -> sqlite3.Row:

@@ -27,10 +27,8 @@ async def bot(fake: FakeDiscord, tiny_model: Path, tmp_path_factory):
     await process.stop()
 
 
-def rows(bot: BotProcess, where: str = "1", *args) -> list[sqlite3.Row]:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args).fetchall()
+def rows(bot: BotProcess, where: str = "1", *args) -> list[dict]:
+    return bot.jobs(where, *args)
 
 
 def result(reply) -> bool:

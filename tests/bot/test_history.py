@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -22,10 +21,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 MANAGE_GUILD = 1 << 5
 
 
-def jobs_of(bot: BotProcess, user: dict) -> list[sqlite3.Row]:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute("SELECT * FROM jobs WHERE user_id = ? ORDER BY id", (int(user["id"]),)).fetchall()
+def jobs_of(bot: BotProcess, user: dict) -> list[dict]:
+    return bot.jobs("user_id = ?", int(user["id"]))
 
 
 async def dream(fake: FakeDiscord, user: dict, prompt: str, **where) -> Interaction:
@@ -66,7 +63,7 @@ async def test_history_is_private_paged_and_links_to_each_result(bot: BotProcess
 
 
 async def test_someone_elses_history_buttons_are_refused(bot: BotProcess, fake: FakeDiscord, artist) -> None:
-    from bot.cogs.history import HistoryButton
+    from bot.views import HistoryButton
 
     # A forged click (a raw client can send any custom id) on a page the artist owns.
     interaction = await fake.invoke("history", artist)
@@ -157,15 +154,18 @@ async def test_only_the_member_can_confirm_their_own_forget(bot: BotProcess, fak
 
 async def test_a_page_of_the_longest_entries_fits_in_one_message() -> None:
     from bot import render
-    from bot.cogs.history import PAGE_SIZE
     from bot.store import JobRow
+    from bot.views import PAGE_SIZE
+    from dreambot.request import GenerateRequest
 
     big = 2**63 - 1
     fields = {name: None for name in JobRow.__dataclass_fields__}
-    fields.update(id=big, user_id=big, guild_id=big, channel_id=big, message_id=big, prompt="*" * 6000,
-                  negative_prompt="", num_inference_steps=500, guidance_scale=12.5, width=4096, height=4096,
-                  seed=2**32 - 1, scheduler="DPM++ 2M Karras", num_images=10, status="failed", mode="interpolate",
-                  created_at="2026-11-23T05:00:00.000Z", error="_" * 3000, style="", action="dream")
+    request = GenerateRequest(prompt="*" * 6000, num_inference_steps=500, guidance_scale=12.5, width=4096,
+                              height=4096, seed=2**32 - 1, scheduler="DPM++ 2M Karras", num_images=10,
+                              mode="interpolate")
+    fields.update(id=big, user_id=big, guild_id=big, channel_id=big, message_id=big, request=request, width=4096,
+                  height=4096, status="failed", created_at="2026-11-23T05:00:00.000Z", error="_" * 3000,
+                  action="dream")
     page = render.history([JobRow(**fields)] * PAGE_SIZE, total=10**6, page=99999, pages=10**6, whose="Your")
     assert len(page) <= render.MESSAGE_LIMIT and page.count("jump to it") == PAGE_SIZE
     assert page.split("\n")[-1].startswith("Error: ")  # the last entry is whole

@@ -55,11 +55,10 @@ async def channels(fake: FakeDiscord, bot: BotProcess) -> dict[str, int]:
     return {"regular": fake.channel_id, "age-restricted": gallery}
 
 
-def row(bot: BotProcess, **where) -> sqlite3.Row:
+def row(bot: BotProcess, **where) -> dict:
     (column, value), = where.items()
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(f"SELECT * FROM jobs WHERE {column} = ?", (value,)).fetchone()
+    found = bot.jobs(f"{column} = ?", value)
+    return found[0] if found else None
 
 
 async def settled(bot: BotProcess, interaction: Interaction) -> sqlite3.Row:
@@ -134,9 +133,10 @@ async def test_a_flag_travels_down_a_chain_of_derived_jobs(bot, fake: FakeDiscor
     assert "was flagged by the safety filter" in refusal
     assert row(bot, interaction_id=third.id) is None and dict(row(bot, id=b["id"])) == dict(before)
     # 4. Nor can its picture be brought back there as an attachment, even re-encoded as a JPEG and
-    # shrunk (rule: jobs.check_upload, the fingerprints of posted flagged pictures), though the
+    # shrunk (rule: Moderation.check_upload, the fingerprints of posted flagged pictures), though the
     # classifier alone may score it low: it is flagged because of where it came from.
-    posted = next(upload for reply in second.replies for upload in reply.files)
+    posted = next(upload for reply in second.replies for upload in reply.files  # the result, not a preview
+                  if f"dream-{b['id']}-" in upload.filename)
     jpeg = io.BytesIO()
     Image.open(io.BytesIO(posted.data)).resize((96, 48)).save(jpeg, format="JPEG", quality=80)
     for data, name in ((posted.data, "saved.png"), (jpeg.getvalue(), "saved.jpg")):

@@ -21,7 +21,8 @@ async def fake():
     await server.close()
 
 
-async def test_commands_are_registered_only_when_they_change(fake: FakeDiscord, tiny_model: Path, tmp_path: Path) -> None:
+async def test_commands_are_registered_only_when_they_change(fake: FakeDiscord, tiny_model: Path,
+                                                             tmp_path: Path) -> None:
     bot = BotProcess(fake, tmp_path, tiny_model)
     await bot.start()
     await bot.stop()
@@ -88,7 +89,8 @@ async def test_runs_from_any_working_directory(fake: FakeDiscord, tiny_model: Pa
     assert (tmp_path / "state" / "bot.sqlite3").is_file() and os.listdir(elsewhere) == ["bot.log"]
 
 
-async def test_the_owner_can_force_a_registration_from_discord(fake: FakeDiscord, tiny_model: Path, tmp_path: Path) -> None:
+async def test_the_owner_can_force_a_registration_from_discord(fake: FakeDiscord, tiny_model: Path,
+                                                               tmp_path: Path) -> None:
     bot = await BotProcess(fake, tmp_path, tiny_model).start()
     try:
         assert str(fake.commands["sync"]["default_member_permissions"]) == "8"  # hidden from non-admins

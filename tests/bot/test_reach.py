@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sqlite3
 import time
 
 import pytest
@@ -22,10 +21,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 SECRET = "the staff party plans"
 
 
-def rows(bot: BotProcess) -> list[sqlite3.Row]:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+def rows(bot: BotProcess) -> list[dict]:
+    return bot.jobs()
 
 
 async def answer(interaction: Interaction) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.jobs import result_view
+from bot.views import result_view
 from dreambot.request import GenerateRequest
 from dreambot.wire import GenerateResult, ImageResult
 
 
 def result(flags: list[bool]) -> GenerateResult:
-    images = tuple(ImageResult(data=b"png", seed=i, nsfw_content_detected=f, nsfw_score=0.0) for i, f in enumerate(flags))
+    images = tuple(ImageResult(data=b"png", seed=i, nsfw_content_detected=f, nsfw_score=0.0)
+                   for i, f in enumerate(flags))
     return GenerateResult(job_id=7, images=images, seed=0, width=64, height=64, model="m")
 
 

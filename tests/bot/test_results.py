@@ -24,10 +24,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 MANAGE_MESSAGES = 1 << 13
 
 
-def rows(bot: BotProcess, where: str = "1", *args) -> list[sqlite3.Row]:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args).fetchall()
+def rows(bot: BotProcess, where: str = "1", *args) -> list[dict]:
+    return bot.jobs(where, *args)
 
 
 def picture(size=(64, 64), colour=(200, 40, 40), fmt="PNG") -> bytes:
@@ -139,7 +137,8 @@ async def test_reactions_do_what_the_buttons_do(bot: BotProcess, fake: FakeDisco
     assert len(rows(bot, "parent_job_id = ?", parent["id"])) == 1
 
 
-async def test_a_quick_picture_is_upscaled_with_the_steps_its_strength_needs(bot: BotProcess, fake: FakeDiscord) -> None:
+async def test_a_quick_picture_is_upscaled_with_the_steps_its_strength_needs(bot: BotProcess,
+                                                                             fake: FakeDiscord) -> None:
     _, source = await dream(fake, seed=15, steps=2)  # 0.35 of 2 steps would leave none to run
     parent = await job_of(bot, source)
     await fake.click(source.id, f"dream:upscale:{parent['id']}:0")
@@ -251,7 +250,8 @@ async def test_from_one_dream_to_every_mode_without_typing_the_prompt_again(bot:
     extended = await result_replying_to(fake, source.id)
     assert Image.open(io.BytesIO(extended.attachments[0].data)).size == (80, 64)
     row = await job_of(bot, extended)
-    assert (row["mode"], row["direction"], row["amount"], row["parent_job_id"]) == ("outpaint", "right", 16, parent["id"])
+    assert (row["mode"], row["direction"], row["amount"], row["parent_job_id"]) == \
+        ("outpaint", "right", 16, parent["id"])
     assert "extension to the right of job" in extended.content
 
     mask = Image.new("L", (64, 64), 0)

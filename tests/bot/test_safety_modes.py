@@ -46,9 +46,7 @@ async def answer(interaction: Interaction) -> str:
 def job_of(bot: BotProcess, interaction: Interaction) -> sqlite3.Row:
     """The job's row, once its outcome is recorded (it is recorded just after it is posted)."""
     for _ in range(200):
-        with sqlite3.connect(bot.database) as db:
-            db.row_factory = sqlite3.Row
-            row = db.execute("SELECT * FROM jobs WHERE interaction_id = ?", (interaction.id,)).fetchone()
+        row = bot.jobs("interaction_id = ?", interaction.id)[0]
         if row["status"] not in ("queued", "running", "delivering"):
             return row
         time.sleep(0.05)
@@ -108,7 +106,8 @@ async def test_mode_by_channel_age_restriction(bot: BotProcess, fake: FakeDiscor
     interaction = await dream_in(fake, channels[where])
     assert outcome(bot, interaction) == expected
     job_id = job_of(bot, interaction)["id"]
-    assert job_of(bot, interaction)["nsfw_mode"] == {"withheld": "block", "spoiler": "spoiler", "as is": "off"}[expected]
+    modes = {"withheld": "block", "spoiler": "spoiler", "as is": "off"}
+    assert job_of(bot, interaction)["nsfw_mode"] == modes[expected]
     # Moderators hear of every flagged image, never with the image.
     reports = [reply for reply in fake.messages_in(modlog).replies if f"Job {job_id} " in reply.content]
     assert len(reports) == 1 and not reports[0].files and "flagged its image" in reports[0].content
@@ -180,7 +179,9 @@ async def test_a_flagged_picture_cannot_be_carried_into_a_regular_channel(bot: B
                              ("interpolate", {"end_seed": 5})):
         started = await fake.invoke(command, smuggler, job=job_id, steps=2, **options,
                                     in_channel=channels["regular"])
-        reply = await started.wait_for(lambda reply: bool(reply.content) and (reply.ephemeral or command == "interpolate"))
+        animation = command == "interpolate"
+        reply = await started.wait_for(lambda reply, animation=animation: bool(reply.content) and
+                                       (reply.ephemeral or animation))
         if command == "interpolate":  # it takes only the prompt and the seed: nothing of the picture
             assert "withheld" in (await started.wait_for(lambda r: "withheld" in r.content or bool(r.files))).content
             continue

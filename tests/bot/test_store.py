@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.store import Migration, Store, bundled_migrations
-from dreambot.request import GenerateRequest
+from dreambot.request import GenerateRequest, Limits
 from dreambot.wire import GenerateResult, ImageResult
 
 REQUEST = GenerateRequest(prompt="a red fox", negative_prompt="blurry", num_inference_steps=20, guidance_scale=7.5,
@@ -26,7 +26,7 @@ async def test_migrates_from_empty_and_rerunning_is_a_no_op(tmp_path: Path) -> N
 
     again = await Store.open(path)
     assert await again.schema_version() == newest
-    assert (await again.get_job(job_id)).prompt == "a red fox"
+    assert (await again.get_job(job_id)).request.prompt == "a red fox"
     await again.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -66,7 +66,7 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
     job_id = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=40, model="tiny")
     job = await store.get_job(job_id)
     assert (job.status, job.user_id, job.guild_id, job.channel_id, job.interaction_id) == ("queued", 10, 20, 30, 40)
-    assert job.request() == REQUEST and job.created_at and job.started_at is None
+    assert job.request == REQUEST and job.created_at and job.started_at is None
 
     await store.mark_running(job_id)
     assert (await store.get_job(job_id)).status == "running"
@@ -85,7 +85,8 @@ async def test_job_lifecycle(tmp_path: Path) -> None:
     assert job.nsfw_flags == [False, True] and job.nsfw_scores == [0.02, 0.97]
     assert job.engine_seconds == 1.25 and job.finished_at
 
-    all_flagged = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=41, model="tiny")
+    all_flagged = await store.create_job(REQUEST, user_id=10, guild_id=20, channel_id=30, interaction_id=41,
+                                         model="tiny")
     flagged = GenerateResult(job_id=all_flagged, seed=7, width=64, height=64, model="tiny",
                              images=(ImageResult(b"png", 7, True, 0.9),))
     await store.finish_job(all_flagged, flagged)
@@ -138,9 +139,8 @@ async def test_upgrading_from_the_first_schema_keeps_the_history(tmp_path: Path)
 
     store = await Store.open(path)
     old = await store.job_for_message(555)
-    assert (old.prompt, old.seed, old.status) == ("an old fox", 9, "done")
-    assert (old.mode, old.action, old.parent_job_id, old.style) == ("txt2img", "dream", None, "")
-    assert old.request().mode == "txt2img"
+    assert (old.request.prompt, old.request.seed, old.status) == ("an old fox", 9, "done")
+    assert (old.request.mode, old.action, old.parent_job_id, old.request.style) == ("txt2img", "dream", None, "")
     await store.close()
 
 
@@ -151,16 +151,17 @@ async def test_a_job_made_from_another_records_where_it_came_from(tmp_path: Path
     child = await store.create_job(upscale, user_id=5, guild_id=2, channel_id=3, interaction_id=None, model="m",
                                    action="upscale", parent_job_id=parent, parent_image=1)
     row = await store.get_job(child)
-    assert (row.user_id, row.action, row.parent_job_id, row.parent_image, row.mode) == (5, "upscale", parent, 1, "upscale")
-    assert row.request(image=b"png") == upscale
+    assert (row.user_id, row.action, row.parent_job_id, row.parent_image, row.request.mode) == \
+        (5, "upscale", parent, 1, "upscale")
+    assert row.with_pictures(b"png") == upscale
     outpaint = GenerateRequest(prompt="p", seed=1, mode="outpaint", image=b"i", direction="left", amount=64)
     row = await store.get_job(await store.create_job(outpaint, user_id=1, guild_id=2, channel_id=3,
                                                      interaction_id=None, model="m"))
-    assert row.request(image=b"i") == outpaint
+    assert row.with_pictures(b"i") == outpaint
     frames = GenerateRequest(prompt="p", seed=1, mode="interpolate", end_prompt="q", end_seed=3, frames=5)
     row = await store.get_job(await store.create_job(frames, user_id=1, guild_id=2, channel_id=3,
                                                      interaction_id=None, model="m"))
-    assert row.request() == frames
+    assert row.request == frames
     await store.mark_deleted(row.id)
     assert (await store.get_job(row.id)).deleted_at is not None
     await store.close()
@@ -180,8 +181,9 @@ async def test_upgrading_from_the_image_modes_schema_keeps_jobs_and_meta(tmp_pat
 
     store = await Store.open(path)
     row = await store.job_for_message(777)
-    assert (row.id, row.prompt, row.seed, row.mode, row.action) == (job_id, "a red fox", 7, "img2img", "vary")
-    assert (row.nsfw_mode, row.nsfw_threshold) == (None, None)
+    assert (row.id, row.request.prompt, row.request.seed, row.request.mode, row.action) == \
+        (job_id, "a red fox", 7, "img2img", "vary")
+    assert (row.nsfw_mode, row.request.nsfw_threshold) == (None, None)
     assert await store.get_meta("commands_fingerprint") == "abc"
     assert (await store.guild_settings(2)).nsfw_mode == "block"  # a server that set nothing has the defaults
     await store.close()
@@ -284,10 +286,10 @@ async def test_upgrading_to_the_delivery_schema_keeps_jobs_links_and_never_reuse
 
     store = await Store.open(path)
     row = await store.get_job(child)
-    assert (row.parent_job_id, row.source_flagged, row.source_score) == (parent, False, None)
+    assert (row.parent_job_id, row.request.source_flagged, row.source_score) == (parent, False, None)
     newer = await store.create_job(REQUEST, user_id=1, guild_id=2, channel_id=3, interaction_id=7, model="m")
     assert newer > erased and await store.was_erased(erased)  # an erased job's number keeps meaning erased
-    await store._db.execute("UPDATE jobs SET status = 'delivering' WHERE id = ?", (newer,))  # the new status
+    await store._db.execute("UPDATE jobs SET status = 'delivering' WHERE id = ?", (newer,))  # 0005's status
     with pytest.raises(sqlite3.IntegrityError):
         await store._db.execute("UPDATE jobs SET status = 'posted' WHERE id = ?", (newer,))
     async with store._db.execute("PRAGMA foreign_keys") as cursor:
@@ -301,7 +303,7 @@ async def test_a_job_started_from_a_flagged_picture_keeps_that_flag(tmp_path: Pa
                               source_flagged=True)
     row = await store.get_job(await store.create_job(request, user_id=1, guild_id=2, channel_id=3,
                                                      interaction_id=None, model="m"))
-    assert row.source_flagged and row.request(image=b"i") == request  # a re-roll or a restart keeps it
+    assert row.request.source_flagged and row.with_pictures(b"i") == request  # a re-roll or a restart keeps it
     await store.close()
 
 
@@ -344,4 +346,69 @@ async def test_links_left_dangling_before_a_migration_do_not_stop_it(tmp_path: P
     await fourth.close()
     store = await Store.open(path)  # migrates: only violations a migration adds would stop it
     assert (await store.get_job(child)).parent_job_id == parent
+    await store.close()
+
+
+# One job row as each schema version wrote it, its columns and values, and the request it holds.
+# An inpainting job of a server with an age-restricted channel (so every request field is set).
+OLD_ROWS = {
+    1: ("user_id, guild_id, channel_id, prompt, negative_prompt, num_inference_steps, guidance_scale, width, height, "
+        "seed, scheduler, num_images, model, status, message_id",
+        (1, 2, 3, "a fox", "blur", 20, 7.5, 512, 768, 9, "Euler", 2, "sd15", "done", 555),
+        GenerateRequest(prompt="a fox", negative_prompt="blur", num_inference_steps=20, guidance_scale=7.5,
+                        width=512, height=768, seed=9, scheduler="Euler", num_images=2)),
+    2: ("user_id, guild_id, channel_id, prompt, negative_prompt, num_inference_steps, guidance_scale, width, height, "
+        "seed, scheduler, num_images, model, status, message_id, mode, action, parent_job_id, parent_image, strength, "
+        "direction, amount, end_prompt, end_seed, frames, style",
+        (1, 2, 3, "a fox", "", 20, 7.0, 512, 512, 9, "Euler", 1, "sd15", "done", 555, "outpaint", "left", None, None,
+         None, "left", 64, None, None, None, "anime"),
+        GenerateRequest(prompt="a fox", num_inference_steps=20, seed=9, scheduler="Euler", mode="outpaint",
+                        direction="left", amount=64, style="anime")),
+    3: ("user_id, guild_id, channel_id, prompt, negative_prompt, num_inference_steps, guidance_scale, width, height, "
+        "seed, scheduler, num_images, model, status, message_id, mode, action, parent_job_id, parent_image, strength, "
+        "direction, amount, end_prompt, end_seed, frames, style, nsfw_mode, nsfw_threshold",
+        (1, 2, 3, "a fox", "", 20, 7.0, 256, 256, 9, "Euler", 1, "sd15", "done", 555, "interpolate", "interpolate",
+         None, None, None, None, None, "a dog", 11, 5, "", "spoiler", 0.3),
+        GenerateRequest(prompt="a fox", num_inference_steps=20, width=256, height=256, seed=9, scheduler="Euler",
+                        mode="interpolate", end_prompt="a dog", end_seed=11, frames=5, nsfw_threshold=0.3,
+                        keep_flagged=True)),
+    4: ("user_id, guild_id, channel_id, prompt, negative_prompt, num_inference_steps, guidance_scale, width, height, "
+        "seed, scheduler, num_images, model, status, message_id, mode, action, parent_job_id, parent_image, strength, "
+        "direction, amount, end_prompt, end_seed, frames, style, nsfw_mode, nsfw_threshold, cancelled_by, "
+        "notice_message_id",
+        (1, 2, 3, "a fox", "", 20, 7.0, 512, 512, 9, "Euler", 1, "sd15", "queued", None, "img2img", "vary", None, None,
+         0.5, None, None, None, None, None, "", "block", None, None, 444),
+        GenerateRequest(prompt="a fox", num_inference_steps=20, seed=9, scheduler="Euler", mode="img2img",
+                        strength=0.5)),
+    5: ("user_id, guild_id, channel_id, prompt, negative_prompt, num_inference_steps, guidance_scale, width, height, "
+        "seed, scheduler, num_images, model, status, message_id, mode, action, parent_job_id, parent_image, strength, "
+        "direction, amount, end_prompt, end_seed, frames, style, nsfw_mode, nsfw_threshold, cancelled_by, "
+        "notice_message_id, source_flagged, source_score",
+        (1, 2, 3, "a fox", "", 20, 7.0, 512, 512, 9, "Euler", 1, "sd15", "delivering", None, "inpaint", "inpaint",
+         None, None, 0.8, None, None, None, None, None, "", "off", 0.4, None, 444, 1, 0.7),
+        GenerateRequest(prompt="a fox", num_inference_steps=20, seed=9, scheduler="Euler", mode="inpaint",
+                        strength=0.8, nsfw_threshold=0.4, keep_flagged=True, source_flagged=True)),
+}
+
+
+@pytest.mark.parametrize("version", range(1, len(bundled_migrations())))
+async def test_upgrading_from_every_earlier_schema_keeps_each_request_as_it_was(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "bot.sqlite3"
+    old = await Store.open(path, bundled_migrations()[:version])
+    columns, values, expected = OLD_ROWS[version]
+    job_id = (await old._db.execute(f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * len(values))})",
+                                    values)).lastrowid
+    await old.close()
+
+    store = await Store.open(path)
+    row = await store.get_job(job_id)
+    assert row.request == expected  # read back as it was made, no default applied again
+    picture_based = expected.mode.needs_image
+    assert row.with_pictures(b"i" if picture_based else None, b"m" if expected.mode.needs_mask else None) \
+        .validated(Limits()) is not None
+    assert (row.user_id, row.guild_id, row.channel_id, row.model) == (1, 2, 3, "sd15")
+    assert (row.width, row.height) == values[7:9]  # the size it was made at stays with the result
+    # Jobs recorded now carry their request whole, a field of a newer release left out when read.
+    newer = await store.create_job(expected, user_id=1, guild_id=2, channel_id=3, interaction_id=None, model="m")
+    assert (await store.get_job(newer)).request == expected
     await store.close()

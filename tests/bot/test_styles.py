@@ -26,7 +26,8 @@ def test_the_bundled_styles() -> None:
         ("[x]\nnegative = 'a'", "style 'x' needs prompt = \"...\" containing {prompt}"),
         ("[x]\nprompt = 'no placeholder'", "containing {prompt}"),
         ("[x]\nprompt = '{prompt}'\ncolour = 'red'", "unknown keys ['colour']"),
-        ("\n".join(f"[s{i}]\nprompt = '{{prompt}}'" for i in range(26)), "defines 26 styles; Discord can offer at most 25"),
+        ("\n".join(f"[s{i}]\nprompt = '{{prompt}}'" for i in range(26)),
+         "defines 26 styles; Discord can offer at most 25"),
     ],
 )
 def test_a_bad_styles_file_is_refused_with_the_reason(tmp_path: Path, text: str, message: str) -> None:

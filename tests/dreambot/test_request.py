@@ -6,7 +6,16 @@ from dataclasses import replace
 
 import pytest
 
-from dreambot.request import MAX_SEED, SAFETY_SCALES, SAMPLERS, GenerateRequest, InvalidRequest, Limits, Mode, picture_seed
+from dreambot.request import (
+    MAX_SEED,
+    SAFETY_SCALES,
+    SAMPLERS,
+    GenerateRequest,
+    InvalidRequest,
+    Limits,
+    Mode,
+    picture_seed,
+)
 
 LIMITS = Limits(max_steps=50, max_width=1024, max_height=768, max_images=4, max_prompt_length=100)
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dreambot import wire
 from dreambot.request import GenerateRequest
-from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, GenerateResult, ImageResult, Job, Progress, Ready
+from dreambot.wire import (
+    PROTOCOL_VERSION,
+    Batch,
+    Cancel,
+    EngineError,
+    Fatal,
+    GenerateResult,
+    ImageResult,
+    Job,
+    Progress,
+    Ready,
+)
 
 
 def test_every_message_survives_the_wire() -> None:

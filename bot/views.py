@@ -1,0 +1,240 @@
+"""Every button Dreambot posts, and the views that hold them. Each button is a `DynamicItem`
+whose custom id carries what it acts on (a job and picture, whose history and which page), so it
+works on every past message, after a restart too, with no state in memory. A button reaches the
+behaviour it starts through the services on the client (`Host`), never through a cog."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Protocol, cast
+
+import discord
+
+from bot import render
+from bot.images import ImageStore
+from bot.moderation import FilterMode, is_moderator
+from bot.replies import reply_privately
+from bot.store import Store
+from dreambot.request import GenerateRequest, Mode
+from dreambot.wire import GenerateResult, ImageResult
+
+log = logging.getLogger(__name__)
+
+LOOKS = {
+    "reroll": ("Re-roll", "🔁", discord.ButtonStyle.secondary),
+    "vary": ("Vary", "🔀", discord.ButtonStyle.secondary),
+    "upscale": ("Upscale", "⬆️", discord.ButtonStyle.secondary),
+    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+    "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),  # on the notice of a queued or running job
+    # Outpainting by one quarter of the picture on that side ("pan", as Midjourney calls it).
+    "left": ("", "⬅️", discord.ButtonStyle.secondary),
+    "right": ("", "➡️", discord.ButtonStyle.secondary),
+    "up": ("", "🔼", discord.ButtonStyle.secondary),
+    "down": ("", "🔽", discord.ButtonStyle.secondary),
+}
+PAGE_SIZE = 4  # history entries per page: four of the longest fit in one message (tests/bot/test_history.py)
+EVERYWHERE = 0  # the "server" of a member's own history: every server and direct message
+
+
+class ResultActions(Protocol):
+    """What the buttons on a result do (`bot.actions.Actions`)."""
+
+    async def act(self, action: str, job_id: int, index: int | None, *, member: discord.abc.User,
+                  can_manage: bool, channel, guild_id: int | None, message,
+                  interaction: discord.Interaction | None = None) -> str | None: ...
+
+
+class Host(Protocol):
+    """The services a button reaches through `interaction.client` (the bot)."""
+
+    store: Store
+    images: ImageStore
+    actions: ResultActions
+
+
+def host(interaction: discord.Interaction) -> Host:
+    return cast(Host, interaction.client)
+
+
+# -- a result's buttons ------------------------------------------------------------------------
+
+
+class ResultButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"dream:(?P<action>reroll|vary|upscale|delete|cancel|left|right|up|down):(?P<job>[0-9]{1,20})"
+             r"(?::(?P<index>[0-9]{1,2}))?",
+):
+    """A button on a result message (or on a queued job's notice: Cancel)."""
+
+    def __init__(self, action: str, job_id: int, index: int | None = None, *, label: str | None = None,
+                 row: int | None = None) -> None:
+        name, emoji, style = LOOKS[action]
+        custom_id = f"dream:{action}:{job_id}" + (f":{index}" if index is not None else "")
+        super().__init__(discord.ui.Button(label=label or name or None, emoji=None if label else emoji, style=style,
+                                           custom_id=custom_id, row=row))
+        self.action, self.job_id, self.index = action, job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ResultButton:
+        index = match["index"]
+        return cls(match["action"], int(match["job"]), int(index) if index is not None else None)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            refusal = await host(interaction).actions.act(
+                self.action, self.job_id, self.index, member=interaction.user,
+                can_manage=interaction.permissions.manage_messages, channel=interaction.channel,
+                guild_id=interaction.guild_id, message=interaction.message, interaction=interaction)
+        except Exception:
+            # discord.py only logs what a button raises: the member would see "interaction failed".
+            log.exception("%s button on job %s failed", self.action, self.job_id)
+            refusal = f"😿 Sorry, that did not work (job {self.job_id}). It has been logged; please try again."
+        if refusal is not None:
+            await reply_privately(interaction, refusal)
+
+
+def on_its_result(message, job_id: int) -> bool:
+    """Whether `message` is a result (or notice) whose own buttons act on `job_id`."""
+    for row in getattr(message, "components", None) or ():
+        for item in getattr(row, "children", ()):
+            match = ResultButton.__discord_ui_compiled_template__.fullmatch(getattr(item, "custom_id", None) or "")
+            if match and int(match["job"]) == job_id:
+                return True
+    return False
+
+
+def shown_under(image: ImageResult, nsfw_mode: FilterMode | str) -> bool:
+    """Whether an image is posted under the channel's safety filter mode (and, to be sure, whether
+    the engine sent its bytes: it keeps a flagged image's unless the request allowed it)."""
+    return bool(image.data) and (not image.nsfw_content_detected or nsfw_mode != FilterMode.BLOCK)
+
+
+def cancel_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ResultButton("cancel", job_id))
+    return view
+
+
+def result_view(job_id: int, request: GenerateRequest, result: GenerateResult,
+                nsfw_mode: FilterMode | str = FilterMode.BLOCK, *, reusable: bool = True) -> discord.ui.View:
+    """Re-roll and Delete for every result; Vary and Upscale for each picture shown (V1-V4 and
+    U1-U4 when there are several, as members know them from Midjourney); a single picture also
+    gets ⬅️ ➡️ 🔼 🔽 to extend it that way. Pictures that could not be stored (`reusable` False)
+    get only Re-roll and Delete."""
+    view = discord.ui.View(timeout=None)
+    shown = [index for index, image in enumerate(result.images) if shown_under(image, nsfw_mode)]
+    if request.mode is Mode.INTERPOLATE or not reusable:
+        rows = 0
+    elif len(result.images) == 1:
+        view.add_item(ResultButton("vary", job_id, 0, row=0))
+        view.add_item(ResultButton("upscale", job_id, 0, row=0))
+        if shown:
+            for side in ("left", "right", "up", "down"):  # extend the picture that way (outpainting)
+                view.add_item(ResultButton(side, job_id, 0, row=1))
+        rows = 0
+    else:
+        # Discord puts at most 5 buttons in a row: V1-V5 | V6-V10 | U1-U5 | U6-U10 | the rest.
+        per_row = 5
+        v_rows = (len(shown) + per_row - 1) // per_row
+        for position, index in enumerate(shown):
+            view.add_item(ResultButton("vary", job_id, index, label=f"V{index + 1}", row=position // per_row))
+            view.add_item(ResultButton("upscale", job_id, index, label=f"U{index + 1}",
+                                       row=v_rows + position // per_row))
+        rows = 2 * v_rows
+    view.add_item(ResultButton("reroll", job_id, row=rows))
+    view.add_item(ResultButton("delete", job_id, row=rows))
+    return view
+
+
+# -- history pages and /forget -----------------------------------------------------------------
+
+
+async def history_page(store: Store, user_id: int, guild_id: int, page: int, *, whose: str
+                       ) -> tuple[str, discord.ui.View]:
+    """Page `page` (0-based) of a member's jobs, in one server or (EVERYWHERE) all of them, and its buttons."""
+    jobs, total = await store.user_jobs(user_id, guild_id=guild_id or None, offset=page * PAGE_SIZE,
+                                        limit=PAGE_SIZE)
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page >= pages and total:  # the history shrank (a /forget meanwhile): show the last page
+        return await history_page(store, user_id, guild_id, pages - 1, whose=whose)
+    text = render.history(jobs, total=total, page=page, pages=pages, whose=whose)
+    view = discord.ui.View(timeout=None)
+    if pages > 1:
+        view.add_item(HistoryButton(user_id, guild_id, page - 1, "previous", disabled=page == 0))
+        view.add_item(HistoryButton(user_id, guild_id, page + 1, "next", disabled=page + 1 >= pages))
+    return text, view
+
+
+class HistoryButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"history:(?P<user>[0-9]{1,20}):(?P<guild>[0-9]{1,20}):(?P<page>-?[0-9]{1,6}):(?P<way>previous|next)",
+):
+    def __init__(self, user_id: int, guild_id: int, page: int, way: str, *, disabled: bool = False) -> None:
+        label, emoji = ("Newer", "◀️") if way == "previous" else ("Older", "▶️")
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=discord.ButtonStyle.secondary,
+                                           custom_id=f"history:{user_id}:{guild_id}:{page}:{way}", disabled=disabled))
+        self.user_id, self.guild_id, self.page = user_id, guild_id, page
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> HistoryButton:
+        return cls(int(match["user"]), int(match["guild"]), int(match["page"]), match["way"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        store = host(interaction).store
+        if self.guild_id == EVERYWHERE:
+            allowed, whose = interaction.user.id == self.user_id, "Your"
+        else:
+            settings = await store.guild_settings(self.guild_id)
+            allowed = interaction.guild_id == self.guild_id and is_moderator(interaction, settings)
+            whose = f"<@{self.user_id}>'s"
+        if not allowed:
+            await reply_privately(interaction, "These pages are someone else's; use /history for your own.")
+            return
+        text, view = await history_page(store, self.user_id, self.guild_id, max(self.page, 0), whose=whose)
+        await interaction.response.edit_message(content=text, view=view,
+                                                allowed_mentions=discord.AllowedMentions.none())
+
+
+class ForgetButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"forget:(?P<user>[0-9]{1,20}):(?P<choice>erase|keep)",
+):
+    def __init__(self, user_id: int, choice: str) -> None:
+        label, style = (("Erase my history", discord.ButtonStyle.danger) if choice == "erase"
+                        else ("Cancel", discord.ButtonStyle.secondary))
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"forget:{user_id}:{choice}"))
+        self.user_id, self.choice = user_id, choice
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ForgetButton:
+        return cls(int(match["user"]), match["choice"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        services = host(interaction)
+        if interaction.user.id != self.user_id:
+            await reply_privately(interaction, "Only the member whose history it is can erase it.")
+            return
+        if self.choice == "keep":
+            await interaction.response.edit_message(content="Nothing was erased.", view=None)
+            return
+        await interaction.response.defer()
+        erased, in_progress = await services.store.erase_user_jobs(self.user_id)
+        files = 0
+        for job_id in erased:
+            files += await services.images.delete_job(job_id)
+        log.info("user %s erased their history: %d job(s), %d file(s)", self.user_id, len(erased), files)
+        await interaction.edit_original_response(content=render.forgotten(len(erased), files, in_progress), view=None)
+
+
+def forget_view(user_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ForgetButton(user_id, "erase"))
+    view.add_item(ForgetButton(user_id, "keep"))
+    return view
+
+
+ALL_BUTTONS = (ResultButton, HistoryButton, ForgetButton)
