@@ -27,10 +27,24 @@ import re
 import time
 from collections import Counter
 
+from harness import (
+    PROMPTS,
+    CpuMeter,
+    add_bot_options,
+    described,
+    dream,
+    engine_line,
+    machine,
+    members,
+    not_posted,
+    outcome,
+    outcomes,
+    pictures,
+    queue_room,
+    running_bot,
+    settings_from,
+)
 from PIL import Image, ImageChops
-
-from harness import (PROMPTS, CpuMeter, add_bot_options, described, dream, engine_line, machine, members,
-                     not_posted, outcome, outcomes, pictures, queue_room, running_bot, settings_from)
 
 BATCH_LINE = re.compile(r"batch of (\d+)", re.IGNORECASE)
 

@@ -25,8 +25,25 @@ import argparse
 import asyncio
 import time
 
-from harness import (PROMPTS, LoopLag, add_bot_options, described, dream, engine_line, first_callback, machine,
-                     members, ms, not_posted, outcome, outcomes, percentile, queue_room, running_bot, settings_from)
+from harness import (
+    PROMPTS,
+    LoopLag,
+    add_bot_options,
+    described,
+    dream,
+    engine_line,
+    first_callback,
+    machine,
+    members,
+    ms,
+    not_posted,
+    outcome,
+    outcomes,
+    percentile,
+    queue_room,
+    running_bot,
+    settings_from,
+)
 
 DISCORD_ACK_LIMIT = 3.0
 

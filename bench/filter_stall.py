@@ -36,8 +36,22 @@ import random
 import time
 from collections.abc import Iterator
 
-from harness import (LoopLag, Reply, add_bot_options, described, dream, engine_line, first_callback, machine, members,
-                     ms, percentile, queue_room, running_bot, settings_from)
+from harness import (
+    LoopLag,
+    Reply,
+    add_bot_options,
+    described,
+    dream,
+    engine_line,
+    first_callback,
+    machine,
+    members,
+    ms,
+    percentile,
+    queue_room,
+    running_bot,
+    settings_from,
+)
 
 TERMS = 500
 # The costliest patterns the rules accept: counts at the repetition limit, a Unicode class.

@@ -36,8 +36,24 @@ import itertools
 import re
 import time
 
-from harness import (PROMPTS, CpuMeter, LoopLag, add_bot_options, described, dream, engine_line, first_callback,
-                     machine, members, ms, outcome, percentile, queue_room, running_bot, settings_from)
+from harness import (
+    PROMPTS,
+    CpuMeter,
+    LoopLag,
+    add_bot_options,
+    described,
+    dream,
+    engine_line,
+    first_callback,
+    machine,
+    members,
+    ms,
+    outcome,
+    percentile,
+    queue_room,
+    running_bot,
+    settings_from,
+)
 
 NO_SUCH_JOB = 2**52
 BOT_PROBE = re.compile(r"loop lag.*?p50 (?P<p50>[\d.]+) ms.*?p99 (?P<p99>[\d.]+) ms.*?max (?P<max>[\d.]+) ms")
