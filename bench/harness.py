@@ -1,8 +1,8 @@
-"""What the whole-bot benchmarks share: the loopback fake Discord (tests/fake_discord.py) in this
+"""What the whole-bot benchmarks share: the loopback fake Discord (tests/support/fake_discord.py) in this
 process, `python -m bot` as a subprocess pointed at it, members who send /dream and wait for the
 posted pictures, and the percentiles, CPU times and machine description each script prints.
 
-The bot process is started as tests/bot/conftest.py's BotProcess starts it (same environment
+The bot process is started as tests/support/bot_process.py's BotProcess starts it (same environment
 variables, its own temporary working directory and database), and is only handed to a benchmark
 once its commands are registered and its engine has loaded the model, so no figure includes
 start-up.
@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import re
-import sqlite3
 import sys
 import tempfile
 import time
@@ -30,10 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `python bench/x.py` puts bench/ on the path, not the repository
 
-from tests.bot.conftest import BotProcess as TestBotProcess  # noqa: E402
-from tests.fake_discord import FakeDiscord, Interaction, Reply  # noqa: E402
+from tests.support.bot_process import BotProcess as TestBotProcess  # noqa: E402
+from tests.support.fake_discord import FakeDiscord, Interaction, Reply  # noqa: E402
 
-TOKEN = "MTE5.fake-bot-token.never-logged"
 READY_LINE = re.compile(r"engine ready: (?P<model>.+?) on (?P<device>\S+) \((?P<dtype>[^)]+)\), "
                         r"safety checker (?P<safety>\S+)")
 PROMPTS = tuple(f"a {colour} {shape} on a {background} background"
@@ -48,7 +46,7 @@ clean_environment = TestBotProcess.base_environment
 
 
 class BotProcess(TestBotProcess):
-    """`python -m bot` in its own working directory, its log in a file (tests/bot/conftest.py's, with
+    """`python -m bot` in its own working directory, its log in a file (tests/support/bot_process.py's, with
     a wait for the engine too)."""
 
     def __init__(self, fake: FakeDiscord, workdir: Path, model: str, **settings: str) -> None:
@@ -76,15 +74,6 @@ class BotProcess(TestBotProcess):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the bot was not ready after {timeout:.0f} s:\n{tail(text)}")
             await asyncio.sleep(0.1)
-
-    def jobs(self) -> list[sqlite3.Row]:
-        """The jobs table as the bot recorded it (status, engine_seconds, size...), read-only."""
-        connection = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10)
-        connection.row_factory = sqlite3.Row
-        try:
-            return connection.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-        finally:
-            connection.close()
 
 
 @asynccontextmanager

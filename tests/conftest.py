@@ -28,15 +28,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def flagging_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.models import write_flagging_model
+    from tests.support.models import write_flagging_model
 
     return write_flagging_model(tmp_path_factory.mktemp("models") / "flagging")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fake():
-    """The loopback Discord (tests/fake_discord.py), one per test module."""
-    from tests.fake_discord import FakeDiscord
+    """The loopback Discord (tests/support/fake_discord.py), one per test module."""
+    from tests.support.fake_discord import FakeDiscord
 
     server = await FakeDiscord().start()
     yield server

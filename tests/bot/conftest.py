@@ -1,89 +1,13 @@
-"""Run `python -m bot` as a real subprocess against the loopback fake Discord."""
+"""The bot under test: `python -m bot` against the module's loopback fake Discord, one per module."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import signal
-import sqlite3
-import sys
-import time
 from pathlib import Path
 
 import pytest_asyncio
 
-from dreambot.settings import setting_names
-from tests.fake_discord import FakeDiscord
-
-TOKEN = "MTE5.fake-bot-token.never-logged"
-
-
-class BotProcess:
-    """`python -m bot` in its own working directory, its log in a file."""
-
-    def __init__(self, fake: FakeDiscord, workdir: Path, model: Path, **settings: str) -> None:
-        self.fake = fake
-        self.workdir = workdir
-        self.log_path = workdir / "bot.log"
-        self.database = workdir / "data" / "dreambot.sqlite3"
-        self.env = {
-            **self.base_environment(),
-            "DISCORD_TOKEN": TOKEN,
-            "DISCORD_API_BASE": fake.api_base,
-            "DISCORD_GATEWAY_URL": fake.gateway_url,
-            "SD_MODEL": str(model),
-            "PYTHONUNBUFFERED": "1",
-            **settings,
-        }
-        self.process: asyncio.subprocess.Process | None = None
-
-    @staticmethod
-    def base_environment() -> dict[str, str]:
-        """Ours, without the Discord and engine settings a developer's shell may hold."""
-        return {k: v for k, v in os.environ.items() if k not in setting_names()}
-
-    async def start(self, *args: str) -> BotProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        seen = self.fake.identify_count
-        log = self.log_path.open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", *args, cwd=self.workdir, env=self.env, stdout=log, stderr=log
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while self.fake.identify_count == seen or "dream" not in self.fake.commands:
-            if self.process.returncode is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the bot did not come up:\n{self.log()}")
-            await asyncio.sleep(0.05)
-        return self
-
-    async def stop(self) -> None:
-        if self.process and self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-    def jobs(self, where: str = "1", *args) -> list[dict]:
-        """The job rows, oldest first, each with its request's fields beside the row's own columns (the
-        row's width and height, once the job ran, are the size the engine made)."""
-        with sqlite3.connect(self.database) as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args).fetchall()
-        return [{**json.loads(row["request"]), **dict(row)} for row in rows]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def engine_pid(self) -> int | None:
-        """The engine process: the bot's child."""
-        assert self.process is not None
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        children = path.read_text().split() if path.exists() else []
-        return int(children[0]) if children else None
+from tests.support.bot_process import BotProcess
+from tests.support.fake_discord import FakeDiscord
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

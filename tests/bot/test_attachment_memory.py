@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.bot.conftest import BotProcess
-from tests.fake_discord import FakeDiscord, Reply
+from tests.support.bot_process import BotProcess
+from tests.support.fake_discord import FakeDiscord, Reply
 
 MB = 1024 * 1024
 SIZE = (8000, 5000)  # 40 megapixels: the default MAX_ATTACHMENT_MEGAPIXELS, taken in full

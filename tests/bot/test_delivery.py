@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import BotProcess
-from tests.bot.test_durable_queue import until
-from tests.fake_discord import FakeDiscord, Message
+from tests.support.bot_process import BotProcess, until
+from tests.support.fake_discord import FakeDiscord, Message
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

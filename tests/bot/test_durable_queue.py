@@ -3,15 +3,13 @@ a gateway reconnect during a job. A restart with jobs queued and running: tests/
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from tests.bot.conftest import BotProcess
-from tests.fake_discord import FakeDiscord, Interaction
+from tests.support.bot_process import BotProcess, until
+from tests.support.fake_discord import FakeDiscord, Interaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,15 +33,7 @@ def result(reply) -> bool:
     return any(upload.filename.endswith(".png") for upload in reply.files)
 
 
-async def until(predicate, timeout: float = 60.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the condition never came true")
-
-
-async def running(bot: BotProcess, interaction: Interaction) -> sqlite3.Row:
+async def running(bot: BotProcess, interaction: Interaction) -> dict:
     await until(lambda: [r["status"] for r in rows(bot, "interaction_id = ?", interaction.id)] == ["running"])
     return rows(bot, "interaction_id = ?", interaction.id)[0]
 

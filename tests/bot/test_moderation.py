@@ -1,240 +1,135 @@
-"""/mod end to end: `python -m bot` (tiny model) through the loopback fake Discord. Who may use each
-moderator command, the prompt filter, bans, the mod-log and the audit trail."""
+"""bot.moderation without Discord: which mode applies where, and what `admit` lets through."""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from tests.bot.conftest import BotProcess
-from tests.fake_discord import FakeDiscord, Interaction
-
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-MANAGE_GUILD = 1 << 5
-REFUSED = "Only members with the Manage Server permission or this server's moderator role can use /mod."
+from bot.moderation import Moderation, PromptBlocked, Refused, configured_mode, effective_mode, reachable
+from bot.store import GuildSettings, Store
+from dreambot.request import GenerateRequest
 
 
-def rows(bot: BotProcess, sql: str, *args) -> list[sqlite3.Row]:
-    with sqlite3.connect(bot.database) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+@dataclass
+class Channel:
+    id: int
+    nsfw: bool = False
+    parent_id: int | None = None
+
+    def is_nsfw(self) -> bool:
+        return self.nsfw
 
 
-def audit(bot: BotProcess) -> list[tuple]:
-    return [tuple(row) for row in rows(bot, "SELECT actor_id, action, target, old_value, new_value FROM audit_log "
-                                            "ORDER BY id")]
+@pytest.mark.parametrize(("configured", "age_restricted", "applied"), [
+    ("block", False, "block"), ("spoiler", False, "block"), ("off", False, "block"),
+    ("block", True, "block"), ("spoiler", True, "spoiler"), ("off", True, "off"),
+])
+def test_only_age_restricted_channels_relax_the_filter(configured: str, age_restricted: bool, applied: str) -> None:
+    assert effective_mode(configured, age_restricted) == applied
 
 
-async def answer(interaction: Interaction) -> str:
-    """The text the member reads: the first reply with content."""
-    return (await interaction.wait_for(lambda reply: bool(reply.content))).content
+def test_a_channel_override_wins_and_a_thread_follows_its_parent() -> None:
+    settings = GuildSettings(guild_id=1, nsfw_mode="spoiler", channel_modes={10: "off", 11: "block"})
+    assert configured_mode(settings, Channel(10)) == "off"
+    assert configured_mode(settings, Channel(12)) == "spoiler"
+    assert configured_mode(settings, Channel(99, parent_id=11)) == "block"
+    assert configured_mode(settings, None) == "spoiler"
 
 
-async def private_answer(interaction: Interaction) -> str:
-    reply = await interaction.wait_for(lambda reply: bool(reply.content) and reply.ephemeral)
-    return reply.content
+@pytest.fixture
+async def moderation(tmp_path: Path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    yield Moderation(store), store
+    await store.close()
 
 
-@pytest.fixture(scope="module")
-def people(fake: FakeDiscord) -> dict[str, dict]:
-    mods = fake.role("Dream mods")
-    return {
-        "member": fake.user("member"),
-        "moderator role": fake.user("modrole", roles=[mods]),
-        "manage server": fake.user("admin", permissions=MANAGE_GUILD),
-        "owner": fake.owner,
-        "_role": mods,
-    }
+async def test_admit_sets_the_channels_policy_on_the_request(moderation) -> None:
+    rules, store = moderation
+    await store.set_guild_setting(1, "nsfw_mode", "spoiler", actor_id=5)
+    await store.set_guild_setting(1, "nsfw_threshold", 0.3, actor_id=5)
+    request, policy = await rules.admit(7, 1, Channel(10, nsfw=True), GenerateRequest(prompt="a fox"), "opennsfw")
+    assert (policy.mode, policy.threshold, request.keep_flagged, request.nsfw_threshold) == ("spoiler", 0.3, True, 0.3)
+    request, policy = await rules.admit(7, 1, Channel(11), GenerateRequest(prompt="a fox"), "opennsfw")
+    assert (policy.mode, request.keep_flagged) == ("block", False)
+    # Direct messages: the strictest mode at the classifier's default, whatever any server set.
+    request, policy = await rules.admit(7, None, None, GenerateRequest(prompt="a fox"), "opennsfw")
+    assert (policy.mode, request.nsfw_threshold, request.keep_flagged) == ("block", None, False)
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def modlog(fake: FakeDiscord, bot: BotProcess, people) -> int:
-    """A mod-log channel and the moderator role, set up by the server's owner."""
-    channel = fake.text_channel("mod-log")
-    assert "now reports to" in await answer(await fake.invoke("mod modlog", people["owner"], channel=channel))
-    assert "can now use /mod" in await answer(await fake.invoke("mod role", people["owner"], role=people["_role"]))
-    return channel
+async def test_a_threshold_set_for_another_classifier_falls_back_to_the_default(moderation) -> None:
+    rules, store = moderation
+    await store.set_guild_setting(1, "nsfw_threshold", 0.3, actor_id=5)  # open_nsfw's scale
+    request, _ = await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"), "checkpoint")
+    assert request.nsfw_threshold is None
 
 
-async def test_mod_is_one_group_hidden_from_members_and_dms(bot: BotProcess, fake: FakeDiscord) -> None:
-    mod = fake.command("mod")
-    assert mod["default_member_permissions"] == str(MANAGE_GUILD)
-    assert mod.get("contexts") == [0] or mod.get("dm_permission") is False
-    assert {option["name"] for option in mod["options"]} == {
-        "filter", "words", "modlog", "role", "ban", "unban", "history", "audit"}
-    for name in ("history", "forget"):
-        fake.command(name)
+async def test_bans_and_blocked_terms_refuse_and_changes_apply_at_once(moderation) -> None:
+    rules, store = moderation
+    await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a gory fox"))
+    await store.add_blocked_term(1, "word", "gory", actor_id=5)
+    rules.terms_changed(1)
+    with pytest.raises(PromptBlocked) as refused:
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox", end_prompt="a GORY fox"))
+    assert refused.value.term.text == "gory" and "gory" not in str(refused.value)
+    await rules.admit(7, 2, Channel(20), GenerateRequest(prompt="a gory fox"))  # another server's list
+    await store.ban(1, 7, actor_id=5)
+    with pytest.raises(Refused, match="barred you"):
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"))
+    await rules.admit(8, 1, Channel(10), GenerateRequest(prompt="a fox"))
 
 
-# Each moderator command in a form that changes nothing (or undoes itself), and what it answers.
-CALLS = [
-    ("mod filter", {}, "Safety filter"),
-    ("mod words", {"action": "list"}, "blocked in this server"),
-    ("mod modlog", {}, "Mod-log:"),
-    ("mod role", {}, "Moderator role:"),
-    ("mod ban", {"member": "target"}, "can no longer use Dreambot"),
-    ("mod unban", {"member": "target"}, "was not barred"),
-    ("mod history", {"member": "target"}, "Dreambot history"),
-    ("mod filter", {"mode": "block"}, "safety filter mode is now **block**"),
-    ("mod words", {"action": "add", "word": "matrixword"}, "`matrixword`"),
-    ("mod words", {"action": "remove", "word": "matrixword"}, "`matrixword`"),
-    ("mod audit", {}, "moderation changes"),
-]
+async def test_a_stored_term_that_no_longer_compiles_is_skipped_not_fatal(moderation) -> None:
+    rules, store = moderation
+    await store._db.execute("INSERT INTO blocked_terms (guild_id, kind, term, added_by) VALUES (1, 'pattern', '(a', 5)")
+    await store.add_blocked_term(1, "word", "gory", actor_id=5)
+    with pytest.raises(PromptBlocked):
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="gory"))
+    await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"))
 
 
-@pytest.mark.parametrize("who", ["member", "moderator role", "manage server", "owner"])
-@pytest.mark.parametrize(("command", "options", "expected"), CALLS, ids=[c[0] for c in CALLS])
-async def test_the_permission_matrix(bot: BotProcess, fake: FakeDiscord, people, modlog, who: str, command: str,
-                                     options: dict, expected: str) -> None:
-    target = fake.user("target")
-    options = {key: target if value == "target" else value for key, value in options.items()}
-    before = audit(bot)
-    text = await answer(await fake.invoke(command, people[who], **options))
-    if who == "member":
-        assert text == REFUSED
-        assert audit(bot) == before  # and nothing changed
-    else:
-        assert expected in text and text != REFUSED
+async def test_the_mode_now_is_read_again_when_a_result_is_posted(moderation) -> None:
+    rules, store = moderation
+    gallery = Channel(10, nsfw=True)
+    await store.set_channel_mode(1, 10, "off", actor_id=5)
+    _, policy = await rules.admit(7, 1, gallery, GenerateRequest(prompt="a fox"))
+    assert policy.mode == "off" and await rules.current_mode(1, gallery) == "off"
+    gallery.nsfw = False  # the channel lost its age restriction while the job waited
+    assert await rules.current_mode(1, gallery) == "block"
+    gallery.nsfw = True
+    await store.set_channel_mode(1, 10, "block", actor_id=5)
+    assert await rules.current_mode(1, gallery) == "block"
+    assert await rules.current_mode(None, None) == "block"
 
 
-@pytest.mark.parametrize(("who", "allowed"), [("member", False), ("moderator role", False),
-                                              ("manage server", True), ("owner", True)])
-async def test_only_manage_server_chooses_the_moderator_role(bot: BotProcess, fake: FakeDiscord, people, modlog,
-                                                             who: str, allowed: bool) -> None:
-    text = await answer(await fake.invoke("mod role", people[who], role=people["_role"]))
-    if allowed:
-        assert "can now use /mod" in text
-    else:
-        assert text in (REFUSED, "Only members with the Manage Server permission can choose the moderator role.")
-    assert rows(bot, "SELECT moderator_role_id FROM guild_settings")[0][0] == int(people["_role"]["id"])
+@dataclass
+class Job:
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
 
 
-async def test_a_blocked_word_refuses_the_prompt_without_echoing_it(bot: BotProcess, fake: FakeDiscord, people,
-                                                                    modlog) -> None:
-    mod = people["moderator role"]
-    assert "are now refused" in await answer(await fake.invoke("mod words", mod, action="add", word="Gore"))
-    jobs_before = len(rows(bot, "SELECT id FROM jobs"))
-    member = fake.user("artist")
-    for prompt in ("a GÖRE scene", "ｇｏｒｅ everywhere", "g\u200bore", "gоre (Cyrillic o)", "g0re"):
-        text = await private_answer(await fake.invoke("dream", member, prompt=prompt, steps=2))
-        assert "moderators have blocked" in text and "gore" not in text.lower(), prompt
-    assert len(rows(bot, "SELECT id FROM jobs")) == jobs_before  # nothing recorded, nothing queued
-    # The negative prompt and the style's words are checked too.
-    text = await private_answer(await fake.invoke("dream", member, prompt="a fox", negative="gore", steps=2))
-    assert "moderators have blocked" in text
-    # Whole words only: "gorestyle" is another word.
-    done = await fake.invoke("dream", member, prompt="a gorestyle fox", steps=2)
-    await done.wait_for(lambda reply: bool(reply.files))
-    # The mod-log names the member, the term and the prompt.
-    log = fake.messages_in(modlog)
-    refused = [reply.content for reply in log.replies if "was refused" in reply.content]
-    assert refused and f"<@{member['id']}>" in refused[0] and "`gore`" in refused[0]
+AUTHOR, OTHER = 1, 2
+STAFF, PUBLIC, THREAD_OF_STAFF = 10, 20, 30
+SERVER, ELSEWHERE = 100, 200
 
 
-async def test_a_style_whose_words_are_blocked_is_refused(bot: BotProcess, fake: FakeDiscord, people, modlog) -> None:
-    owner = people["owner"]
-    await answer(await fake.invoke("mod words", owner, action="add", word="watercolor painting"))
-    text = await private_answer(await fake.invoke("dream", fake.user("painter"), prompt="a fox", style="watercolor",
-                                                  steps=2))
-    assert "moderators have blocked" in text
-    assert "no longer blocked" in await answer(await fake.invoke("mod words", owner, action="remove",
-                                                                 word="Watercolor  painting"))
-
-
-async def test_patterns_are_validated_when_added(bot: BotProcess, fake: FakeDiscord, people, modlog) -> None:
-    mod = people["manage server"]
-    for pattern, why in [("(a", "never closed"), ("(?=x)y", "lookahead"), (r"(a)\1", "backreferences"),
-                         ("a*", "empty string")]:
-        text = await answer(await fake.invoke("mod words", mod, action="add", word=pattern, pattern=True))
-        assert text.startswith("⚠️ The pattern") and why in text, pattern
-    assert "are now refused" in await answer(await fake.invoke("mod words", mod, action="add",
-                                                               word=r"\d+\s*yo\b", pattern=True))
-    text = await private_answer(await fake.invoke("dream", fake.user("m"), prompt="a 12 yo wizard", steps=2))
-    assert "moderators have blocked" in text
-    listing = await answer(await fake.invoke("mod words", mod, action="list"))
-    assert "`gore`" in listing and r"`\d+\s*yo\b`" in listing
-    assert [row[0] for row in rows(bot, "SELECT term FROM blocked_terms WHERE kind = 'pattern'")] == [r"\d+\s*yo\b"]
-
-
-async def test_a_banned_member_cannot_dream_or_press_buttons_until_unbanned(bot: BotProcess, fake: FakeDiscord,
-                                                                             people, modlog) -> None:
-    member, mod = fake.user("troll"), people["moderator role"]
-    made = await fake.invoke("dream", member, prompt="a fox", steps=2)
-    await made.wait_for(lambda reply: bool(reply.files))
-    assert "can no longer use Dreambot" in await answer(
-        await fake.invoke("mod ban", mod, member=member, reason="spam"))
-    text = await private_answer(await fake.invoke("dream", member, prompt="a fox", steps=2))
-    assert text == "🚫 A moderator has barred you from using Dreambot in this server."
-    job_id = rows(bot, "SELECT id FROM jobs WHERE user_id = ?", int(member["id"]))[0][0]
-    clicked = await fake.click(made.message_id, f"dream:reroll:{job_id}", user=member)
-    assert "barred you" in await private_answer(clicked)
-    # Others may still use the buttons on the banned member's result.
-    other = await fake.click(made.message_id, f"dream:reroll:{job_id}", user=fake.user("friend"))
-    await other.wait_for(lambda reply: reply.kind == "callback")
-    assert "was already barred" in await answer(await fake.invoke("mod ban", mod, member=member))
-    assert "again" in await answer(await fake.invoke("mod unban", mod, member=member))
-    again = await fake.invoke("dream", member, prompt="a fox", steps=2)
-    await again.wait_for(lambda reply: bool(reply.files))
-    assert "You cannot bar yourself." in await answer(await fake.invoke("mod ban", mod, member=mod))
-    log = [reply.content for reply in fake.messages_in(modlog).replies]
-    assert any("barred" in line and "spam" in line for line in log)
-    assert any("use Dreambot again" in line for line in log)
-
-
-async def test_the_threshold_is_bounded_by_the_classifier_and_recorded_on_jobs(bot: BotProcess, fake: FakeDiscord,
-                                                                               people, modlog) -> None:
-    mod = people["owner"]
-    text = await answer(await fake.invoke("mod filter", mod, threshold=0.99))
-    assert "between 0.05 and 0.95" in text and "opennsfw" in text
-    assert "above **0.3**" in await answer(await fake.invoke("mod filter", mod, threshold=0.3))
-    made = await fake.invoke("dream", fake.user("x"), prompt="a fox", steps=2)
-    await made.wait_for(lambda reply: bool(reply.files))
-    job = bot.jobs()[-1]
-    assert (job["nsfw_threshold"], job["nsfw_mode"]) == (0.3, "block")
-    shown = await answer(await fake.invoke("mod filter", mod))
-    assert "Threshold: 0.3" in shown and "classifier opennsfw" in shown
-
-
-async def test_every_change_is_audited_and_reported(bot: BotProcess, fake: FakeDiscord, people, modlog) -> None:
-    owner = people["owner"]
-    actions = [row[1] for row in audit(bot)]
-    for action in ("modlog", "moderator_role", "words.add", "words.remove", "ban", "unban", "filter.threshold"):
-        assert action in actions
-    assert all(row[0] for row in audit(bot))  # who
-    assert all(row["created_at"] for row in rows(bot, "SELECT created_at FROM audit_log"))  # when
-    reported = [reply.content for reply in fake.messages_in(modlog).replies]
-    assert any("changed the safety filter threshold: 0.5 → 0.3" in line for line in reported)
-    assert all(not reply.files for reply in fake.messages_in(modlog).replies)
-    listed = await answer(await fake.invoke("mod audit", owner))
-    assert "safety threshold" in listed and "barred" in listed
-
-
-async def test_a_mod_log_channel_the_bot_cannot_post_in_is_refused(bot: BotProcess, fake: FakeDiscord, people,
-                                                                   modlog) -> None:
-    hidden = fake.text_channel("hidden")
-    saved = fake.app_permissions
-    fake.app_permissions = saved & ~(1 << 11)  # no Send Messages
-    try:
-        text = await answer(await fake.invoke("mod modlog", people["owner"], channel=hidden))
-    finally:
-        fake.app_permissions = saved
-        await asyncio.sleep(0)
-    assert "cannot post in" in text
-    assert rows(bot, "SELECT modlog_channel_id FROM guild_settings")[0][0] == modlog
-
-
-async def test_moderators_cannot_bar_those_above_them(bot: BotProcess, fake: FakeDiscord, people, modlog) -> None:
-    modrole, admin = people["moderator role"], people["manage server"]
-    text = await answer(await fake.invoke("mod ban", modrole, member=admin))
-    assert "has Manage Server" in text
-    other_mod = fake.user("othermod", roles=[people["_role"]])
-    assert "Only members with Manage Server can bar a moderator." in await answer(
-        await fake.invoke("mod ban", modrole, member=other_mod))
-    assert "can no longer use Dreambot" in await answer(await fake.invoke("mod ban", admin, member=other_mod))
-    await answer(await fake.invoke("mod unban", admin, member=other_mod))
-    everyone = {"id": str(fake.guild_id), "name": "@everyone", "permissions": "0"}
-    assert "cannot be the moderator role" in await answer(await fake.invoke("mod role", admin, role=everyone))
+# (the job, where the viewer is, who the viewer is, moderator?) -> may they see or use it
+@pytest.mark.parametrize(("job", "guild", "channel", "parent", "viewer", "moderator", "allowed"), [
+    (Job(AUTHOR, SERVER, STAFF), SERVER, STAFF, None, OTHER, False, True),  # its own channel
+    (Job(AUTHOR, SERVER, STAFF), SERVER, PUBLIC, None, OTHER, False, False),  # another channel
+    (Job(AUTHOR, SERVER, STAFF), SERVER, THREAD_OF_STAFF, STAFF, OTHER, False, True),  # a thread of its channel
+    (Job(AUTHOR, SERVER, THREAD_OF_STAFF), SERVER, STAFF, None, OTHER, False, False),  # a thread's job, from its parent
+    (Job(AUTHOR, SERVER, STAFF), SERVER, PUBLIC, None, AUTHOR, False, True),  # its author, anywhere in the server
+    (Job(AUTHOR, SERVER, STAFF), SERVER, PUBLIC, None, OTHER, True, True),  # a moderator
+    (Job(AUTHOR, SERVER, STAFF), ELSEWHERE, STAFF, None, AUTHOR, True, False),  # never from another server
+    (Job(AUTHOR, None, 5), None, 5, None, AUTHOR, False, True),  # a DM's job: its author
+    (Job(AUTHOR, None, 5), None, 5, None, OTHER, False, False),
+    (Job(AUTHOR, None, 5), SERVER, PUBLIC, None, AUTHOR, True, False),  # not in a server
+    (Job(AUTHOR, SERVER, None), SERVER, PUBLIC, None, OTHER, False, False),
+])
+def test_a_job_is_reachable_only_where_its_result_could_be_seen(job, guild, channel, parent, viewer, moderator,
+                                                                  allowed) -> None:
+    assert reachable(job, user_id=viewer, guild_id=guild, channel_id=channel, parent_id=parent,
+                     moderator=moderator) is allowed

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tests.bot.conftest import BotProcess
-from tests.bot.test_durable_queue import rows, until
-from tests.fake_discord import FakeDiscord, Interaction
+from tests.bot.test_durable_queue import rows
+from tests.support.bot_process import BotProcess, until
+from tests.support.fake_discord import FakeDiscord, Interaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

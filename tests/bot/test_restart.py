@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import BotProcess
-from tests.bot.test_durable_queue import result, rows, running, until
+from tests.bot.test_durable_queue import result, rows, running
 from tests.bot.test_policy_changes import LONG
-from tests.fake_discord import FakeDiscord
+from tests.support.bot_process import BotProcess, until
+from tests.support.fake_discord import FakeDiscord
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

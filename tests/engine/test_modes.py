@@ -194,7 +194,7 @@ def test_an_inpainting_checkpoint_inpaints_and_refuses_the_rest(tmp_path: Path) 
 
 
 def test_a_dedicated_upscaler_serves_the_upscale_mode(tiny_model: Path, tmp_path: Path) -> None:
-    from tests.models import write_tiny_upscaler
+    from tests.support.models import write_tiny_upscaler
 
     upscaler = write_tiny_upscaler(tmp_path / "tiny-up")
     engine = Engine.load(settings(tiny_model, sd_upscaler=str(upscaler)))

@@ -166,7 +166,7 @@ def test_a_cancel_stops_every_mode_between_two_steps(engine: Engine, inputs, mod
                                                      tmp_path: Path) -> None:
     fields = MODES.get(mode, MODES["upscale"])
     if mode == "latent upscaler":
-        from tests.models import write_tiny_upscaler
+        from tests.support.models import write_tiny_upscaler
 
         engine = Engine.load(settings(tiny_model, sd_upscaler=str(write_tiny_upscaler(tmp_path / "up"))))
     if fields.get("mode") in ("img2img", "inpaint", "outpaint", "upscale"):

@@ -197,5 +197,5 @@ def test_a_batch_answers_each_job_with_its_solo_images(tiny_model: Path, tmp_pat
         alone, together = results[job_id - 10], results[job_id]
         assert [i.seed for i in together.images] == [i.seed for i in alone.images]
         for a, b in zip(alone.images, together.images, strict=True):
-            assert np.abs(pixels(a.data) - pixels(b.data)).max() <= 1  # float32 rounding; see test_jobs
+            assert np.abs(pixels(a.data) - pixels(b.data)).max() <= 1  # float32 rounding; see test_pipeline
     assert engine.close()[0] == 0

@@ -51,7 +51,7 @@ def engine(tiny_model: Path) -> Engine:
 
 @pytest.fixture(scope="module")
 def upscaling_engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    from tests.models import write_tiny_upscaler
+    from tests.support.models import write_tiny_upscaler
 
     upscaler = write_tiny_upscaler(tmp_path_factory.mktemp("models") / "up")
     engine = Engine.load(settings(tiny_model, sd_upscaler=str(upscaler)))

@@ -12,8 +12,8 @@ import sqlite3
 import pytest
 from PIL import Image
 
-from tests.bot.conftest import TOKEN, BotProcess
-from tests.fake_discord import FakeDiscord, Interaction, Reply
+from tests.support.bot_process import TOKEN, BotProcess
+from tests.support.fake_discord import FakeDiscord, Interaction, Reply
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import BotProcess
-from tests.fake_discord import FakeDiscord
+from tests.support.bot_process import BotProcess
+from tests.support.fake_discord import FakeDiscord
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import yarl
 from discord import app_commands
 from PIL import Image
 
-from tests.fake_discord import (
+from tests.support.fake_discord import (
     ADD_REACTIONS,
     DEFAULT_PERMISSIONS,
     DM_APP_PERMISSIONS,

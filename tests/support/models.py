@@ -39,7 +39,12 @@ def write_flagging_model(directory: Path) -> Path:
 def write_tiny_upscaler(directory: Path) -> Path:
     """A tiny random-weight 2x latent upscaler in the layout of stabilityai/sd-x2-latent-upscaler
     (the component shapes diffusers' own tests use), for SD_UPSCALER."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionLatentUpscalePipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionLatentUpscalePipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from engine.tiny import byte_level_tokenizer

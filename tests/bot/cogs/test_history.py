@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 
 from bot.images import ImageStore
-from tests.bot.conftest import BotProcess
-from tests.fake_discord import FakeDiscord, Interaction
+from tests.support.bot_process import BotProcess
+from tests.support.fake_discord import FakeDiscord, Interaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -16,8 +16,8 @@ import time
 import pytest
 from PIL import Image
 
-from tests.bot.conftest import BotProcess
-from tests.fake_discord import FakeDiscord, Interaction, Message, Reply
+from tests.support.bot_process import BotProcess
+from tests.support.fake_discord import FakeDiscord, Interaction, Message, Reply
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
