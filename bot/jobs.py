@@ -124,13 +124,14 @@ class JobRunner:
         pump = asyncio.create_task(delivery.keep_fresh(self._queue, ticket, notes), name=f"job-{job_id}-notice")
         try:
             outcome = await ticket.result
+            if not isinstance(outcome, Failure):
+                self.posting.add(job_id)  # at once: a shutdown waits for this result to be posted
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
         if isinstance(outcome, Failure):
             await self._outbox.fail(delivery, origin, job_id, outcome)
             return
-        self.posting.add(job_id)  # a shutdown waits for this result to be posted
         try:
             await self._outbox.deliver(delivery, origin, job_id, request, outcome, policy, origin_text=origin_text,
                                        notes=notes)
