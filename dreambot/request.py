@@ -12,6 +12,11 @@ import unicodedata
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 
+from dreambot import prompt as prompt_syntax
+from dreambot.errors import InvalidRequest
+
+__all__ = ["InvalidRequest"]  # raised by every rule here; defined in dreambot.errors
+
 # Sampler names as members know them (AUTOMATIC1111's), in the order the bot offers them.
 SAMPLERS: tuple[str, ...] = (
     "DPM++ 2M Karras",
@@ -123,10 +128,6 @@ def _visible(text: str) -> str:
     return "".join(ch for ch in text if not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc", "Mn"))
 
 
-class InvalidRequest(ValueError):
-    """A request a user can fix; the message says what to change."""
-
-
 @dataclass(frozen=True)
 class Limits:
     max_steps: int = 50
@@ -226,6 +227,7 @@ class GenerateRequest:
                 raise InvalidRequest(
                     f"The {name} is {len(text)} characters long; the limit is {limits.max_prompt_length}."
                 )
+            prompt_syntax.parse(text, name)  # A1111's weights and brackets: refused here, never queued
         if not 1 <= self.num_inference_steps <= limits.max_steps:
             raise InvalidRequest(f"Steps must be between 1 and {limits.max_steps} (got {self.num_inference_steps}).")
         if not 0 <= self.guidance_scale <= 30:

@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from dreambot.request import GenerateRequest, InvalidRequest, Mode
-from engine import imaging, samplers
+from engine import imaging, prompts, samplers
 from engine.progress import Progress
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def txt2img(engine: Engine, requests: list[GenerateRequest], progress: Progress)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(requests),
+        **_prompts(engine, pipe, requests),
         width=width,
         height=height,
         num_inference_steps=request.num_inference_steps,
@@ -87,7 +87,7 @@ def img2img(engine: Engine, requests: list[GenerateRequest], progress: Progress)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(requests),
+        **_prompts(engine, pipe, requests),
         image=source,
         strength=request.denoising_strength,
         num_inference_steps=request.num_inference_steps,
@@ -118,7 +118,7 @@ def inpaint(engine: Engine, requests: list[GenerateRequest], progress: Progress)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(requests),
+        **_prompts(engine, pipe, requests),
         image=source,
         mask_image=mask,
         width=source.width,
@@ -149,7 +149,7 @@ def outpaint(engine: Engine, requests: list[GenerateRequest], progress: Progress
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(requests),
+        **_prompts(engine, pipe, requests),
         image=canvas,
         mask_image=mask,
         width=canvas.width,
@@ -186,7 +186,7 @@ def upscale(engine: Engine, requests: list[GenerateRequest], progress: Progress)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(requests),
+        **_prompts(engine, pipe, requests),
         image=larger,
         strength=request.denoising_strength,
         num_inference_steps=request.num_inference_steps,
@@ -246,9 +246,10 @@ def interpolate(engine: Engine, requests: list[GenerateRequest], progress: Progr
         raise InvalidRequest("Interpolation is not available for SDXL models yet.")
     width, height = request.width or engine.native_size, request.height or engine.native_size
     guided = request.guidance_scale > 1
-    negative_prompt = request.negative_prompt or None
-    start, negative = pipe.encode_prompt(request.prompt, engine.device, 1, guided, negative_prompt)
-    end, _ = pipe.encode_prompt(request.end_prompt or request.prompt, engine.device, 1, guided, negative_prompt)
+    ends = [request.prompt, request.end_prompt or request.prompt]
+    length = prompts.count(pipe, *ends, request.negative_prompt)  # both ends as long: the line between them
+    start, end = (prompts.encode(pipe, text, engine.device, length) for text in ends)
+    negative = prompts.encode(pipe, request.negative_prompt, engine.device, length) if guided else None
 
     # 2. scheduler and generators: both ends' starting noise (a fresh scheduler for each frame, below)
     shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
@@ -297,8 +298,20 @@ def _refuse_on_an_inpainting_model(engine: Engine) -> None:
                              "outpaint. Use /inpaint or /outpaint.")
 
 
-def _prompts(requests: list[GenerateRequest]) -> dict:
-    """The prompt arguments of a pipeline call for one job, or for several sharing it."""
+def _prompts(engine: Engine, pipe: DiffusionPipeline, requests: list[GenerateRequest]) -> dict:
+    """The prompt arguments of a pipeline call for one job, or for several sharing it: embeddings
+    with AUTOMATIC1111's weights and no length limit (`engine.prompts`) where the pipeline has one
+    CLIP text encoder, else the texts."""
+    if prompts.weighted(pipe):
+        if len(requests) == 1:
+            [request] = requests
+            positive, negative = prompts.embeddings(pipe, [request.prompt], [request.negative_prompt], engine.device)
+            return {"prompt_embeds": positive, "negative_prompt_embeds": negative,
+                    "num_images_per_prompt": request.num_images}
+        each = [r for r in requests for _ in range(r.num_images)]  # one prompt per picture
+        positive, negative = prompts.embeddings(pipe, [r.prompt for r in each], [r.negative_prompt for r in each],
+                                                engine.device)
+        return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
     if len(requests) == 1:
         [request] = requests
         return {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None,

@@ -18,7 +18,7 @@ from PIL import Image
 from dreambot.request import MAX_SEED, SAFETY_SCALES, GenerateRequest, InvalidRequest, Mode
 from dreambot.settings import EngineSettings
 from dreambot.wire import GenerateResult, ImageResult, Job
-from engine import imaging, loading, samplers
+from engine import imaging, loading, prompts, samplers
 from engine.infotext import infotext
 from engine.modes import MODES, Made
 from engine.progress import JobCancelled, Preview, Progress, quiet
@@ -89,6 +89,9 @@ class Engine:
         groups: dict[object, list[int]] = {}
         for index, job in enumerate(jobs):
             key = job.request.batch_key()
+            if key is not None and prompts.weighted(self.pipe):
+                # Prompts of another length would pad this job's: each picture must be what it is alone.
+                key = (key, prompts.count(self.pipe, job.request.prompt, job.request.negative_prompt))
             groups.setdefault(("alone", index) if key is None else key, []).append(index)
         answers: dict[int, GenerateResult | Exception] = {}
         for indexes in groups.values():

@@ -106,6 +106,10 @@ async def test_a_random_seed_is_recorded_and_reproducible(bot: BotProcess, fake:
         ({"prompt": "ok", "guidance": 99.0}, "Guidance must be between 0 and 30 (got 99)."),
         ({"prompt": "ok", "seed": -5}, "Seed must be between 0 and 4294967295 (got -5)."),
         ({"prompt": "ok", "steps": "many"}, "wrong type"),
+        # AUTOMATIC1111's syntax, checked before anything is queued.
+        ({"prompt": "a (red circle"}, "The prompt opens a bracket it never closes: “(red circle”."),
+        ({"prompt": "ok", "negative": "blurry)"}, "The negative prompt closes a bracket that was never opened"),
+        ({"prompt": "(red:9) circle"}, "In the prompt, “(red:9)” has the weight 9; weights go from 0 to 3."),
     ],
 )
 async def test_bad_options_get_a_private_answer_and_queue_nothing(
