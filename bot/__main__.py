@@ -74,6 +74,7 @@ async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bo
                     "SD_DTYPE": settings.sd_dtype,
                     "SD_SAFETY_CHECKER": settings.sd_safety_checker,
                     "SD_UPSCALER": settings.sd_upscaler or "",
+                    "EMBEDDINGS_DIR": str(settings.embeddings_dir),
                 },
             ),
             job_timeout=settings.job_timeout_seconds,

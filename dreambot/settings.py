@@ -30,6 +30,8 @@ class EngineSettings(BaseSettings):
     # A dedicated 2x upscaler for the Upscale button (e.g. stabilityai/sd-x2-latent-upscaler);
     # None: resize, then an img2img pass with SD_MODEL ("hires fix").
     sd_upscaler: str | None = None
+    # Textual-inversion embeddings (.safetensors, .pt, .bin), used by file name as a prompt's word.
+    embeddings_dir: Path = Path("data/embeddings")
 
     @field_validator("sd_device")
     @classmethod

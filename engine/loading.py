@@ -27,6 +27,12 @@ BUILTIN_MODELS = {"shapes": Path(__file__).resolve().parent / "models" / "shapes
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
 
+def bundled(source: str, what: str) -> list[Path]:
+    """The folder of `what` (embeddings, loras) that comes with a built-in model, if there is one."""
+    folder = BUILTIN_MODELS[source] / what if source in BUILTIN_MODELS else None
+    return [folder] if folder is not None and folder.is_dir() else []
+
+
 class ModelLoadError(RuntimeError):
     """SD_MODEL (or a setting that goes with it) cannot be served; the message says why."""
 

@@ -247,9 +247,11 @@ def interpolate(engine: Engine, requests: list[GenerateRequest], progress: Progr
     width, height = request.width or engine.native_size, request.height or engine.native_size
     guided = request.guidance_scale > 1
     ends = [request.prompt, request.end_prompt or request.prompt]
-    length = prompts.count(pipe, *ends, request.negative_prompt)  # both ends as long: the line between them
-    start, end = (prompts.encode(pipe, text, engine.device, length) for text in ends)
-    negative = prompts.encode(pipe, request.negative_prompt, engine.device, length) if guided else None
+    # Both ends as long, so that the line between them exists.
+    length = prompts.count(pipe, *ends, request.negative_prompt, embeddings=engine.embeddings)
+    start, end = (prompts.encode(pipe, text, engine.device, length, engine.embeddings) for text in ends)
+    negative = prompts.encode(pipe, request.negative_prompt, engine.device, length, engine.embeddings) \
+        if guided else None
 
     # 2. scheduler and generators: both ends' starting noise (a fresh scheduler for each frame, below)
     shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
@@ -305,12 +307,13 @@ def _prompts(engine: Engine, pipe: DiffusionPipeline, requests: list[GenerateReq
     if prompts.weighted(pipe):
         if len(requests) == 1:
             [request] = requests
-            positive, negative = prompts.embeddings(pipe, [request.prompt], [request.negative_prompt], engine.device)
+            positive, negative = prompts.embedded(pipe, [request.prompt], [request.negative_prompt], engine.device,
+                                                  engine.embeddings)
             return {"prompt_embeds": positive, "negative_prompt_embeds": negative,
                     "num_images_per_prompt": request.num_images}
         each = [r for r in requests for _ in range(r.num_images)]  # one prompt per picture
-        positive, negative = prompts.embeddings(pipe, [r.prompt for r in each], [r.negative_prompt for r in each],
-                                                engine.device)
+        positive, negative = prompts.embedded(pipe, [r.prompt for r in each], [r.negative_prompt for r in each],
+                                              engine.device, engine.embeddings)
         return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
     if len(requests) == 1:
         [request] = requests

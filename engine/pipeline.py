@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline
@@ -19,6 +20,8 @@ from dreambot.request import MAX_SEED, SAFETY_SCALES, GenerateRequest, InvalidRe
 from dreambot.settings import EngineSettings
 from dreambot.wire import GenerateResult, ImageResult, Job
 from engine import imaging, loading, prompts, samplers
+from engine.embeddings import Embeddings
+from engine.embeddings import install as install_embeddings
 from engine.infotext import infotext
 from engine.modes import MODES, Made
 from engine.progress import JobCancelled, Preview, Progress, quiet
@@ -39,6 +42,7 @@ class Engine:
     # SD_UPSCALER's pipeline, when the operator configured one, and its name.
     upscaler: StableDiffusionLatentUpscalePipeline | None = None
     upscaler_name: str = ""
+    embeddings: Embeddings = field(default_factory=Embeddings)
     _pipes: dict[Mode, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -50,11 +54,13 @@ class Engine:
         safety = loading.pick_safety_checker(pipe, settings.sd_safety_checker, settings.sd_model)
         pipe.set_progress_bar_config(disable=True)
         upscaler = loading.load_upscaler(settings.sd_upscaler, dtype, device) if settings.sd_upscaler else None
+        embeddings = install_embeddings(pipe, [*loading.bundled(settings.sd_model, "embeddings"),
+                                               Path(settings.embeddings_dir)])
         log.info("loaded %s on %s (%s), safety checker: %s%s", settings.sd_model, device, dtype, safety.name,
                  f", upscaler: {settings.sd_upscaler}" if upscaler else "")
         return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=loading.model_name(settings.sd_model),
                    scheduler_config=dict(pipe.scheduler.config), upscaler=upscaler,
-                   upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "")
+                   upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "", embeddings=embeddings)
 
     @property
     def native_size(self) -> int:
@@ -91,7 +97,8 @@ class Engine:
             key = job.request.batch_key()
             if key is not None and prompts.weighted(self.pipe):
                 # Prompts of another length would pad this job's: each picture must be what it is alone.
-                key = (key, prompts.count(self.pipe, job.request.prompt, job.request.negative_prompt))
+                key = (key, prompts.count(self.pipe, job.request.prompt, job.request.negative_prompt,
+                                          embeddings=self.embeddings))
             groups.setdefault(("alone", index) if key is None else key, []).append(index)
         answers: dict[int, GenerateResult | Exception] = {}
         for indexes in groups.values():

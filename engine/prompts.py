@@ -17,6 +17,9 @@ import torch
 from diffusers import DiffusionPipeline
 
 from dreambot.prompt import parse
+from engine.embeddings import Embeddings
+
+NONE = Embeddings()
 
 
 def weighted(pipe: DiffusionPipeline) -> bool:
@@ -25,8 +28,9 @@ def weighted(pipe: DiffusionPipeline) -> bool:
         and getattr(pipe, "tokenizer", None) is not None
 
 
-def chunks(pipe: DiffusionPipeline, text: str) -> list[list[tuple[int, float]]]:
-    """The prompt's (token, weight) pairs in chunks of the encoder's length less 2; at least one."""
+def chunks(pipe: DiffusionPipeline, text: str, embeddings: Embeddings = NONE) -> list[list[tuple[int, float]]]:
+    """The prompt's (token, weight) pairs in chunks of the encoder's length less 2; at least one.
+    An embedding's name, as a word, stands for its vectors' tokens."""
     tokenizer = pipe.tokenizer
     size = tokenizer.model_max_length - 2
     cut: list[list[tuple[int, float]]] = [[]]
@@ -35,23 +39,25 @@ def chunks(pipe: DiffusionPipeline, text: str) -> list[list[tuple[int, float]]]:
             if cut[-1]:
                 cut.append([])
             continue
-        for token in tokenizer(fragment.text, add_special_tokens=False, truncation=False).input_ids:
+        spelled = embeddings.spell(fragment.text)
+        for token in tokenizer(spelled, add_special_tokens=False, truncation=False).input_ids:
             if len(cut[-1]) == size:
                 cut.append([])
             cut[-1].append((token, fragment.weight))
     return cut
 
 
-def count(pipe: DiffusionPipeline, *texts: str) -> int:
+def count(pipe: DiffusionPipeline, *texts: str, embeddings: Embeddings = NONE) -> int:
     """How many chunks the longest of `texts` takes (jobs sharing a call must agree on it)."""
-    return max(len(chunks(pipe, text)) for text in texts)
+    return max(len(chunks(pipe, text, embeddings)) for text in texts)
 
 
 @torch.no_grad()
-def encode(pipe: DiffusionPipeline, text: str, device: torch.device, length: int = 1) -> torch.Tensor:
+def encode(pipe: DiffusionPipeline, text: str, device: torch.device, length: int = 1,
+           embeddings: Embeddings = NONE) -> torch.Tensor:
     """The prompt's embeddings, (1, chunks × the encoder's length, width), padded to `length` chunks."""
     tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
-    cut = chunks(pipe, text)
+    cut = chunks(pipe, text, embeddings)
     cut += [[] for _ in range(length - len(cut))]
     size = tokenizer.model_max_length
     use_mask = getattr(encoder.config, "use_attention_mask", False)
@@ -73,10 +79,10 @@ def encode(pipe: DiffusionPipeline, text: str, device: torch.device, length: int
     return torch.cat(encoded, dim=1).to(dtype=encoder.dtype, device=device)
 
 
-def embeddings(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str], device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def embedded(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str], device: torch.device,
+             embeddings: Embeddings = NONE) -> tuple[torch.Tensor, torch.Tensor]:
     """The embeddings of one picture's prompt and negative per entry, all padded to one length."""
-    length = count(pipe, *prompts, *negatives)
-    positive = torch.cat([encode(pipe, text, device, length) for text in prompts])
-    negative = torch.cat([encode(pipe, text, device, length) for text in negatives])
+    length = count(pipe, *prompts, *negatives, embeddings=embeddings)
+    positive = torch.cat([encode(pipe, text, device, length, embeddings) for text in prompts])
+    negative = torch.cat([encode(pipe, text, device, length, embeddings) for text in negatives])
     return positive, negative

@@ -1,0 +1,85 @@
+"""Textual-inversion embeddings (`engine.embeddings`): every file in EMBEDDINGS_DIR loads by its
+name, is used where that name is a word of a prompt, and nothing unsafe is ever unpickled."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+from dreambot.request import GenerateRequest
+from dreambot.settings import EngineSettings
+from engine.embeddings import Embeddings
+from engine.pipeline import Engine
+
+
+class NotATensor:
+    """What a malicious .pt could hold: unpickling it would run code."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_model: Path, tmp_path_factory) -> Path:
+    width = 32  # the tiny model's text encoder (engine/tiny.py)
+    folder = tmp_path_factory.mktemp("embeddings")
+    generator = torch.Generator().manual_seed(0)
+    safetensors.torch.save_file({"emb_params": torch.randn(2, width, generator=generator)},
+                                str(folder / "glowing.safetensors"))  # A1111's safetensors, two vectors
+    torch.save({"string_to_param": {"*": torch.randn(1, width, generator=generator)}, "name": "fuzzy", "step": 9},
+               folder / "fuzzy.pt")  # A1111's .pt
+    torch.save({"<inky>": torch.randn(width, generator=generator)}, folder / "inky.bin")  # diffusers'
+    torch.save({"string_to_param": {"*": NotATensor()}}, folder / "unsafe.pt")
+    safetensors.torch.save_file({"emb_params": torch.randn(1, width * 2)}, str(folder / "wide.safetensors"))
+    safetensors.torch.save_file({"clip_l": torch.randn(1, 768), "clip_g": torch.randn(1, 1280)},
+                                str(folder / "sdxl.safetensors"))
+    (folder / "notes.txt").write_text("not an embedding")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model: Path, folder: Path, tmp_path_factory) -> tuple[Engine, Engine]:
+    empty = tmp_path_factory.mktemp("none")
+    with_them = Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), embeddings_dir=folder))
+    without = Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), embeddings_dir=empty))
+    return with_them, without
+
+
+def pixels(engine: Engine, prompt: str, negative: str = "") -> bytes:
+    request = GenerateRequest(prompt=prompt, negative_prompt=negative, seed=4, num_inference_steps=2,
+                              keep_flagged=True)
+    return Image.open(io.BytesIO(engine.generate(0, request).images[0].data)).tobytes()
+
+
+def test_every_kind_of_file_loads_by_name_and_the_rest_is_skipped_with_a_reason(tiny_model: Path, folder: Path,
+                                                                                caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="engine.embeddings"):
+        engine = Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), embeddings_dir=folder))
+    assert {name: len(tokens) for name, tokens in engine.embeddings.tokens.items()} == \
+        {"glowing": 2, "fuzzy": 1, "inky": 1}
+    said = caplog.text
+    assert "unsafe.pt cannot be read safely (weights only)" in said  # and nothing was run
+    assert "wide.safetensors has vectors 64 wide; this model's text encoder takes 32" in said
+    assert "sdxl.safetensors is an SDXL embedding" in said
+
+
+def test_a_name_is_used_as_a_whole_word_only() -> None:
+    words = Embeddings({"sun": ["<embedding:sun:0>"], "easynegative": ["<e:0>", "<e:1>"]})
+    assert words.spell("a sun, sunset, sun-dried, (sun:1.2) and easynegative") == \
+        "a <embedding:sun:0>, sunset, sun-dried, (<embedding:sun:0>:1.2) and <e:0><e:1>"
+
+
+def test_an_embedding_changes_the_picture_only_where_it_is_named(engines: tuple[Engine, Engine]) -> None:
+    with_them, without = engines
+    for prompt, negative in (("a red fox", ""), ("a fuzzier fox", "blurry")):
+        assert pixels(with_them, prompt, negative) == pixels(without, prompt, negative)
+    for prompt, negative in (("a glowing fox", ""), ("a fox", "fuzzy"), ("an inky fox", "")):
+        assert pixels(with_them, prompt, negative) != pixels(without, prompt, negative)
+    # Weighted like any word.
+    assert pixels(with_them, "a (glowing:1.5) fox") != pixels(with_them, "a glowing fox")
