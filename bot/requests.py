@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import replace
+from pathlib import Path
 
 from bot.images import ImageStore
 from bot.store import JobRow
@@ -23,6 +24,7 @@ from dreambot.request import (
     default_outpaint_amount,
     picture_seed,
 )
+from dreambot.wildcards import expand as wildcards_expand
 
 # A variation repaints this much of its source: close to it, yet visibly different.
 VARY_STRENGTH = 0.5
@@ -60,17 +62,23 @@ def prompts(prompt: str | None, negative: str | None, parent: JobRow | None) -> 
     return prompt or said.prompt, said.negative_prompt if negative is None else negative
 
 
-def from_options(styles: dict[str, Style], limits: Limits, prompt: str, negative: str | None, steps: int | None,
-                 guidance: float | None, seed: int | None, sampler: str | None, style: str | None,
-                 **fields) -> GenerateRequest:
-    """A command's request: the options a member left out take the defaults (a random seed)."""
+def from_options(styles: dict[str, Style], limits: Limits, wildcards: Path | None, prompt: str,
+                 negative: str | None, steps: int | None, guidance: float | None, seed: int | None,
+                 sampler: str | None, style: str | None, **fields) -> GenerateRequest:
+    """A command's request: the options a member left out take the defaults (a random seed), and
+    its wildcards and choices picked by that seed."""
     prompt, negative = styled(styles, limits, style, prompt, negative or "")
+    seed = new_seed() if seed is None else seed
+    prompt, negative = wildcards_expand(prompt, seed, wildcards), wildcards_expand(negative, seed, wildcards,
+                                                                                   "negative prompt")
+    if fields.get("end_prompt"):
+        fields["end_prompt"] = wildcards_expand(fields["end_prompt"], seed, wildcards, "end prompt")
     return GenerateRequest(
         prompt=prompt,
         negative_prompt=negative,
         num_inference_steps=DEFAULT_STEPS if steps is None else steps,
         guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance,
-        seed=new_seed() if seed is None else seed,
+        seed=seed,
         scheduler=sampler or DEFAULT_SAMPLER,
         style=style or "",
         **fields,

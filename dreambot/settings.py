@@ -32,6 +32,8 @@ class EngineSettings(BaseSettings):
     sd_upscaler: str | None = None
     # Textual-inversion embeddings (.safetensors, .pt, .bin), used by file name as a prompt's word.
     embeddings_dir: Path = Path("data/embeddings")
+    # Wildcards: WILDCARDS_DIR/name.txt, one choice per line, named in a prompt as __name__.
+    wildcards_dir: Path = Path("data/wildcards")
 
     @field_validator("sd_device")
     @classmethod

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
+from dreambot import wildcards
 from dreambot.request import (
     DEFAULT_FRAMES,
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     DIRECTIONS,
+    MAX_SEED,
     SAMPLERS,
     GenerateRequest,
     InvalidRequest,
@@ -91,20 +94,23 @@ def _generate(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"sd_model": args.model})
     try:
         inputs = _inputs(args)
+        # Wildcards and {a|b} choices are picked by the seed, so it is chosen first.
+        seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
+        folder = settings.wildcards_dir
         request = GenerateRequest(
-            prompt=args.prompt,
-            negative_prompt=args.negative,
+            prompt=wildcards.expand(args.prompt, seed, folder),
+            negative_prompt=wildcards.expand(args.negative, seed, folder, "negative prompt"),
             num_inference_steps=args.steps,
             guidance_scale=args.guidance,
             width=args.width,
             height=args.height,
-            seed=args.seed,
+            seed=seed,
             scheduler=args.sampler,
             num_images=args.count,
             strength=args.strength,
             direction=args.outpaint or "all",
             amount=args.amount if args.outpaint else 0,
-            end_prompt=args.end_prompt,
+            end_prompt=wildcards.expand(args.end_prompt, seed, folder, "end prompt") if args.end_prompt else None,
             end_seed=args.end_seed,
             frames=args.frames,
             **inputs,

@@ -338,8 +338,8 @@ class Dream(commands.Cog):
     def request(self, prompt, negative, steps, guidance, seed, sampler, style, **fields) -> GenerateRequest:
         """The request from the options: the defaults for those left out, checked against the limits
         (Discord enforces the option bounds, but a Discord-compatible server or an old client need not)."""
-        return from_options(self.bot.styles, self.bot.settings.limits, prompt, negative, steps, guidance, seed,
-                            sampler, style, **fields)
+        return from_options(self.bot.styles, self.bot.settings.limits, self.bot.settings.wildcards_dir, prompt,
+                            negative, steps, guidance, seed, sampler, style, **fields)
 
     async def earlier_result(self, interaction: discord.Interaction, job_id: int, picture: Optional[int]
                              ) -> tuple[JobRow, int, bytes]:

@@ -110,6 +110,9 @@ async def test_a_random_seed_is_recorded_and_reproducible(bot: BotProcess, fake:
         ({"prompt": "a (red circle"}, "The prompt opens a bracket it never closes: “(red circle”."),
         ({"prompt": "ok", "negative": "blurry)"}, "The negative prompt closes a bracket that was never opened"),
         ({"prompt": "(red:9) circle"}, "In the prompt, “(red:9)” has the weight 9; weights go from 0 to 3."),
+        ({"prompt": "a __colour__ fox"},
+         "The prompt names the wildcard __colour__, which does not exist (none are set up on this server)."),
+        ({"prompt": "a {red|blue fox"}, "The prompt has a { without its }: write choices as {red|green|blue}."),
     ],
 )
 async def test_bad_options_get_a_private_answer_and_queue_nothing(
@@ -121,6 +124,19 @@ async def test_bad_options_get_a_private_answer_and_queue_nothing(
     assert answer.ephemeral and message in answer.content
     assert [r.kind for r in interaction.replies] == ["callback", "delete", "followup"]
     assert len(jobs(bot)) == before
+
+
+async def test_choices_are_drawn_by_the_seed_and_the_drawn_prompt_is_what_is_recorded(
+    bot: BotProcess, fake: FakeDiscord
+) -> None:
+    drawn = set()
+    for seed in (1, 2, 3, 4, 5, 6):
+        interaction = await fake.invoke("dream", prompt="a {red|blue} fox", seed=seed, steps=2)
+        reply = await interaction.wait_for(lambda r: bool(r.files))
+        [row] = jobs(bot, "interaction_id = ?", interaction.id)
+        assert row["prompt"] in ("a red fox", "a blue fox") and f"**{row['prompt']}**" in reply.content
+        drawn.add(row["prompt"])
+    assert drawn == {"a red fox", "a blue fox"}
 
 
 async def test_defers_within_a_second_while_the_engine_is_busy(bot: BotProcess, fake: FakeDiscord) -> None:
