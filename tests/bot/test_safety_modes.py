@@ -43,7 +43,7 @@ async def answer(interaction: Interaction) -> str:
     return (await interaction.wait_for(lambda reply: bool(reply.content))).content
 
 
-def job_of(bot: BotProcess, interaction: Interaction) -> sqlite3.Row:
+def job_of(bot: BotProcess, interaction: Interaction) -> dict:
     """The job's row, once its outcome is recorded (it is recorded just after it is posted)."""
     for _ in range(200):
         row = bot.jobs("interaction_id = ?", interaction.id)[0]
@@ -64,7 +64,8 @@ async def dream_in(fake: FakeDiscord, channel: int | None, member: dict | None =
 
 def outcome(bot: BotProcess, interaction: Interaction) -> str:
     """withheld, spoiler or as is: what the members of the channel got."""
-    uploads = [upload for reply in interaction.replies for upload in reply.files]
+    # The results only: a slow job may also show a progress preview first (spoilered too).
+    uploads = [upload for reply in interaction.replies for upload in reply.files if "dream-" in upload.filename]
     job = job_of(bot, interaction)
     images = list((bot.workdir / "data" / "images").glob(f"{job['id']}-result-*"))
     if not uploads:
