@@ -38,13 +38,14 @@ class Embeddings:
     _words: re.Pattern | None = field(default=None, repr=False)
 
     def spell(self, text: str) -> str:
-        """The text with each embedding's name, as a whole word, replaced by its tokens."""
+        """The text with each embedding's name, as a whole word in any case, replaced by its tokens."""
         if not self.tokens:
             return text
-        if self._words is None:
+        if self._words is None:  # CLIP reads "Sun" as "sun": so does the match
             names = sorted(self.tokens, key=len, reverse=True)
-            self._words = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
-        return self._words.sub(lambda match: "".join(self.tokens[match[1]]), text)
+            self._words = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
+        by_lower = {name.lower(): tokens for name, tokens in self.tokens.items()}
+        return self._words.sub(lambda match: "".join(by_lower[match[1].lower()]), text)
 
 
 def vectors(path: Path) -> torch.Tensor:

@@ -4,8 +4,9 @@ Textual inversion (Gal et al. 2022) teaches a frozen model a new word by trainin
 word's input embedding. Here the word is `sun` and the pictures are yellow circles, so that "a sun
 on a blue background" draws a yellow circle on blue, a word the model never saw, learned from
 pictures alone. The bundled `engine/models/shapes/embeddings/sun.safetensors` was made with
-`python -m tools.train_embedding sun engine/models/shapes/embeddings/sun.safetensors`; deterministic
-given --seed on one machine, a few minutes on 2 cores, evaluated at the end.
+`python -m tools.train_embedding sun engine/models/shapes/embeddings/sun.safetensors` (the engine
+installs every file in the model's `embeddings/` folder at start). Deterministic given --seed on one
+machine; under a minute on 2 idle cores, training and evaluation together.
 
 Choices, and why:
 - The name is added to the tokenizer as `AddedToken(name, single_word=True, normalized=False)`: it
@@ -14,13 +15,14 @@ Choices, and why:
 - Only the new rows train; the text encoder, UNet and VAE stay frozen, so every other prompt draws
   exactly what it drew before. The rows start from a neutral word's embedding ("shape": "a shape"
   is the model's phrase for any colour and any shape), not from "yellow" or "circle", so that what
-  the vectors end up meaning comes from the pictures.
+  the vectors end up meaning comes from the pictures (untrained, `--steps 0`, "a sun on a BG
+  background" is a yellow circle on BG 1 time in 16).
 - The loss is `tools.train_shapes`' loss: v-prediction on its zero-terminal-SNR schedule (read back
   from the model's scheduler config), uniform timesteps, min-SNR-5 weights.
 - Pictures are `tools.shapes` yellow circles of every size and place it draws, on all four
   backgrounds, captioned in the model's own style: mostly the full sentence, otherwise "a sun" or
   bare words, so the name means "yellow circle" whatever the rest of the prompt says. No empty
-  captions: they would teach the frozen unconditional model nothing.
+  captions: without the name in it, a caption gives its rows no gradient.
 - The output is AUTOMATIC1111's safetensors embedding format: one key, "emb_params", a float32
   tensor of shape (vectors, hidden size); diffusers' `load_textual_inversion` reads it too.
 """
@@ -28,6 +30,7 @@ Choices, and why:
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import re
 import time
@@ -77,7 +80,8 @@ def add_tokens(pipe: StableDiffusionPipeline, name: str, vectors: int) -> list[i
     added = pipe.tokenizer.add_tokens([AddedToken(n, single_word=True, normalized=False) for n in names])
     if added != vectors:
         raise ValueError(f"{name!r} is already a token of this tokenizer")
-    pipe.text_encoder.resize_token_embeddings(len(pipe.tokenizer))
+    # No mean resizing: every new row is set (from the file, or by training) right after.
+    pipe.text_encoder.resize_token_embeddings(len(pipe.tokenizer), mean_resizing=False)
     return pipe.tokenizer.convert_tokens_to_ids(names)
 
 
@@ -103,7 +107,7 @@ def training_caption(rng: random.Random, name: str, background: str) -> str:
 
 def draw_pictures(rng: random.Random, count: int) -> tuple[torch.Tensor, list[str]]:
     """`count` yellow circles as a [-1, 1] tensor, backgrounds in turn, with the background each shows."""
-    backgrounds = [list(shapes.BACKGROUNDS)[i % len(shapes.BACKGROUNDS)] for i in range(count)]
+    backgrounds = list(itertools.islice(itertools.cycle(shapes.BACKGROUNDS), count))
     pictures = [np.asarray(shapes.draw(COLOUR, SHAPE, background, rng)) for background in backgrounds]
     return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1, backgrounds
 
@@ -147,7 +151,7 @@ def train(pipe: StableDiffusionPipeline, name: str, *, vectors: int, init_token:
     length = tokenizer.model_max_length
 
     optimiser = torch.optim.AdamW([rows], lr=lr, weight_decay=0.0)
-    schedule = warmup_cosine(optimiser, steps, warmup=max(1, steps // 20))
+    schedule = warmup_cosine(optimiser, max(1, steps), warmup=max(1, steps // 20))  # --steps 0: the start alone
     generator = torch.Generator().manual_seed(seed + 1)
     started = time.perf_counter()
     for step in range(1, steps + 1):
@@ -224,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vectors", type=int, default=1, help="embedding vectors the name stands for")
     parser.add_argument("--init-token", default="shape", help="one-token word whose embedding the rows start from")
     parser.add_argument("--images", type=int, default=1024, help="training pictures")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--eval-seeds", type=int, default=4, help="pictures per background in the evaluation")

@@ -71,7 +71,7 @@ def test_every_kind_of_file_loads_by_name_and_the_rest_is_skipped_with_a_reason(
 
 def test_a_name_is_used_as_a_whole_word_only() -> None:
     words = Embeddings({"sun": ["<embedding:sun:0>"], "easynegative": ["<e:0>", "<e:1>"]})
-    assert words.spell("a sun, sunset, sun-dried, (sun:1.2) and easynegative") == \
+    assert words.spell("a sun, sunset, sun-dried, (Sun:1.2) and easynegative") == \
         "a <embedding:sun:0>, sunset, sun-dried, (<embedding:sun:0>:1.2) and <e:0><e:1>"
 
 
@@ -83,3 +83,17 @@ def test_an_embedding_changes_the_picture_only_where_it_is_named(engines: tuple[
         assert pixels(with_them, prompt, negative) != pixels(without, prompt, negative)
     # Weighted like any word.
     assert pixels(with_them, "a (glowing:1.5) fox") != pixels(with_them, "a glowing fox")
+
+
+def test_the_bundled_sun_embedding_draws_a_yellow_circle() -> None:
+    from tools import shapes  # the oracle: colour, shape and background of a picture
+
+    engine = Engine.load(EngineSettings(_env_file=None, sd_model="shapes"))
+    assert list(engine.embeddings.tokens) == ["sun"]
+    seen = []
+    for background in ("white", "black", "gray", "blue"):
+        for seed in (1, 2):
+            request = GenerateRequest(prompt=f"a sun on a {background} background", seed=seed, keep_flagged=True)
+            image = Image.open(io.BytesIO(engine.generate(0, request).images[0].data))
+            seen.append(shapes.classify(image) == ("yellow", "circle", background))
+    assert sum(seen) >= 7, seen
