@@ -15,8 +15,6 @@ from enum import StrEnum
 from dreambot import prompt as prompt_syntax
 from dreambot.errors import InvalidRequest
 
-__all__ = ["InvalidRequest"]  # raised by every rule here; defined in dreambot.errors
-
 # Sampler names as members know them (AUTOMATIC1111's), in the order the bot offers them.
 SAMPLERS: tuple[str, ...] = (
     "DPM++ 2M Karras",
