@@ -49,7 +49,7 @@ def test_long_prompts_are_chunked_and_padded_to_one_length(tiny: Engine) -> None
     size = pipe.tokenizer.model_max_length
     assert prompts.count(pipe, SCENE) == 1 and prompts.count(pipe, f"{SCENE}, {FILLER}") >= 2
     assert prompts.count(pipe, "a BREAK b BREAK c") == 3
-    long, short = prompts.embeddings(pipe, [f"{SCENE}, {FILLER}"], [""], tiny.device)
+    long, short = prompts.embedded(pipe, [f"{SCENE}, {FILLER}"], [""], tiny.device)
     assert long.shape == short.shape and long.shape[1] == size * prompts.count(pipe, f"{SCENE}, {FILLER}")
 
 
