@@ -32,15 +32,21 @@ def names(folder: Path | None) -> list[str]:
 def expand(text: str, seed: int, folder: Path | None, what: str = "prompt") -> str:
     """The text with its wildcards and `{a|b}` choices picked by `seed`; InvalidRequest for an
     unknown wildcard or an unclosed `{`."""
-    if "__" not in text and "{" not in text:
-        return text  # nothing to pick: the text as written, untouched
+    wildcards = _WILDCARD.findall(text)
+    if not wildcards and "{" not in text:
+        return text  # nothing to pick: the text as written, untouched ("^__^" included)
     known = names(folder)
-    for name in _WILDCARD.findall(text):
+    for name in wildcards:
         if name not in known:
             offered = ", ".join(f"__{n}__" for n in known) if known else "none are set up on this server"
             raise InvalidRequest(f"The {what} names the wildcard __{name}__, which does not exist ({offered}).")
     generator = RandomPromptGenerator(wildcard_manager=WildcardManager(folder) if known else None)
     try:
         return generator.generate(text, 1, seeds=[seed])[0]
-    except ParseException:
-        raise InvalidRequest(f"The {what} has a {{ without its }}: write choices as {{red|green|blue}}.") from None
+    except ParseException as error:
+        near = text[max(0, error.loc - 10):error.loc + 10].strip()
+        raise InvalidRequest(f"The {what} cannot be read near “{near}”: write choices as {{red|green|blue}} and "
+                             "wildcards as __name__ (a { of the text itself cannot be used).") from None
+    except Exception:  # dynamicprompts' other syntax (variables, ${x}) that this bot does not offer
+        raise InvalidRequest(f"The {what} uses wildcard syntax this bot does not offer: only {{red|green|blue}} "
+                             "choices and __name__ wildcards.") from None

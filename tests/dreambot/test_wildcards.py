@@ -28,7 +28,7 @@ def test_the_seed_picks_and_reproduces_the_prompt(folder: Path) -> None:
 
 
 def test_a_prompt_without_the_syntax_is_kept_as_written(folder: Path) -> None:
-    for text in ("a red fox, (detailed:1.2), [blurry], \\(literal\\)", "", "snake_case and a_b"):
+    for text in ("a red fox, (detailed:1.2), [blurry], \\(literal\\)", "", "snake_case and a_b", "a cat ^__^"):
         assert expand(text, 3, folder) == text
 
 
@@ -38,6 +38,8 @@ def test_unknown_wildcards_and_unclosed_choices_say_what_exists(folder: Path, tm
         expand("a __animal__", 1, folder)
     with pytest.raises(InvalidRequest, match="none are set up on this server"):
         expand("a __colour__", 1, tmp_path_factory.mktemp("empty"))
-    with pytest.raises(InvalidRequest, match=r"The negative prompt has a \{ without its \}"):
+    with pytest.raises(InvalidRequest, match=r"The negative prompt cannot be read near “a \{red\|blue”: write choices"):
         expand("a {red|blue", 1, folder, "negative prompt")
+    with pytest.raises(InvalidRequest, match="only \\{red\\|green\\|blue\\} choices and __name__ wildcards"):
+        expand("${x} and y", 1, folder)
     assert names(folder) == ["colour", "shape"] and names(None) == []

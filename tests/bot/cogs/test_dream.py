@@ -112,7 +112,7 @@ async def test_a_random_seed_is_recorded_and_reproducible(bot: BotProcess, fake:
         ({"prompt": "(red:9) circle"}, "In the prompt, “(red:9)” has the weight 9; weights go from 0 to 3."),
         ({"prompt": "a __colour__ fox"},
          "The prompt names the wildcard __colour__, which does not exist (none are set up on this server)."),
-        ({"prompt": "a {red|blue fox"}, "The prompt has a { without its }: write choices as {red|green|blue}."),
+        ({"prompt": "a {red|blue fox"}, "The prompt cannot be read near “a {red|blue”: write choices as"),
     ],
 )
 async def test_bad_options_get_a_private_answer_and_queue_nothing(
