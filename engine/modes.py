@@ -51,20 +51,13 @@ def txt2img(engine: Engine, requests: list[GenerateRequest], progress: Progress)
     width, height = request.width or engine.native_size, request.height or engine.native_size
 
     # 2. scheduler and generators
-    pipe = engine.pipeline(Mode.TXT2IMG)
-    pipe.scheduler = samplers.scheduler(engine.scheduler_config, request)
-    generator = samplers.generators(engine.device, [seed for r in requests for seed in r.seeds()])
+    pipe, generator = _sampling(engine, Mode.TXT2IMG, requests)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(engine, pipe, requests),
+        **_denoising(engine, pipe, requests, generator, progress),
         width=width,
         height=height,
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        generator=generator,
-        callback_on_step_end=_reporting(progress, pipe),
-        output_type="pil",
     ).images
 
     # 4. paste back: nothing to keep; each job gets its own pictures
@@ -81,20 +74,13 @@ def img2img(engine: Engine, requests: list[GenerateRequest], progress: Progress)
     brought = [source, *imaging.parts(source)]
 
     # 2. scheduler and generators
-    pipe = engine.pipeline(Mode.IMG2IMG)
-    pipe.scheduler = samplers.scheduler(engine.scheduler_config, request)
-    generator = samplers.generators(engine.device, request.seeds())
+    pipe, generator = _sampling(engine, Mode.IMG2IMG, requests)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(engine, pipe, requests),
+        **_denoising(engine, pipe, requests, generator, progress),
         image=source,
         strength=request.denoising_strength,
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        generator=generator,
-        callback_on_step_end=_reporting(progress, pipe),
-        output_type="pil",
     ).images
 
     # 4. paste back: nothing is kept exactly
@@ -112,23 +98,16 @@ def inpaint(engine: Engine, requests: list[GenerateRequest], progress: Progress)
         brought.append(kept)
 
     # 2. scheduler and generators
-    pipe = engine.pipeline(Mode.INPAINT)
-    pipe.scheduler = samplers.scheduler(engine.scheduler_config, request)
-    generator = samplers.generators(engine.device, request.seeds())
+    pipe, generator = _sampling(engine, Mode.INPAINT, requests)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(engine, pipe, requests),
+        **_denoising(engine, pipe, requests, generator, progress),
         image=source,
         mask_image=mask,
         width=source.width,
         height=source.height,
         strength=request.denoising_strength,
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        generator=generator,
-        callback_on_step_end=_reporting(progress, pipe),
-        output_type="pil",
     ).images
 
     # 4. paste back what the mask keeps
@@ -143,23 +122,16 @@ def outpaint(engine: Engine, requests: list[GenerateRequest], progress: Progress
     canvas, mask, strip = imaging.outpaint_canvas(source, request.direction, request.amount)
 
     # 2. scheduler and generators
-    pipe = engine.pipeline(Mode.OUTPAINT)
-    pipe.scheduler = samplers.scheduler(engine.scheduler_config, request)
-    generator = samplers.generators(engine.device, request.seeds())
+    pipe, generator = _sampling(engine, Mode.OUTPAINT, requests)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(engine, pipe, requests),
+        **_denoising(engine, pipe, requests, generator, progress),
         image=canvas,
         mask_image=mask,
         width=canvas.width,
         height=canvas.height,
         strength=request.denoising_strength,
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        generator=generator,
-        callback_on_step_end=_reporting(progress, pipe),
-        output_type="pil",
     ).images
 
     # 4. paste back the original picture, outside the new strip
@@ -180,20 +152,13 @@ def upscale(engine: Engine, requests: list[GenerateRequest], progress: Progress)
     larger = source.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
 
     # 2. scheduler and generators
-    pipe = engine.pipeline(Mode.UPSCALE)
-    pipe.scheduler = samplers.scheduler(engine.scheduler_config, request)
-    generator = samplers.generators(engine.device, request.seeds())
+    pipe, generator = _sampling(engine, Mode.UPSCALE, requests)
 
     # 3. pipeline call
     images = pipe(
-        **_prompts(engine, pipe, requests),
+        **_denoising(engine, pipe, requests, generator, progress),
         image=larger,
         strength=request.denoising_strength,
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        generator=generator,
-        callback_on_step_end=_reporting(progress, pipe),
-        output_type="pil",
     ).images
 
     # 4. paste back: nothing is kept exactly
@@ -292,6 +257,30 @@ MODES: dict[Mode, Callable[[Engine, list[GenerateRequest], Progress], Made]] = {
     Mode.INTERPOLATE: interpolate,
 }
 assert set(MODES) == set(Mode), "every mode needs a function"
+
+
+def _sampling(engine: Engine, mode: Mode, requests: list[GenerateRequest]
+              ) -> tuple[DiffusionPipeline, list[torch.Generator]]:
+    """Step 2 of a mode: its pipeline with a fresh scheduler for the jobs' sampler, and one random
+    generator per picture, seeded as each picture's seed says."""
+    pipe = engine.pipeline(mode)
+    pipe.scheduler = samplers.scheduler(engine.scheduler_config, requests[0])
+    return pipe, samplers.generators(engine.device, [seed for r in requests for seed in r.seeds()])
+
+
+def _denoising(engine: Engine, pipe: DiffusionPipeline, requests: list[GenerateRequest],
+               generator: list[torch.Generator], progress: Progress) -> dict:
+    """The arguments every mode's pipeline call shares: the prompts, steps, guidance, generators
+    and progress; each mode adds its own inputs."""
+    request = requests[0]  # jobs sharing a call share these (`GenerateRequest.batch_key`)
+    return {
+        **_prompts(engine, pipe, requests),
+        "num_inference_steps": request.num_inference_steps,
+        "guidance_scale": request.guidance_scale,
+        "generator": generator,
+        "callback_on_step_end": _reporting(progress, pipe),
+        "output_type": "pil",
+    }
 
 
 def _refuse_on_an_inpainting_model(engine: Engine) -> None:
