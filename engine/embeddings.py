@@ -36,6 +36,7 @@ class Embeddings:
 
     tokens: dict[str, list[str]] = field(default_factory=dict)
     _words: re.Pattern | None = field(default=None, repr=False)
+    _by_lower: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def spell(self, text: str) -> str:
         """The text with each embedding's name, as a whole word in any case, replaced by its tokens."""
@@ -44,8 +45,8 @@ class Embeddings:
         if self._words is None:  # CLIP reads "Sun" as "sun": so does the match
             names = sorted(self.tokens, key=len, reverse=True)
             self._words = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
-        by_lower = {name.lower(): tokens for name, tokens in self.tokens.items()}
-        return self._words.sub(lambda match: "".join(by_lower[match[1].lower()]), text)
+            self._by_lower = {name.lower(): tokens for name, tokens in self.tokens.items()}
+        return self._words.sub(lambda match: "".join(self._by_lower[match[1].lower()]), text)
 
 
 def vectors(path: Path) -> torch.Tensor:
