@@ -1,7 +1,8 @@
 """AUTOMATIC1111's prompt language: `(word)` ×1.1, `((word))` ×1.21, `[word]` ÷1.1, `(word:1.3)`,
-nesting, `\\(` `\\)` for literal brackets, and `BREAK` to start a new chunk of the text encoder's
-tokens. The parser is A1111's (`modules/prompt_parser.py`), made strict where A1111 guesses: an
-unclosed or unopened bracket, or a weight that is not a number or out of range, is refused with a
+nesting, `\\(` `\\)` for literal brackets, `BREAK` to start a new chunk of the text encoder's
+tokens, and `<lora:NAME:WEIGHT>` to apply a LoRA (the tag is not text: `parse` leaves it out). The
+parser is A1111's (`modules/prompt_parser.py`), made strict where A1111 guesses: an unclosed or
+unopened bracket or LoRA tag, or a weight that is not a number or out of range, is refused with a
 message saying where, rather than applied to the rest of the prompt.
 
 Imports neither torch nor discord: the bot checks a prompt before it queues it, and the engine
@@ -14,6 +15,13 @@ import re
 from dataclasses import dataclass
 
 from dreambot.errors import InvalidRequest
+
+# A LoRA's weight, `<lora:NAME:W>`: negative weights push away from what it learned.
+MIN_LORA_WEIGHT = -2.0
+MAX_LORA_WEIGHT = 3.0
+# A1111's tag; the name is a file stem (no path), the weight optional (1).
+_LORA = re.compile(r"<lora:(?P<name>[^<>:]*)(?::(?P<weight>[^<>]*))?>", re.I)
+_LORA_START = re.compile(r"<lora:", re.I)
 
 # A weight written as a number, `(word:W)`, must lie within these bounds; beyond them a picture
 # only breaks down.
@@ -39,6 +47,53 @@ _TOKENS = re.compile(
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
 
 
+@dataclass(frozen=True, order=True)
+class Lora:
+    """A LoRA a prompt asks for, by name, with its weight."""
+
+    name: str
+    weight: float = 1.0
+
+
+def loras(prompt: str, name: str = "prompt") -> tuple[Lora, ...]:
+    """The LoRAs a prompt's `<lora:NAME:W>` tags ask for, in the order written, or InvalidRequest
+    naming a malformed tag, a weight out of range or a LoRA named twice."""
+    found: list[Lora] = []
+    for match in _LORA.finditer(prompt):
+        lora_name, weight = match["name"].strip(), match["weight"]
+        if not lora_name or "/" in lora_name or "\\" in lora_name:
+            raise InvalidRequest(f"In the {name}, “{match[0]}” names no LoRA: write <lora:NAME:WEIGHT>, "
+                                 "with a name from /loras.")
+        try:
+            value = 1.0 if weight is None or not weight.strip() else float(weight)
+        except ValueError:
+            raise InvalidRequest(f"In the {name}, “{match[0]}” has a weight that is not a number: write it as "
+                                 f"<lora:{lora_name}:0.8>.") from None
+        if not MIN_LORA_WEIGHT <= value <= MAX_LORA_WEIGHT:
+            raise InvalidRequest(f"In the {name}, “{match[0]}” has the weight {value:g}; a LoRA's weight goes from "
+                                 f"{MIN_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}.")
+        if any(lora.name.lower() == lora_name.lower() for lora in found):
+            raise InvalidRequest(f"The {name} names the LoRA “{lora_name}” twice; give it once, with one weight.")
+        found.append(Lora(lora_name, value))
+    rest = _LORA.sub("", prompt)
+    if (start := _LORA_START.search(rest)) is not None:
+        raise InvalidRequest(f"In the {name}, the LoRA tag “{rest[start.start():start.start() + 30]}” is never "
+                             "closed: write <lora:NAME:WEIGHT>.")
+    return tuple(found)
+
+
+def without_loras(prompt: str) -> str:
+    """The prompt's text, its `<lora:…>` tags left out."""
+    return _LORA.sub("", prompt)
+
+
+def names_word(prompt: str, word: str) -> bool:
+    """Whether the prompt's text (its LoRA tags left out) has `word` as a whole word, in any case:
+    how an embedding's name is found (`easynegative`; "sunset" does not name `sun`)."""
+    pattern = r"(?<![\w-])" + re.escape(word) + r"(?![\w-])"
+    return re.search(pattern, without_loras(prompt), re.I) is not None
+
+
 @dataclass(frozen=True)
 class Fragment:
     """A run of text with one weight; `text` is None for a BREAK (the next text starts a new chunk)."""
@@ -58,6 +113,7 @@ def parse(prompt: str, name: str = "prompt") -> list[Fragment]:
         for part in parts[start:]:
             part[1] *= factor
 
+    prompt = without_loras(prompt)
     for match in _TOKENS.finditer(prompt):
         token, weight = match.group(0), match.group("weight")
         if token.startswith("\\"):

@@ -190,6 +190,12 @@ class GenerateRequest:
             return None
         return self.mode.default_strength if self.strength is None else self.strength
 
+    @property
+    def loras(self) -> tuple[prompt_syntax.Lora, ...]:
+        """The LoRAs the prompt's `<lora:NAME:W>` tags ask for, those of weight 0 left out (they
+        change nothing)."""
+        return tuple(lora for lora in prompt_syntax.loras(self.prompt) if lora.weight != 0)
+
     def seeds(self) -> list[int]:
         """The seed of each picture the job makes (`picture_seed`)."""
         assert self.seed is not None, "the bot picks the seed before recording the job"
@@ -199,7 +205,9 @@ class GenerateRequest:
         """Jobs with equal keys can share one pipeline call; None: this job runs alone."""
         if not self.mode.batches:
             return None
-        return (self.width, self.height, self.num_inference_steps, self.scheduler, self.guidance_scale)
+        # One call runs one set of LoRAs: jobs with different sets never share it.
+        return (self.width, self.height, self.num_inference_steps, self.scheduler, self.guidance_scale,
+                tuple(sorted(self.loras)))
 
     def to_json(self) -> str:
         """The request as stored with its job, without its pictures (they are files, `bot.images`)."""
@@ -226,6 +234,9 @@ class GenerateRequest:
                     f"The {name} is {len(text)} characters long; the limit is {limits.max_prompt_length}."
                 )
             prompt_syntax.parse(text, name)  # A1111's weights and brackets: refused here, never queued
+            if name != "prompt" and prompt_syntax.loras(text, name):
+                raise InvalidRequest(f"LoRA tags go in the prompt, not the {name}: move <lora:…> there.")
+        prompt_syntax.loras(prompt)
         if not 1 <= self.num_inference_steps <= limits.max_steps:
             raise InvalidRequest(f"Steps must be between 1 and {limits.max_steps} (got {self.num_inference_steps}).")
         if not 0 <= self.guidance_scale <= 30:

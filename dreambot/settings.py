@@ -13,9 +13,13 @@ from typing import Literal, NoReturn, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dreambot.adapters import Catalogue
 from dreambot.request import Limits
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The models that come with the project, by the name SD_MODEL gives them; each may carry its own
+# `loras/` and `embeddings/`, used in addition to LORA_DIR and EMBEDDINGS_DIR.
+BUILTIN_MODELS = {"shapes": Path(__file__).resolve().parent.parent / "engine" / "models" / "shapes"}
 
 
 class EngineSettings(BaseSettings):
@@ -32,8 +36,22 @@ class EngineSettings(BaseSettings):
     sd_upscaler: str | None = None
     # Textual-inversion embeddings (.safetensors, .pt, .bin), used by file name as a prompt's word.
     embeddings_dir: Path = Path("data/embeddings")
+    # LoRAs (.safetensors, kohya/A1111 or diffusers format), used by file name: <lora:NAME:WEIGHT>.
+    lora_dir: Path = Path("data/loras")
     # Wildcards: WILDCARDS_DIR/name.txt, one choice per line, named in a prompt as __name__.
     wildcards_dir: Path = Path("data/wildcards")
+
+    def bundled(self, what: str) -> list[Path]:
+        """The folder of `what` (embeddings, loras) that comes with a built-in SD_MODEL, if any."""
+        if self.sd_model not in BUILTIN_MODELS or Path(self.sd_model).exists():
+            return []
+        folder = BUILTIN_MODELS[self.sd_model] / what
+        return [folder] if folder.is_dir() else []
+
+    def adapters(self) -> Catalogue:
+        """The LoRAs and embeddings installed for this model: the bundled ones, then the folders'."""
+        return Catalogue.scan([*self.bundled("loras"), self.lora_dir],
+                              [*self.bundled("embeddings"), self.embeddings_dir])
 
     @field_validator("sd_device")
     @classmethod

@@ -18,19 +18,13 @@ from diffusers import (
 )
 
 from dreambot.request import Mode
+from dreambot.settings import BUILTIN_MODELS
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, SafetyChecker
 
 log = logging.getLogger(__name__)
 
 # Models that ship inside the package, loadable offline by name (SD_MODEL=shapes).
-BUILTIN_MODELS = {"shapes": Path(__file__).resolve().parent / "models" / "shapes"}
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-
-
-def bundled(source: str, what: str) -> list[Path]:
-    """The folder of `what` (embeddings, loras) that comes with a built-in model, if there is one."""
-    folder = BUILTIN_MODELS[source] / what if source in BUILTIN_MODELS else None
-    return [folder] if folder is not None and folder.is_dir() else []
 
 
 class ModelLoadError(RuntimeError):

@@ -16,6 +16,7 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline
 from PIL import Image
 
+from dreambot.adapters import Catalogue
 from dreambot.request import MAX_SEED, SAFETY_SCALES, GenerateRequest, InvalidRequest, Mode
 from dreambot.settings import EngineSettings
 from dreambot.wire import GenerateResult, ImageResult, Job
@@ -23,6 +24,7 @@ from engine import imaging, loading, prompts, samplers
 from engine.embeddings import Embeddings
 from engine.embeddings import install as install_embeddings
 from engine.infotext import infotext
+from engine.loras import Loras
 from engine.modes import MODES, Made
 from engine.progress import JobCancelled, Preview, Progress, quiet
 from engine.safety import SafetyChecker
@@ -43,6 +45,7 @@ class Engine:
     upscaler: StableDiffusionLatentUpscalePipeline | None = None
     upscaler_name: str = ""
     embeddings: Embeddings = field(default_factory=Embeddings)
+    loras: Loras = field(default_factory=lambda: Loras(Catalogue()))
     _pipes: dict[Mode, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -54,13 +57,15 @@ class Engine:
         safety = loading.pick_safety_checker(pipe, settings.sd_safety_checker, settings.sd_model)
         pipe.set_progress_bar_config(disable=True)
         upscaler = loading.load_upscaler(settings.sd_upscaler, dtype, device) if settings.sd_upscaler else None
-        embeddings = install_embeddings(pipe, [*loading.bundled(settings.sd_model, "embeddings"),
+        embeddings = install_embeddings(pipe, [*settings.bundled("embeddings"),
                                                Path(settings.embeddings_dir)])
-        log.info("loaded %s on %s (%s), safety checker: %s%s", settings.sd_model, device, dtype, safety.name,
-                 f", upscaler: {settings.sd_upscaler}" if upscaler else "")
+        catalogue = settings.adapters()
+        log.info("loaded %s on %s (%s), safety checker: %s%s; %d LoRA(s) installed", settings.sd_model, device, dtype,
+                 safety.name, f", upscaler: {settings.sd_upscaler}" if upscaler else "", len(catalogue.loras))
         return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=loading.model_name(settings.sd_model),
                    scheduler_config=dict(pipe.scheduler.config), upscaler=upscaler,
-                   upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "", embeddings=embeddings)
+                   upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "", embeddings=embeddings,
+                   loras=Loras(catalogue, rescan=settings.adapters))
 
     @property
     def native_size(self) -> int:
@@ -163,7 +168,8 @@ class Engine:
         assert len(requests) == 1 or mode.batches, f"{mode} jobs do not share a call"
         samplers.check(self.scheduler_config, requests[0])  # refuses a sampler that cannot run, before any work
         thresholds = [self.nsfw_threshold(request) for request in requests]  # and a threshold out of bounds
-        made = MODES[mode](self, requests, progress)
+        with self.loras.applied(self.pipe, requests[0].loras):  # jobs sharing a call share their LoRAs
+            made = MODES[mode](self, requests, progress)
         generated = time.perf_counter()
         return [
             self._result(job.job_id, request, threshold, images, brought, made, started, generated)

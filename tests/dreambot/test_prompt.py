@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from dreambot.prompt import Fragment, parse
+from dreambot.prompt import Fragment, Lora, loras, names_word, parse
 from dreambot.request import GenerateRequest, InvalidRequest, Limits
 
 
@@ -48,3 +50,48 @@ def test_a_request_with_bad_syntax_is_refused_naming_which_text() -> None:
     with pytest.raises(InvalidRequest, match="The negative prompt opens a bracket"):
         GenerateRequest(prompt="a fox", negative_prompt="(blurry", seed=1).validated(Limits())
     assert Fragment("x").weight == 1.0
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("a fox <lora:outline:1>", (Lora("outline", 1.0),)),
+    ("<lora:outline> a fox", (Lora("outline", 1.0),)),  # the weight defaults to 1
+    ("a <LORA:pixel-art:0.8>, <lora:detail_v2:-1.5> fox", (Lora("pixel-art", 0.8), Lora("detail_v2", -1.5))),
+    ("a fox <lora:x:3> <lora:y:-2>", (Lora("x", 3.0), Lora("y", -2.0))),  # the bounds themselves
+    ("a fox, <not a tag> and <", ()),
+])
+def test_lora_tags_are_read_and_are_not_text(prompt: str, expected: tuple) -> None:
+    assert loras(prompt) == expected
+    assert all("lora" not in (fragment.text or "").lower() for fragment in parse(prompt))
+
+
+@pytest.mark.parametrize(("prompt", "message"), [
+    ("a fox <lora:outline:3.5>", "“<lora:outline:3.5>” has the weight 3.5; a LoRA's weight goes from -2 to 3"),
+    ("a fox <lora:outline:-2.1>", "weight goes from -2 to 3"),
+    ("a fox <lora:outline:strong>", "“<lora:outline:strong>” has a weight that is not a number"),
+    ("a fox <lora:outline:nan>", "weight goes from -2 to 3"),
+    ("a fox <lora::1>", "“<lora::1>” names no LoRA"),
+    ("a fox <lora:../../etc/x:1>", "names no LoRA"),
+    ("a fox <lora:outline:1", "the LoRA tag “<lora:outline:1” is never closed"),
+    ("<lora:a:1> <lora:A:0.5>", "names the LoRA “A” twice"),
+])
+def test_bad_lora_tags_say_what_is_wrong(prompt: str, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        loras(prompt)
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        GenerateRequest(prompt, seed=1).validated(Limits())
+
+
+def test_loras_belong_in_the_prompt_and_shape_the_batch() -> None:
+    with pytest.raises(InvalidRequest, match="LoRA tags go in the prompt, not the negative prompt"):
+        GenerateRequest("a fox", negative_prompt="<lora:blur:1>", seed=1).validated(Limits())
+    plain, zero = GenerateRequest("a fox"), GenerateRequest("a fox <lora:x:0>")
+    assert zero.loras == () and zero.batch_key() == plain.batch_key()  # weight 0 changes nothing
+    one, other = GenerateRequest("a <lora:x:1> fox"), GenerateRequest("a fox <lora:X:0.5>")
+    assert one.batch_key() != plain.batch_key() and one.batch_key() != other.batch_key()
+    assert GenerateRequest("<lora:b><lora:a:2>").batch_key() == GenerateRequest("<lora:a:2> <lora:b:1>").batch_key()
+
+
+def test_an_embedding_name_is_a_whole_word_outside_lora_tags() -> None:
+    assert names_word("a sun, x", "sun") and names_word("(SUN:1.2)", "sun")
+    assert not names_word("a sunset", "sun") and not names_word("sun-dried", "sun")
+    assert not names_word("a fox <lora:sun:1>", "sun")

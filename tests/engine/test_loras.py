@@ -1,0 +1,103 @@
+"""LoRAs (`engine.loras`): loaded by name from LORA_DIR in diffusers' and kohya's formats, on for
+exactly the job that names them, off again after, and every bad name or file refused clearly."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+from dreambot.errors import InvalidRequest
+from dreambot.request import GenerateRequest
+from dreambot.settings import EngineSettings
+from dreambot.wire import Job
+from engine import loras
+from engine.pipeline import Engine
+from tests.support.loras import write_lora
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_model: Path, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("loras")
+    write_lora(tiny_model, folder / "glow.safetensors", seed=1)
+    write_lora(tiny_model, folder / "glow_kohya.safetensors", seed=1, kohya=True)  # the same weights
+    write_lora(tiny_model, folder / "ink.safetensors", seed=2)
+    safetensors.torch.save_file({"model.diffusion_model.x.weight": torch.ones(2, 2)}, str(folder / "odd.safetensors"))
+    torch.save({"a": torch.ones(1)}, folder / "pickled.ckpt")  # not a LoRA file type: never opened
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path, folder: Path) -> Engine:
+    return Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), lora_dir=folder))
+
+
+def request(prompt: str, seed: int = 3) -> GenerateRequest:
+    return GenerateRequest(prompt=prompt, seed=seed, num_inference_steps=2, keep_flagged=True)
+
+
+def pixels(engine: Engine, prompt: str, seed: int = 3) -> bytes:
+    return Image.open(io.BytesIO(engine.generate(0, request(prompt, seed)).images[0].data)).tobytes()
+
+
+def test_only_safetensors_files_are_loras_and_a_name_is_its_file_stem(engine: Engine) -> None:
+    assert list(engine.loras.catalogue.loras) == ["glow", "glow_kohya", "ink", "odd"]
+
+
+def test_a_lora_changes_the_picture_and_leaves_nothing_behind(tiny_model: Path, folder: Path) -> None:
+    engine = Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), lora_dir=folder))
+    before = pixels(engine, "a red fox")  # no LoRA was ever loaded
+    glowing = pixels(engine, "a red fox <lora:glow:1>")
+    assert glowing != before
+    assert pixels(engine, "a red fox") == before  # the next job without it: bit for bit as before
+    assert pixels(engine, "a red fox <lora:glow:0>") == before  # weight 0 is no LoRA
+    assert pixels(engine, "a red fox <lora:glow:0.5>") not in (before, glowing)
+    assert pixels(engine, "a red fox <lora:GLOW>") == glowing  # weight 1 by default; any case
+    assert pixels(engine, "<lora:glow:1> a red fox") == glowing  # the tag is not text, wherever it stands
+    both = pixels(engine, "a red fox <lora:glow:1> <lora:ink:1>")
+    assert both not in (before, glowing, pixels(engine, "a red fox <lora:ink:1>"))
+
+
+def test_a_kohya_file_from_a_model_site_draws_what_the_same_weights_in_diffusers_format_draw(engine: Engine) -> None:
+    assert pixels(engine, "a fox <lora:glow_kohya:0.8>") == pixels(engine, "a fox <lora:glow:0.8>")
+
+
+def test_jobs_with_different_loras_never_share_a_call_and_each_is_as_if_alone(engine: Engine) -> None:
+    prompts = ["a fox <lora:glow:1>", "a fox", "a fox <lora:ink:1>", "a fox <lora:glow:1>"]
+    alone = [pixels(engine, prompt) for prompt in prompts]
+    results = engine.generate_batch([Job(k, request(prompt)) for k, prompt in enumerate(prompts)])
+    together = [Image.open(io.BytesIO(result.images[0].data)).tobytes() for result in results]
+    assert together == alone
+
+
+def test_the_cache_keeps_a_few_loaded_and_reloads_what_it_let_go(tiny_model: Path, folder: Path, monkeypatch) -> None:
+    engine = Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), lora_dir=folder))
+    monkeypatch.setattr(loras, "CACHED", 1)
+    glow, ink = pixels(engine, "a fox <lora:glow:1>"), pixels(engine, "a fox <lora:ink:1>")
+    assert list(engine.loras.loaded) == ["ink"]
+    assert pixels(engine, "a fox <lora:glow:1>") == glow and list(engine.loras.loaded) == ["glow"]
+    assert pixels(engine, "a fox <lora:ink:1>") == ink
+
+
+def test_an_unknown_name_is_refused_naming_what_is_installed(engine: Engine) -> None:
+    with pytest.raises(InvalidRequest, match=r"no LoRA named “nope” \(installed: glow, glow_kohya, ink, odd\)"):
+        engine.generate(0, request("a fox <lora:nope:1>"))
+
+
+def test_a_file_that_is_not_a_lora_for_this_model_is_refused_without_its_path(engine: Engine, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="engine.loras"), pytest.raises(InvalidRequest) as refused:
+        engine.generate(0, request("a fox <lora:odd:1>"))
+    assert "“odd” cannot be used with this server's model" in str(refused.value)
+    assert "odd.safetensors" not in str(refused.value) and "odd.safetensors" in caplog.text  # the path is the log's
+    assert pixels(engine, "a fox <lora:glow:1>") == pixels(engine, "a fox <lora:glow_kohya:1>")  # and all still works
+
+
+def test_a_lora_installed_after_the_start_is_found(tiny_model: Path, tmp_path: Path) -> None:
+    engine = Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), lora_dir=tmp_path))
+    write_lora(tiny_model, tmp_path / "late.safetensors", seed=5)
+    assert pixels(engine, "a fox <lora:late:1>") != pixels(engine, "a fox")
