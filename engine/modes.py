@@ -291,19 +291,17 @@ def _refuse_on_an_inpainting_model(engine: Engine) -> None:
 
 def _prompts(engine: Engine, pipe: DiffusionPipeline, requests: list[GenerateRequest]) -> dict:
     """The prompt arguments of a pipeline call for one job, or for several sharing it: embeddings
-    with AUTOMATIC1111's weights and no length limit (`engine.prompts`) where the pipeline has one
-    CLIP text encoder, else the texts."""
+    with AUTOMATIC1111's weights and no length limit (`engine.prompts`) where the pipeline's text
+    encoders are CLIP's (SD 1.x/2.x, SDXL with its pooled embeddings), else the texts."""
     if prompts.weighted(pipe):
         if len(requests) == 1:
             [request] = requests
-            positive, negative = prompts.embedded(pipe, [request.prompt], [request.negative_prompt], engine.device,
-                                                  engine.embeddings)
-            return {"prompt_embeds": positive, "negative_prompt_embeds": negative,
+            return {**prompts.arguments(pipe, [request.prompt], [request.negative_prompt], engine.device,
+                                        engine.embeddings),
                     "num_images_per_prompt": request.num_images}
         each = [r for r in requests for _ in range(r.num_images)]  # one prompt per picture
-        positive, negative = prompts.embedded(pipe, [r.prompt for r in each], [r.negative_prompt for r in each],
-                                              engine.device, engine.embeddings)
-        return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+        return prompts.arguments(pipe, [r.prompt for r in each], [r.negative_prompt for r in each], engine.device,
+                                 engine.embeddings)
     if len(requests) == 1:
         [request] = requests
         return {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None,

@@ -8,30 +8,52 @@ tokens simply has more chunks. A prompt, its negative and every prompt sharing a
 padded with empty chunks to the same length. Unweighted prompts of one chunk encode exactly as
 diffusers encodes them.
 
-SD 1.x and 2.x (one CLIP text encoder). SDXL pipelines still take the prompt text as it is.
+SD 1.x and 2.x: the text encoder's output. SDXL, as diffusers' `encode_prompt` and A1111 do: each
+chunk through both text encoders, each encoder's penultimate hidden states (each tokenizer padding
+with its own token) weighted on their own and the two joined along the width; the pooled
+embedding is the second encoder's, of the first chunk, unweighted (A1111's). An empty negative
+prompt is zeros where the pipeline says so (`force_zeros_for_empty_prompt`), as diffusers and
+A1111 make it: per prompt, so that a job sharing a call gets the picture it gets alone.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
+from transformers import PreTrainedTokenizerBase
 
 from dreambot.prompt import parse
-from engine.embeddings import Embeddings
+from engine.embeddings import Embeddings, text_encoders
 
 NONE = Embeddings()
 
+_SDXL = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
+
+
+def sdxl(pipe: DiffusionPipeline) -> bool:
+    """Whether this is an SDXL pipeline (txt2img, img2img or inpainting): two text encoders and a
+    pooled embedding."""
+    return isinstance(pipe, _SDXL)
+
 
 def weighted(pipe: DiffusionPipeline) -> bool:
-    """Whether this pipeline's prompts are encoded here (one CLIP text encoder)."""
-    return getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "text_encoder_2", None) is None \
-        and getattr(pipe, "tokenizer", None) is not None
+    """Whether this pipeline's prompts are encoded here: SD 1.x/2.x (one CLIP text encoder) and SDXL."""
+    if sdxl(pipe):
+        return bool(text_encoders(pipe))
+    return getattr(pipe, "text_encoder_2", None) is None and len(text_encoders(pipe)) == 1
 
 
-def chunks(pipe: DiffusionPipeline, text: str, embeddings: Embeddings = NONE) -> list[list[tuple[int, float]]]:
+def chunks(pipe: DiffusionPipeline, text: str, embeddings: Embeddings = NONE,
+           tokenizer: PreTrainedTokenizerBase | None = None) -> list[list[tuple[int, float]]]:
     """The prompt's (token, weight) pairs in chunks of the encoder's length less 2; at least one.
-    An embedding's name, as a word, stands for its vectors' tokens."""
-    tokenizer = pipe.tokenizer
+    An embedding's name, as a word, stands for its vectors' tokens. With the pipeline's first
+    tokenizer unless told another (SDXL's second, whose tokens differ only in their padding)."""
+    tokenizer = tokenizer or text_encoders(pipe)[0][1]
     size = tokenizer.model_max_length - 2
     cut: list[list[tuple[int, float]]] = [[]]
     for fragment in parse(text):
@@ -49,40 +71,73 @@ def chunks(pipe: DiffusionPipeline, text: str, embeddings: Embeddings = NONE) ->
 
 def count(pipe: DiffusionPipeline, *texts: str, embeddings: Embeddings = NONE) -> int:
     """How many chunks the longest of `texts` takes (jobs sharing a call must agree on it)."""
-    return max(len(chunks(pipe, text, embeddings)) for text in texts)
+    return max(len(chunks(pipe, text, embeddings, tokenizer)) for text in texts
+               for _, tokenizer, _ in text_encoders(pipe))
 
 
 @torch.no_grad()
 def encode(pipe: DiffusionPipeline, text: str, device: torch.device, length: int = 1,
            embeddings: Embeddings = NONE) -> torch.Tensor:
     """The prompt's embeddings, (1, chunks × the encoder's length, width), padded to `length` chunks."""
-    tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
-    cut = chunks(pipe, text, embeddings)
-    cut += [[] for _ in range(length - len(cut))]
-    size = tokenizer.model_max_length
-    use_mask = getattr(encoder.config, "use_attention_mask", False)
-    encoded = []
-    for chunk in cut:
-        tokens = [tokenizer.bos_token_id, *(token for token, _ in chunk), tokenizer.eos_token_id]
-        weights = [1.0, *(weight for _, weight in chunk), 1.0]
-        padding = size - len(tokens)
-        tokens += [tokenizer.pad_token_id] * padding
-        weights += [1.0] * padding
-        ids = torch.tensor([tokens], device=device)
-        mask = torch.tensor([[1] * (size - padding) + [0] * padding], device=device) if use_mask else None
-        z = encoder(ids, attention_mask=mask)[0]
-        if any(weight != 1.0 for weight in weights):
-            original_mean = z.mean()
-            z = z * torch.tensor(weights, device=device, dtype=z.dtype).reshape(1, -1, 1)
-            z = z * (original_mean / z.mean())
-        encoded.append(z)
-    return torch.cat(encoded, dim=1).to(dtype=encoder.dtype, device=device)
+    return encode_pooled(pipe, text, device, length, embeddings)[0]
 
 
-def embedded(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str], device: torch.device,
-             embeddings: Embeddings = NONE) -> tuple[torch.Tensor, torch.Tensor]:
-    """The embeddings of one picture's prompt and negative per entry, all padded to one length."""
+@torch.no_grad()
+def encode_pooled(pipe: DiffusionPipeline, text: str, device: torch.device, length: int = 1,
+                  embeddings: Embeddings = NONE) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prompt's embeddings, (1, chunks × the encoder's length, width: both encoders' on SDXL),
+    padded to `length` chunks; and SDXL's pooled embedding, (1, projection), of the first chunk
+    (None for SD 1.x/2.x)."""
+    xl = sdxl(pipe)
+    pooled = None
+    joined = []
+    encoders = text_encoders(pipe)
+    for _, tokenizer, encoder in encoders:
+        cut = chunks(pipe, text, embeddings, tokenizer)
+        cut += [[] for _ in range(length - len(cut))]
+        size = tokenizer.model_max_length
+        use_mask = not xl and getattr(encoder.config, "use_attention_mask", False)
+        encoded = []
+        for index, chunk in enumerate(cut):
+            tokens = [tokenizer.bos_token_id, *(token for token, _ in chunk), tokenizer.eos_token_id]
+            weights = [1.0, *(weight for _, weight in chunk), 1.0]
+            padding = size - len(tokens)
+            tokens += [tokenizer.pad_token_id] * padding
+            weights += [1.0] * padding
+            ids = torch.tensor([tokens], device=device)
+            if xl:  # diffusers' `StableDiffusionXLPipeline.encode_prompt`, for one chunk
+                output = encoder(ids, output_hidden_states=True)
+                if index == 0 and output[0].ndim == 2:  # the encoder with a projection: its pooled output
+                    pooled = output[0]
+                z = output.hidden_states[-2]
+            else:
+                mask = torch.tensor([[1] * (size - padding) + [0] * padding], device=device) if use_mask else None
+                z = encoder(ids, attention_mask=mask)[0]
+            if any(weight != 1.0 for weight in weights):
+                original_mean = z.mean()
+                z = z * torch.tensor(weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
+                z = z * (original_mean / z.mean())
+            encoded.append(z)
+        joined.append(torch.cat(encoded, dim=1))
+    # diffusers' dtype: the (last) text encoder's.
+    embeds = torch.cat(joined, dim=-1).to(dtype=encoders[-1][2].dtype, device=device)
+    return embeds, None if pooled is None else pooled.to(device=device)
+
+
+def arguments(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str], device: torch.device,
+              embeddings: Embeddings = NONE) -> dict[str, torch.Tensor]:
+    """The prompt arguments of a pipeline call making one picture per entry of `prompts` (with the
+    negative at the same place), all padded to one length: `prompt_embeds` and
+    `negative_prompt_embeds`, and on SDXL `pooled_prompt_embeds` and `negative_pooled_prompt_embeds`."""
     length = count(pipe, *prompts, *negatives, embeddings=embeddings)
-    positive = torch.cat([encode(pipe, text, device, length, embeddings) for text in prompts])
-    negative = torch.cat([encode(pipe, text, device, length, embeddings) for text in negatives])
-    return positive, negative
+    positive = [encode_pooled(pipe, text, device, length, embeddings) for text in prompts]
+    zeros = sdxl(pipe) and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
+    nothing = tuple(None if tensor is None else torch.zeros_like(tensor) for tensor in positive[0])
+    negative = [nothing if zeros and not text else encode_pooled(pipe, text, device, length, embeddings)
+                for text in negatives]
+    given = {"prompt_embeds": torch.cat([embeds for embeds, _ in positive]),
+             "negative_prompt_embeds": torch.cat([embeds for embeds, _ in negative])}
+    if positive[0][1] is not None:
+        given["pooled_prompt_embeds"] = torch.cat([pooled for _, pooled in positive])
+        given["negative_pooled_prompt_embeds"] = torch.cat([pooled for _, pooled in negative])
+    return given

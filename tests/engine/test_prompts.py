@@ -1,11 +1,14 @@
 """Prompts encoded as AUTOMATIC1111 encodes them (`engine.prompts`): weights on the text encoder's
-output, no length limit, and unweighted short prompts exactly as diffusers encodes them."""
+output, no length limit, and unweighted short prompts exactly as diffusers encodes them; on SD 1.x
+(the tiny model, the shapes model) and SDXL (the tiny SDXL: both text encoders, the pooled
+embedding)."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,8 +16,9 @@ from PIL import Image
 from dreambot.request import GenerateRequest
 from dreambot.settings import EngineSettings
 from dreambot.wire import Job
-from engine import prompts
+from engine import modes, prompts
 from engine.pipeline import Engine
+from tests.support.models import tiny_sdxl_model
 
 SCENE = "a red circle on a blue background"
 # Far past CLIP's 75 tokens: what follows it used to be cut without a word.
@@ -31,6 +35,11 @@ def tiny(tiny_model: Path) -> Engine:
     return Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model)))
 
 
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_sdxl_model(tmp_path_factory))))
+
+
 def picture(engine: Engine, prompt: str, **options) -> bytes:
     """The picture's pixels (its PNG's text names the prompt as written)."""
     request = GenerateRequest(prompt=prompt, seed=3, num_inference_steps=8, keep_flagged=True, **options)
@@ -42,6 +51,12 @@ def test_an_unweighted_prompt_encodes_as_diffusers_encodes_it(tiny: Engine) -> N
     for text in ("a red fox, detailed and blurry", ""):
         theirs, _ = pipe.encode_prompt(text, tiny.device, 1, False)
         assert torch.equal(prompts.encode(pipe, text, tiny.device), theirs)
+    texts, negatives = ["a red fox", "a blue cat on a mat"], ["blurry", ""]
+    for negative in (negatives, None):  # diffusers encodes no negative as ""
+        theirs = pipe.encode_prompt(texts, tiny.device, 1, True, negative)
+        ours = prompts.arguments(pipe, texts, negative or ["", ""], tiny.device)
+        assert list(ours) == ["prompt_embeds", "negative_prompt_embeds"]
+        assert torch.equal(ours["prompt_embeds"], theirs[0]) and torch.equal(ours["negative_prompt_embeds"], theirs[1])
 
 
 def test_long_prompts_are_chunked_and_padded_to_one_length(tiny: Engine) -> None:
@@ -49,7 +64,8 @@ def test_long_prompts_are_chunked_and_padded_to_one_length(tiny: Engine) -> None
     size = pipe.tokenizer.model_max_length
     assert prompts.count(pipe, SCENE) == 1 and prompts.count(pipe, f"{SCENE}, {FILLER}") >= 2
     assert prompts.count(pipe, "a BREAK b BREAK c") == 3
-    long, short = prompts.embedded(pipe, [f"{SCENE}, {FILLER}"], [""], tiny.device)
+    given = prompts.arguments(pipe, [f"{SCENE}, {FILLER}"], [""], tiny.device)
+    long, short = given["prompt_embeds"], given["negative_prompt_embeds"]
     assert long.shape == short.shape and long.shape[1] == size * prompts.count(pipe, f"{SCENE}, {FILLER}")
 
 
@@ -68,10 +84,115 @@ def test_words_past_the_encoders_length_change_the_picture(shapes: Engine) -> No
 
 
 def test_jobs_with_prompts_of_other_lengths_still_get_their_own_pictures(tiny: Engine) -> None:
-
-
     requests = [GenerateRequest(prompt=text, seed=5, num_inference_steps=2, keep_flagged=True)
                 for text in ("a fox", f"a fox, {FILLER}")]
     alone = [tiny.generate(k, request).images[0].data for k, request in enumerate(requests)]
     together = tiny.generate_batch([Job(k, request) for k, request in enumerate(requests)])
     assert [result.images[0].data for result in together] == alone  # type: ignore[union-attr]
+
+
+# SDXL: both text encoders' penultimate hidden states side by side, the second's pooled embedding.
+# The tiny SDXL's tokenizers spell by bytes: this is 123 tokens, two chunks.
+LONG = f"{SCENE}, " + ", ".join(["a plain shape"] * 7)
+SDXL_KEYS = ["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
+
+
+def test_an_unweighted_sdxl_prompt_encodes_as_diffusers_encodes_it(sdxl: Engine) -> None:
+    pipe, device = sdxl.pipe, sdxl.device
+    assert prompts.weighted(pipe) and pipe.tokenizer.pad_token_id != pipe.tokenizer_2.pad_token_id
+    for text, negative in (("a red fox, detailed", ""), ("a red fox, detailed", "blurry, ugly"), ("", "")):
+        # An empty negative is diffusers' None: zeros, as `force_zeros_for_empty_prompt` says.
+        theirs = pipe.encode_prompt(text, device=device, negative_prompt=negative or None)
+        ours = prompts.arguments(pipe, [text], [negative], device)
+        assert list(ours) == SDXL_KEYS
+        assert all(torch.equal(ours[key], tensor) for key, tensor in zip(SDXL_KEYS, theirs, strict=True)), text
+    assert ours["prompt_embeds"].shape == \
+        (1, 77, pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size)
+    # Several prompts in one call: as diffusers encodes them together, and each as alone. (diffusers'
+    # own pooled embeddings of a batch differ from its single ones in the last bits: ours are the single.)
+    texts = ["a red fox", "a blue cat on a mat", "a fox"]
+    for negatives in (["blurry", "ugly, bad", "dark"], None):
+        theirs = pipe.encode_prompt(texts, device=device, negative_prompt=negatives)
+        ours = prompts.arguments(pipe, texts, negatives or ["", "", ""], device)
+        assert torch.equal(ours["prompt_embeds"], theirs[0]) and torch.equal(ours["negative_prompt_embeds"], theirs[1])
+        assert all(torch.allclose(ours[key], tensor, atol=1e-5) for key, tensor in zip(SDXL_KEYS, theirs, strict=True))
+        alone = [pipe.encode_prompt(text, device=device, negative_prompt=negative)
+                 for text, negative in zip(texts, negatives or [None] * 3, strict=True)]
+        for index, key in enumerate(SDXL_KEYS):
+            assert torch.equal(ours[key], torch.cat([one[index] for one in alone])), key
+
+
+def test_sdxl_weights_change_both_encoders_embeddings_but_not_the_pooled_one(sdxl: Engine) -> None:
+    pipe, device = sdxl.pipe, sdxl.device
+    width = pipe.text_encoder.config.hidden_size
+    plain = prompts.arguments(pipe, ["red circle on a blue background"], ["green"], device)
+    one = prompts.arguments(pipe, ["(red circle:1.0) on a blue background"], ["(green:1.0)"], device)
+    assert all(torch.equal(one[key], plain[key]) for key in SDXL_KEYS)
+    weighted = prompts.arguments(pipe, ["(red:1.4) circle on a blue background"], ["(green:1.5)"], device)
+    for key in ("prompt_embeds", "negative_prompt_embeds"):
+        assert not torch.equal(weighted[key][..., :width], plain[key][..., :width])  # clip_l's part
+        assert not torch.equal(weighted[key][..., width:], plain[key][..., width:])  # clip_g's part
+    # A1111's: the pooled embedding is the unweighted text's.
+    assert torch.equal(weighted["pooled_prompt_embeds"], plain["pooled_prompt_embeds"])
+
+
+def test_a_long_sdxl_prompt_has_two_chunks_and_the_first_ones_pooled_embedding(sdxl: Engine) -> None:
+    pipe, device = sdxl.pipe, sdxl.device
+    long = LONG
+    assert prompts.count(pipe, long) == 2 and prompts.count(pipe, SCENE) == 1
+    given = prompts.arguments(pipe, [long], ["blurry"], device)
+    assert given["prompt_embeds"].shape[:2] == given["negative_prompt_embeds"].shape[:2] == (1, 154)
+    # diffusers cuts the prompt to its first chunk: that chunk, and its pooled embedding, are ours.
+    cut, _, pooled, _ = pipe.encode_prompt(long, device=device, do_classifier_free_guidance=False)
+    assert torch.equal(given["prompt_embeds"][:, :77], cut) and torch.equal(given["pooled_prompt_embeds"], pooled)
+    assert not torch.equal(given["prompt_embeds"][:, 77:], prompts.encode(pipe, "", device))
+    # The short negative is padded with an empty chunk; an empty one is zeros all along.
+    short = prompts.encode(pipe, "blurry", device)
+    assert torch.equal(given["negative_prompt_embeds"][:, :77], short)
+    assert torch.equal(given["negative_prompt_embeds"][:, 77:], prompts.encode(pipe, "", device))
+    nothing = prompts.arguments(pipe, [long], [""], device)
+    assert nothing["negative_prompt_embeds"].shape == (1, 154, short.shape[2])
+    assert not nothing["negative_prompt_embeds"].any() and not nothing["negative_pooled_prompt_embeds"].any()
+
+
+def test_sdxl_pictures_take_long_weighted_prompts_and_jobs_share_calls(sdxl: Engine) -> None:
+    long = f"(red:1.3) circle, [blue] {LONG}"
+    assert prompts.count(sdxl.pipe, long) == prompts.count(sdxl.pipe, f"{long}, yellow triangle") == 2
+    # Jobs sharing a call: each job's prompt arguments are those it gets alone (an empty negative is
+    # zeros, as alone).
+    texts = [("a fox", ""), ("a (fox:1.2)", "blurry"), ("a [fox]", "dark")]
+    requests = [GenerateRequest(prompt=text, negative_prompt=negative) for text, negative in texts]
+    shared = modes._prompts(sdxl, sdxl.pipe, requests)
+    assert list(shared) == SDXL_KEYS
+    for index, request in enumerate(requests):
+        alone = modes._prompts(sdxl, sdxl.pipe, [request])
+        assert alone.pop("num_images_per_prompt") == 1
+        assert all(torch.equal(shared[key][index:index + 1], alone[key]) for key in alone)
+    # Pictures: the words past the first chunk count; alone and sharing a call, the same pictures.
+    # (Not always to the last bit: the CPU's arithmetic on a batch can round the UNet's sums
+    # otherwise than on one picture.)
+    requests = [GenerateRequest(prompt=text, negative_prompt="dark", seed=5, num_inference_steps=2, keep_flagged=True)
+                for text in (long, f"{long}, yellow triangle")]
+    alone = [np.asarray(Image.open(io.BytesIO(sdxl.generate(k, request).images[0].data)), dtype=int)
+             for k, request in enumerate(requests)]
+    assert alone[0].shape == (sdxl.native_size, sdxl.native_size, 3)
+    assert not np.array_equal(alone[0], alone[1])
+    together = sdxl.generate_batch([Job(k, request) for k, request in enumerate(requests)])
+    for one, result in zip(alone, together, strict=True):
+        picture = np.asarray(Image.open(io.BytesIO(result.images[0].data)), dtype=int)  # type: ignore[union-attr]
+        assert np.abs(picture - one).max() <= 2
+
+
+def test_sdxl_img2img_and_inpainting_take_the_encoded_prompts(sdxl: Engine) -> None:
+    source, mask = Image.new("RGB", (64, 64), "gray"), Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    files = []
+    for image in (source, mask):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    for options in ({"mode": "img2img"}, {"mode": "inpaint", "mask": files[1]}):
+        request = GenerateRequest(prompt=f"a (red:1.2) {LONG}", negative_prompt="blurry", image=files[0], seed=5,
+                                  num_inference_steps=2, strength=1.0, keep_flagged=True, **options)
+        [result] = sdxl.generate(0, request).images
+        assert Image.open(io.BytesIO(result.data)).size == (64, 64)

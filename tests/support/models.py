@@ -1,9 +1,11 @@
-"""Test models: the tiny one, and a tiny one whose own CLIP safety checker flags every image."""
+"""Test models: the tiny one, a tiny one whose own CLIP safety checker flags every image, a tiny
+upscaler and a tiny SDXL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import CLIPConfig, CLIPImageProcessor
@@ -70,3 +72,16 @@ def write_tiny_upscaler(directory: Path) -> Path:
                                          scheduler=EulerDiscreteScheduler(prediction_type="sample")
                                          ).save_pretrained(directory)
     return directory
+
+
+_sdxl: list[Path] = []
+
+
+def tiny_sdxl_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL (`engine.tiny.write_tiny_sdxl_model`), written once per test run whichever
+    module's fixture asks first."""
+    if not _sdxl:
+        from engine.tiny import write_tiny_sdxl_model
+
+        _sdxl.append(write_tiny_sdxl_model(tmp_path_factory.mktemp("models") / "tiny-sdxl"))
+    return _sdxl[0]
