@@ -84,8 +84,8 @@ async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bo
     queue = JobQueue(store, engines, max_per_member=settings.max_jobs_per_member, max_queued=settings.max_queue,
                      cooldown_seconds=settings.cooldown_seconds, max_batch=settings.max_batch)
     bot = DreamBot(settings=settings, store=store, engine=engines[0], queue=queue,
-                   images=ImageStore(settings.images_dir), styles=styles, moderation=Moderation(store),
-                   force_sync=force_sync)
+                   images=ImageStore(settings.images_dir), styles=styles,
+                   moderation=Moderation(store, settings.installed().current), force_sync=force_sync)
     try:
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())

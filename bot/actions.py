@@ -66,6 +66,8 @@ class Actions:
             self._queue.check(member.id)
         except Refused as refusal:
             return f"🚫 {refusal}"
+        except InvalidRequest as error:  # a LoRA no longer installed
+            return f"⚠️ {error}"
         except QueueFull as full:
             return f"⏳ {full}"
         if interaction is not None:

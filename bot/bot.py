@@ -28,8 +28,8 @@ from dreambot.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.queue", "bot.cogs.history", "bot.cogs.moderation",
-              "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.queue", "bot.cogs.history", "bot.cogs.adapters",
+              "bot.cogs.moderation", "bot.cogs.admin")
 FINGERPRINT_KEY = "commands_fingerprint"
 RETENTION_SWEEP_SECONDS = 3600
 # On SIGTERM or Ctrl-C, running jobs get this long to finish; the rest run at the next start.

@@ -16,14 +16,14 @@ from bot import render
 from bot.delivery import Delivery, Origin, Outbox, Someone
 from bot.engine_client import EngineClient
 from bot.images import ImageStore
-from bot.moderation import BANNED, FilterMode, Moderation, Policy, PromptBlocked
+from bot.moderation import BANNED, FilterMode, Moderation, Policy, PromptBlocked, Refused
 from bot.modlog import ModLog
 from bot.outcome import Failure
 from bot.queue import JobQueue, JobRefused, Reservation
 from bot.requests import stored_inputs
 from bot.store import JobRow, Store
 from bot.views import cancel_view
-from dreambot.request import GenerateRequest, picture_seed
+from dreambot.request import GenerateRequest, InvalidRequest, picture_seed
 from dreambot.wire import GenerateResult, ImageResult, Job
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,12 @@ class JobRunner:
         if await self._store.get_ban(row.guild_id, row.user_id) is not None:
             raise JobRefused(BANNED, public="This job was stopped by this server's moderators.")
         request = job.request
+        try:  # a LoRA or embedding turned off since the job was queued
+            self._moderation.check_adapters(request, await self._store.disabled_adapters(row.guild_id))
+        except Refused as refusal:
+            raise JobRefused(str(refusal), public="This job was stopped by this server's moderators.") from None
+        except InvalidRequest:
+            pass  # a LoRA removed since: the engine tells the member
         if request.keep_flagged or request.source_flagged:
             channel = self._client.get_channel(row.channel_id) if row.channel_id else None
             if channel is None and row.channel_id:

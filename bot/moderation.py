@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -17,6 +18,8 @@ import discord
 from bot import fingerprint
 from bot.prompt_filter import ExpandsTooMuch, InvalidTerm, PromptFilter, Term, Uncheckable
 from bot.store import GuildSettings, JobRow, Store
+from dreambot.adapters import Catalogue, TurnedOff
+from dreambot.prompt import read_as
 from dreambot.request import SAFETY_SCALES, GenerateRequest
 
 log = logging.getLogger(__name__)
@@ -154,8 +157,10 @@ def applied_mode(settings: GuildSettings, channel) -> FilterMode:
 class Moderation:
     """The moderation rules of every server, with each server's prompt filter compiled once."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, adapters: Callable[[], Catalogue] = Catalogue) -> None:
         self._store = store
+        # The LoRAs and embeddings installed now (`dreambot.adapters.Installed.current`).
+        self.adapters = adapters
         self._filters: dict[int, asyncio.Future[PromptFilter]] = {}  # compiled, or being compiled
 
     # The prompt filter never runs on the event loop: compiling hundreds of terms, or matching them
@@ -201,7 +206,9 @@ class Moderation:
         """The first blocked term in the request's texts, or None; Refused for texts the filter
         cannot check (fail closed), or not within `filter_budget` seconds."""
         prompt_filter = await self.prompt_filter(guild_id)
-        texts = (request.prompt, request.negative_prompt, request.end_prompt or "")
+        written = (request.prompt, request.negative_prompt, request.end_prompt or "")
+        # As written, and as the text encoder reads it: "nu<lora:x:0>de" and "nu[]de" are read as "nude".
+        texts = (*written, *(" ".join(read_as(text)) for text in written))
         # The thread stops at its next check past the deadline, so a prompt given up on frees it.
         deadline = time.monotonic() + self.filter_budget
         matching = asyncio.get_running_loop().run_in_executor(
@@ -211,9 +218,9 @@ class Moderation:
         except ExpandsTooMuch as error:
             # Lengths only: member text never goes to the log.
             log.info("server %s: refused a prompt by user %s: its %s grows from %d to %d characters when "
-                     "normalized (limit %d)", guild_id, user_id, self._TEXT_NAMES[error.index], error.length,
+                     "normalized (limit %d)", guild_id, user_id, self._TEXT_NAMES[error.index % 3], error.length,
                      error.normalized_length, error.limit)
-            raise Refused(f"Your {self._TEXT_NAMES[error.index]} has characters that expand too much when spelled "
+            raise Refused(f"Your {self._TEXT_NAMES[error.index % 3]} has characters that expand too much when spelled "
                           f"out: its {error.length} characters would be checked as {error.normalized_length}, and "
                           f"the limit is {error.limit}. Please write it in plain text.") from None
         except (TimeoutError, Uncheckable):
@@ -228,8 +235,10 @@ class Moderation:
     async def admit(self, user_id: int, guild_id: int | None, channel, request: GenerateRequest,
                     classifier: str | None = None) -> tuple[GenerateRequest, Policy]:
         """The request with the channel's safety policy, or Refused (PromptBlocked for a blocked term).
-        `classifier` is the engine's safety classifier, once known (the threshold's scale)."""
+        `classifier` is the engine's safety classifier, once known (the threshold's scale).
+        InvalidRequest for a LoRA that is not installed."""
         if guild_id is None:
+            self.check_adapters(request)
             # Direct messages have no moderators: the strictest filter, at the classifier's default.
             return Policy().apply(request), Policy()
         ban = await self._store.get_ban(guild_id, user_id)
@@ -240,6 +249,7 @@ class Moderation:
             # Never echo the term: it would teach how to get around it.
             raise PromptBlocked("Your prompt contains something this server's moderators have blocked. "
                                 "Please rephrase it.", matched)
+        self.check_adapters(request, await self._store.disabled_adapters(guild_id))
         settings = await self._store.guild_settings(guild_id)
         threshold = settings.nsfw_threshold
         scale = SAFETY_SCALES.get(classifier) if classifier else None
@@ -251,6 +261,15 @@ class Moderation:
                 threshold = None
         policy = Policy(applied_mode(settings, channel), threshold)
         return policy.apply(request), policy
+
+    def check_adapters(self, request: GenerateRequest, disabled: list[tuple[str, str]] | None = None) -> None:
+        """InvalidRequest for a LoRA the request names that is not installed; Refused for a LoRA or an
+        embedding it uses that the server turned off (`disabled`: `Store.disabled_adapters`)."""
+        try:
+            self.adapters().check(request.prompt, " ".join((request.negative_prompt, request.end_prompt or "")),
+                                  disabled or ())
+        except TurnedOff as refusal:
+            raise Refused(str(refusal)) from None
 
     async def current_mode(self, guild_id: int | None, channel) -> FilterMode:
         """The mode that applies in `channel` now (a job's result may come long after it was asked for)."""

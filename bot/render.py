@@ -280,6 +280,34 @@ def history(jobs, *, total: int, page: int, pages: int, whose: str) -> str:
     return clip("\n".join(lines), MESSAGE_LIMIT)
 
 
+def adapter_entry(adapter, off: set[tuple[str, str]]) -> str:
+    """One installed LoRA or embedding (dreambot.adapters.Adapter) for /loras: how to use it, and its
+    description and trigger words when its file has them; or that this server turned it off."""
+    kind = "LoRA" if adapter.kind == "lora" else "embedding"
+    head = f"**{escape(adapter.name)}** ({kind})"
+    if (adapter.kind, adapter.name.lower()) in off:
+        return f"{head} · turned off in this server"
+    use = f"`<lora:{adapter.name}:1>` in the prompt, or the lora option" if adapter.kind == "lora" else \
+        f"the word `{adapter.name}` in the prompt or negative prompt"
+    lines = [f"{head} · {use}"]
+    if adapter.description:
+        lines.append(f"> {clip(escape(adapter.description), 150)}")
+    if adapter.triggers:
+        lines.append("Trigger words: " + ", ".join(f"`{clip(t, 40).replace('`', 'ˋ')}`" for t in adapter.triggers))
+    return "\n".join(lines)
+
+
+def adapters(entries: list[str], *, total: tuple[int, int], page: int, pages: int) -> str:
+    """One page of /loras: its entries (`adapter_entry`), under a line that counts them all."""
+    loras, embeddings = total
+    if not loras and not embeddings:
+        return ("No LoRAs or embeddings are installed. The bot's operator can add LoRA files to `LORA_DIR` and "
+                "embedding files to `EMBEDDINGS_DIR`.")
+    head = (f"**LoRAs and embeddings** · {loras} LoRA{'s' if loras != 1 else ''}, {embeddings} "
+            f"embedding{'s' if embeddings != 1 else ''} · page {page + 1} of {pages}")
+    return clip("\n\n".join([head, *entries]), MESSAGE_LIMIT)
+
+
 def forget_question(total: int) -> str:
     jobs = "1 job" if total == 1 else f"{total} jobs"
     return (f"⚠️ Erase your Dreambot history? This deletes your {jobs} (in every server) and every picture "
@@ -299,7 +327,7 @@ def forgotten(jobs: int, files: int, in_progress: int) -> str:
 
 AUDITED = {"filter.mode": "safety filter mode", "filter.threshold": "safety threshold", "modlog": "mod-log channel",
            "moderator_role": "moderator role", "words.add": "blocked", "words.remove": "unblocked",
-           "ban": "barred", "unban": "let back"}
+           "ban": "barred", "unban": "let back", "adapters.off": "turned off", "adapters.on": "turned on"}
 
 
 def audit(rows) -> str:
@@ -308,7 +336,7 @@ def audit(rows) -> str:
         return "No moderation changes were made in this server yet."
     lines = ["**Latest moderation changes**"]
     for row in rows:
-        target = f" {row.target}" if row.target else ""
+        target = f" {escape(row.target)}" if row.target else ""
         if row.action in ("words.add", "words.remove"):  # the term itself, as code
             change = f"`{(row.new_value or row.old_value or '').replace('`', 'ˋ')}`"
         elif row.action in ("modlog", "moderator_role"):  # ids, shown as mentions

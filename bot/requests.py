@@ -52,6 +52,19 @@ def styled(styles: dict[str, Style], limits: Limits, style: str | None, prompt: 
     return prompt, negative
 
 
+def with_lora(prompt: str, lora: str | None, weight: float | None) -> str:
+    """The prompt with the `lora` option's tag at its end (`<lora:NAME:WEIGHT>`, as a member could type it)."""
+    if lora is None:
+        if weight is not None:
+            raise InvalidRequest("lora_weight is the weight of a LoRA: choose one in the lora option too.")
+        return prompt
+    name = lora.strip()
+    if not name or any(c in name for c in "<>:/\\") or len(name) > 100:
+        raise InvalidRequest(f"There is no LoRA named “{lora[:100]}”: pick one from the list the lora option offers, "
+                             "or see /loras.")
+    return f"{prompt} <lora:{name}:{1.0 if weight is None else weight:g}>"
+
+
 def prompts(prompt: str | None, negative: str | None, parent: JobRow | None) -> tuple[str, str | None]:
     """The member's prompts, or those of the result they start from."""
     if prompt is None and parent is None:
@@ -64,13 +77,15 @@ def prompts(prompt: str | None, negative: str | None, parent: JobRow | None) -> 
 
 def from_options(styles: dict[str, Style], limits: Limits, wildcards: Path | None, prompt: str,
                  negative: str | None, steps: int | None, guidance: float | None, seed: int | None,
-                 sampler: str | None, style: str | None, **fields) -> GenerateRequest:
-    """A command's request: the options a member left out take the defaults (a random seed), and
-    its wildcards and choices picked by that seed."""
+                 sampler: str | None, style: str | None, lora: str | None = None, lora_weight: float | None = None,
+                 **fields) -> GenerateRequest:
+    """A command's request: the options a member left out take the defaults (a random seed), its
+    wildcards and choices picked by that seed, and the `lora` option added to the prompt as a tag."""
     prompt, negative = styled(styles, limits, style, prompt, negative or "")
     seed = new_seed() if seed is None else seed
     prompt, negative = wildcards_expand(prompt, seed, wildcards), wildcards_expand(negative, seed, wildcards,
                                                                                    "negative prompt")
+    prompt = with_lora(prompt, lora, lora_weight)
     if fields.get("end_prompt"):
         fields["end_prompt"] = wildcards_expand(fields["end_prompt"], seed, wildcards, "end prompt")
     return GenerateRequest(

@@ -459,6 +459,30 @@ class Store:
                 await self._audit(guild_id, actor_id, "words.remove", kind, term, None)
         return bool(cursor.rowcount)
 
+    async def disabled_adapters(self, guild_id: int) -> list[tuple[str, str]]:
+        """(kind, name) of the LoRAs and embeddings turned off in a server, LoRAs first, by name."""
+        async with self._db.execute(
+            "SELECT kind, name FROM disabled_adapters WHERE guild_id = ? ORDER BY kind DESC, name", (guild_id,)
+        ) as cursor:
+            return [(kind, name) for kind, name in await cursor.fetchall()]
+
+    async def set_adapter_disabled(self, guild_id: int, kind: str, name: str, disabled: bool, *,
+                                   actor_id: int) -> bool:
+        """Turn a LoRA or embedding off (or on again) in a server, audited; False if it already was."""
+        async with self._transaction():
+            if disabled:
+                cursor = await self._db.execute(
+                    "INSERT OR IGNORE INTO disabled_adapters (guild_id, kind, name, disabled_by) VALUES (?, ?, ?, ?)",
+                    (guild_id, kind, name, actor_id))
+            else:
+                cursor = await self._db.execute(
+                    "DELETE FROM disabled_adapters WHERE guild_id = ? AND kind = ? AND name = ?",
+                    (guild_id, kind, name))
+            if cursor.rowcount:
+                await self._audit(guild_id, actor_id, "adapters.off" if disabled else "adapters.on",
+                                  f"{kind} {name}", "on" if disabled else "off", "off" if disabled else "on")
+        return bool(cursor.rowcount)
+
     async def ban(self, guild_id: int, user_id: int, *, actor_id: int, reason: str = "") -> bool:
         """Bar a member from the bot in a server (audited); False if they already were."""
         async with self._transaction():

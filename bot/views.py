@@ -13,7 +13,7 @@ import discord
 
 from bot import render
 from bot.images import ImageStore
-from bot.moderation import FilterMode, is_moderator
+from bot.moderation import FilterMode, Moderation, is_moderator
 from bot.replies import reply_privately
 from bot.store import Store
 from dreambot.request import GenerateRequest, Mode
@@ -33,6 +33,8 @@ LOOKS = {
     "up": ("", "🔼", discord.ButtonStyle.secondary),
     "down": ("", "🔽", discord.ButtonStyle.secondary),
 }
+ADAPTERS_PAGE_SIZE = 8  # /loras entries per page, at most
+ADAPTERS_PAGE_CHARACTERS = render.MESSAGE_LIMIT - 150  # and what they may take of a message, at most
 PAGE_SIZE = 4  # history entries per page: four of the longest fit in one message (tests/bot/test_history.py)
 EVERYWHERE = 0  # the "server" of a member's own history: every server and direct message
 
@@ -51,6 +53,7 @@ class Host(Protocol):
     store: Store
     images: ImageStore
     actions: ResultActions
+    moderation: Moderation
 
 
 def host(interaction: discord.Interaction) -> Host:
@@ -194,6 +197,53 @@ class HistoryButton(
             await reply_privately(interaction, "These pages are someone else's; use /history for your own.")
             return
         text, view = await history_page(store, self.user_id, self.guild_id, max(self.page, 0), whose=whose)
+        await interaction.response.edit_message(content=text, view=view,
+                                                allowed_mentions=discord.AllowedMentions.none())
+
+
+async def adapters_page(moderation: Moderation, store: Store, guild_id: int | None, page: int
+                        ) -> tuple[str, discord.ui.View]:
+    """Page `page` (0-based) of the installed LoRAs and embeddings, as this server sees them, and its
+    buttons. Pages are filled by length (an entry with a long description and trigger words is
+    long), so every entry is on one."""
+    catalogue = moderation.adapters()
+    off = {(kind, name.lower()) for kind, name in await store.disabled_adapters(guild_id)} if guild_id else set()
+    pages: list[list[str]] = [[]]
+    for adapter in catalogue.all():
+        entry = render.adapter_entry(adapter, off)
+        if pages[-1] and (len(pages[-1]) >= ADAPTERS_PAGE_SIZE or
+                          sum(len(e) + 2 for e in pages[-1]) + len(entry) > ADAPTERS_PAGE_CHARACTERS):
+            pages.append([])
+        pages[-1].append(entry)
+    page = min(max(page, 0), len(pages) - 1)  # the folders may have changed since the button was made
+    text = render.adapters(pages[page], total=(len(catalogue.loras), len(catalogue.embeddings)), page=page,
+                           pages=len(pages))
+    view = discord.ui.View(timeout=None)
+    if len(pages) > 1:
+        view.add_item(AdaptersButton(page - 1, "previous", disabled=page == 0))
+        view.add_item(AdaptersButton(page + 1, "next", disabled=page + 1 >= len(pages)))
+    return text, view
+
+
+class AdaptersButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"adapters:(?P<page>-?[0-9]{1,6}):(?P<way>previous|next)",
+):
+    def __init__(self, page: int, way: str, *, disabled: bool = False) -> None:
+        label, emoji = ("Previous", "◀️") if way == "previous" else ("Next", "▶️")
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=discord.ButtonStyle.secondary,
+                                           custom_id=f"adapters:{page}:{way}", disabled=disabled))
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> AdaptersButton:
+        return cls(int(match["page"]), match["way"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        # The list is the same for everyone in a server: nothing private to guard, only where it is asked.
+        text, view = await adapters_page(host(interaction).moderation, host(interaction).store, interaction.guild_id,
+                                         self.page)
         await interaction.response.edit_message(content=text, view=view,
                                                 allowed_mentions=discord.AllowedMentions.none())
 

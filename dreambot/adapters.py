@@ -29,6 +29,10 @@ MAX_HEADER = 16 * 1024 * 1024
 MAX_TRIGGERS = 5
 
 
+class TurnedOff(InvalidRequest):
+    """A prompt uses a LoRA or an embedding that the server's moderators turned off."""
+
+
 @dataclass(frozen=True)
 class Adapter:
     """One LoRA or embedding file: its name (file stem), kind, path, and what its metadata says."""
@@ -60,43 +64,81 @@ class Catalogue:
         """The LoRA of that name, in any case (A1111 users type names as they remember them)."""
         return self.loras.get(name) or next((a for n, a in self.loras.items() if n.lower() == name.lower()), None)
 
-    def embeddings_in(self, *texts: str) -> list[str]:
-        """The embeddings whose names appear as words in the texts, as the engine reads them."""
-        found = []
-        for name in self.embeddings:
-            if any(prompt_syntax.names_word(text, name) for text in texts):
-                found.append(name)
-        return found
+    def offered(self, most: int = 10) -> str:
+        """The installed LoRAs, for a message: the first `most` of them, and how many more."""
+        names = list(self.loras)
+        if not names:
+            return "none are installed"
+        more = f", and {len(names) - most} more" if len(names) > most else ""
+        return "installed: " + ", ".join(names[:most]) + more
 
     def check(self, prompt: str, negative: str, disabled: Iterable[tuple[str, str]] = ()) -> None:
-        """InvalidRequest when the prompt names a LoRA that is not installed, or the texts use a
-        LoRA or an embedding that this server's moderators turned off (`disabled`: (kind, name))."""
-        off = {(kind, name.lower()) for kind, name in disabled}
-        for lora in prompt_syntax.loras(prompt):
-            adapter = self.lora(lora.name)
-            if adapter is None:
-                offered = ", ".join(sorted(self.loras)) or "none are installed"
-                raise InvalidRequest(f"There is no LoRA named “{lora.name}” (installed: {offered}). See /loras.")
-            if ("lora", adapter.name.lower()) in off:
-                raise InvalidRequest(f"The LoRA “{adapter.name}” is turned off on this server by its moderators.")
-        for name in self.embeddings_in(prompt, negative):
-            if ("embedding", name.lower()) in off:
-                raise InvalidRequest(f"The embedding “{name}” is turned off on this server by its moderators; "
-                                     "leave the word out of the prompts.")
+        """TurnedOff when the texts use a LoRA or an embedding that this server's moderators turned off
+        (`disabled`: (kind, name), checked by name whatever the folders hold now); else InvalidRequest
+        when the prompt names a LoRA that is not installed."""
+        disabled = list(disabled)
+        off_loras = {name.lower() for kind, name in disabled if kind == "lora"}
+        tags = prompt_syntax.loras(prompt)
+        for lora in tags:
+            if lora.name.lower() in off_loras:
+                shown = (self.lora(lora.name) or lora).name
+                raise TurnedOff(f"The LoRA “{shown}” is turned off on this server by its moderators.")
+        for kind, name in disabled:
+            if kind == "embedding" and any(prompt_syntax.names_word(text, name) for text in (prompt, negative)):
+                raise TurnedOff(f"The embedding “{name}” is turned off on this server by its moderators; "
+                                "leave the word out of the prompts.")
+        for lora in tags:
+            if self.lora(lora.name) is None:
+                raise InvalidRequest(f"There is no LoRA named “{lora.name}” ({self.offered()}). See /loras.")
+
+
+class Installed:
+    """The catalogue of some folders, scanned again only when one of them changed (a file added,
+    removed or renamed changes its folder's modification time)."""
+
+    def __init__(self, lora_folders: Iterable[Path], embedding_folders: Iterable[Path]) -> None:
+        self._loras, self._embeddings = list(lora_folders), list(embedding_folders)
+        self._stamps: tuple | None = None
+        self._catalogue = Catalogue()
+
+    def current(self) -> Catalogue:
+        stamps = tuple(_stamp(folder) for folder in (*self._loras, *self._embeddings))
+        if stamps != self._stamps:
+            self._catalogue = Catalogue.scan(self._loras, self._embeddings)
+            self._stamps = stamps
+        return self._catalogue
+
+
+def _stamp(folder: Path) -> int | None:
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def nameable(name: str) -> bool:
+    """Whether a prompt can name a file of this stem: no tag characters, no surrounding spaces."""
+    return bool(name) and name == name.strip() and not any(c in name for c in "<>:\\/") \
+        and len(name) <= prompt_syntax.MAX_NAME
 
 
 def _scan(folders: Iterable[Path], kind: str, suffixes: tuple[str, ...]) -> dict[str, Adapter]:
     found: dict[str, Adapter] = {}
+    taken: set[str] = set()
     for folder in folders:
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in suffixes or not path.is_file() or path.stem in found:
+            if path.suffix.lower() not in suffixes or not path.is_file():
                 continue
-            if "<" in path.stem or ">" in path.stem or ":" in path.stem:  # no prompt could name it
+            if path.stem.lower() in taken:  # "Style" and "style": one name to a prompt, the first file's
+                log.warning("%s %s: another file has its name; skipped", kind, path)
+                continue
+            if not nameable(path.stem):  # no prompt could name it
                 log.warning("%s %s: its name cannot be written in a prompt; skipped", kind, path)
                 continue
             metadata = read_metadata(path) if path.suffix.lower() == ".safetensors" else {}
+            taken.add(path.stem.lower())
             found[path.stem] = Adapter(name=path.stem, kind=kind, path=path, triggers=triggers(metadata),
                                        description=_description(metadata))
     return dict(sorted(found.items(), key=lambda item: item[0].lower()))

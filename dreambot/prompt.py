@@ -19,6 +19,9 @@ from dreambot.errors import InvalidRequest
 # A LoRA's weight, `<lora:NAME:W>`: negative weights push away from what it learned.
 MIN_LORA_WEIGHT = -2.0
 MAX_LORA_WEIGHT = 3.0
+# LoRAs one prompt may name: each is held in memory while its job runs.
+MAX_LORAS = 4
+MAX_NAME = 100  # a LoRA's name, as Discord's suggestions can carry it
 # A1111's tag; the name is a file stem (no path), the weight optional (1).
 _LORA = re.compile(r"<lora:(?P<name>[^<>:]*)(?::(?P<weight>[^<>]*))?>", re.I)
 _LORA_START = re.compile(r"<lora:", re.I)
@@ -61,7 +64,7 @@ def loras(prompt: str, name: str = "prompt") -> tuple[Lora, ...]:
     found: list[Lora] = []
     for match in _LORA.finditer(prompt):
         lora_name, weight = match["name"].strip(), match["weight"]
-        if not lora_name or "/" in lora_name or "\\" in lora_name:
+        if not lora_name or "/" in lora_name or "\\" in lora_name or len(lora_name) > MAX_NAME:
             raise InvalidRequest(f"In the {name}, “{match[0]}” names no LoRA: write <lora:NAME:WEIGHT>, "
                                  "with a name from /loras.")
         try:
@@ -75,6 +78,8 @@ def loras(prompt: str, name: str = "prompt") -> tuple[Lora, ...]:
         if any(lora.name.lower() == lora_name.lower() for lora in found):
             raise InvalidRequest(f"The {name} names the LoRA “{lora_name}” twice; give it once, with one weight.")
         found.append(Lora(lora_name, value))
+    if len(found) > MAX_LORAS:
+        raise InvalidRequest(f"The {name} names {len(found)} LoRAs; at most {MAX_LORAS} can be used at once.")
     rest = _LORA.sub("", prompt)
     if (start := _LORA_START.search(rest)) is not None:
         raise InvalidRequest(f"In the {name}, the LoRA tag “{rest[start.start():start.start() + 30]}” is never "
@@ -87,11 +92,20 @@ def without_loras(prompt: str) -> str:
     return _LORA.sub("", prompt)
 
 
+def read_as(prompt: str) -> list[str]:
+    """The prompt's text as the text encoder reads it, each run of one weight on its own (`parse`:
+    "easy[]negative" is read as "easynegative"), its LoRA tags left out; as written if it cannot be parsed."""
+    try:
+        return [fragment.text for fragment in parse(prompt) if fragment.text]
+    except InvalidRequest:
+        return [without_loras(prompt)]
+
+
 def names_word(prompt: str, word: str) -> bool:
-    """Whether the prompt's text (its LoRA tags left out) has `word` as a whole word, in any case:
-    how an embedding's name is found (`easynegative`; "sunset" does not name `sun`)."""
-    pattern = r"(?<![\w-])" + re.escape(word) + r"(?![\w-])"
-    return re.search(pattern, without_loras(prompt), re.I) is not None
+    """Whether the prompt has `word` as a whole word, in any case, as written or as the encoder reads
+    it (`read_as`): how an embedding's name is found (`easynegative`; "sunset" does not name `sun`)."""
+    pattern = re.compile(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", re.I)
+    return any(pattern.search(text) for text in (without_loras(prompt), *read_as(prompt)))
 
 
 @dataclass(frozen=True)

@@ -205,9 +205,11 @@ class GenerateRequest:
         """Jobs with equal keys can share one pipeline call; None: this job runs alone."""
         if not self.mode.batches:
             return None
-        # One call runs one set of LoRAs: jobs with different sets never share it.
-        return (self.width, self.height, self.num_inference_steps, self.scheduler, self.guidance_scale,
-                tuple(sorted(self.loras)))
+        try:  # one call runs one set of LoRAs: jobs with different sets never share it
+            loras = tuple(sorted(self.loras))
+        except InvalidRequest:
+            return None  # a job from before LoRA tags whose text reads as a broken tag: alone, and refused there
+        return (self.width, self.height, self.num_inference_steps, self.scheduler, self.guidance_scale, loras)
 
     def to_json(self) -> str:
         """The request as stored with its job, without its pictures (they are files, `bot.images`)."""
@@ -229,10 +231,10 @@ class GenerateRequest:
         end_prompt = self.end_prompt.strip() if self.end_prompt is not None else None
         for name, text in (("prompt", prompt), ("negative prompt", self.negative_prompt),
                            ("end prompt", end_prompt or "")):
-            if len(text) > limits.max_prompt_length:
-                raise InvalidRequest(
-                    f"The {name} is {len(text)} characters long; the limit is {limits.max_prompt_length}."
-                )
+            length = len(prompt_syntax.without_loras(text))  # a LoRA tag is not text the encoder reads
+            if length > limits.max_prompt_length:
+                raise InvalidRequest(f"The {name} is {length} characters long; the limit is "
+                                     f"{limits.max_prompt_length}.")
             prompt_syntax.parse(text, name)  # A1111's weights and brackets: refused here, never queued
             if name != "prompt" and prompt_syntax.loras(text, name):
                 raise InvalidRequest(f"LoRA tags go in the prompt, not the {name}: move <lora:…> there.")

@@ -13,7 +13,7 @@ from typing import Literal, NoReturn, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dreambot.adapters import Catalogue
+from dreambot.adapters import Catalogue, Installed
 from dreambot.request import Limits
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -50,8 +50,11 @@ class EngineSettings(BaseSettings):
 
     def adapters(self) -> Catalogue:
         """The LoRAs and embeddings installed for this model: the bundled ones, then the folders'."""
-        return Catalogue.scan([*self.bundled("loras"), self.lora_dir],
-                              [*self.bundled("embeddings"), self.embeddings_dir])
+        return self.installed().current()
+
+    def installed(self) -> Installed:
+        """The same, kept up to date as files are added (`Installed.current`)."""
+        return Installed([*self.bundled("loras"), self.lora_dir], [*self.bundled("embeddings"), self.embeddings_dir])
 
     @field_validator("sd_device")
     @classmethod

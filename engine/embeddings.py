@@ -23,6 +23,8 @@ from diffusers import DiffusionPipeline
 from tokenizers import AddedToken
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from dreambot.adapters import nameable
+
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".safetensors", ".pt", ".bin")
@@ -143,8 +145,10 @@ def install(pipe: DiffusionPipeline, folders: list[Path]) -> Embeddings:
     for path in files:
         name = path.stem
         try:
-            if name in installed.tokens:
+            if name.lower() in (other.lower() for other in installed.tokens):
                 raise EmbeddingError(f"has the name of another embedding ({name!r}); rename one of them")
+            if not nameable(name):  # the bot's rule (`dreambot.adapters`): what it lists, the engine loads
+                raise EmbeddingError("has a name no prompt can write (no < > : or surrounding spaces)")
             fitted = _fitted(vectors(path), encoders)
         except (EmbeddingError, OSError, RuntimeError) as error:
             log.warning("embedding %s %s; skipped", path, error)

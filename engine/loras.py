@@ -44,12 +44,14 @@ class Loras:
 
     @contextmanager
     def applied(self, pipe: DiffusionPipeline, loras: tuple[Lora, ...]) -> Iterator[None]:
-        """The pipeline with exactly these LoRAs on at their weights, and none after."""
-        adapters = [self._load(pipe, lora.name) for lora in loras]
-        if adapters:
-            pipe.enable_lora()
-            pipe.set_adapters(adapters, adapter_weights=[lora.weight for lora in loras])
+        """The pipeline with exactly these LoRAs on at their weights, and none after, whatever fails
+        (a file that does not load, a cancelled or failed job): PEFT turns a LoRA on as it loads."""
         try:
+            used = {lora.name.lower() for lora in loras}
+            adapters = [self._load(pipe, lora.name, used) for lora in loras]
+            if adapters:
+                pipe.enable_lora()
+                pipe.set_adapters(adapters, adapter_weights=[lora.weight for lora in loras])
             yield
         finally:
             if self.loaded:
@@ -61,19 +63,18 @@ class Loras:
             self.catalogue = self.rescan()
             adapter = self.catalogue.lora(name)
         if adapter is None:
-            offered = ", ".join(self.catalogue.loras) or "none are installed"
-            raise InvalidRequest(f"There is no LoRA named “{name}” (installed: {offered}).")
+            raise InvalidRequest(f"There is no LoRA named “{name}” ({self.catalogue.offered()}).")
         return adapter
 
-    def _load(self, pipe: DiffusionPipeline, name: str) -> str:
-        """The PEFT adapter name of LoRA `name`, loading its file the first time."""
+    def _load(self, pipe: DiffusionPipeline, name: str, used: set[str]) -> str:
+        """The PEFT adapter name of LoRA `name`, loading its file the first time; to make room, the
+        least recently used LoRAs go, never one of `used` (the job's own, lower case)."""
         adapter = self._adapter(name)
         if adapter.name in self.loaded:
             self.loaded.move_to_end(adapter.name)
             return self.loaded[adapter.name]
-        while self.loaded and len(self.loaded) >= CACHED:
-            _, oldest = self.loaded.popitem(last=False)
-            pipe.delete_adapters(oldest)
+        for old in [n for n in self.loaded if n.lower() not in used][:max(0, len(self.loaded) - CACHED + 1)]:
+            pipe.delete_adapters(self.loaded.pop(old))
         self._count += 1
         peft_name = f"lora{self._count}"  # PEFT's names are module keys: no dots, no spaces
         try:

@@ -22,6 +22,7 @@ from bot.queue import QueueFull, Reservation
 from bot.replies import reply_privately
 from bot.requests import from_options, prompts, source_picture, styled
 from bot.store import JobRow
+from dreambot.prompt import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from dreambot.request import (
     DEFAULT_FRAMES,
     DEFAULT_GUIDANCE,
@@ -62,6 +63,7 @@ Seed = Range[int, 0, MAX_SEED]
 Strength = Range[float, 0.01, 1.0]
 JobNumber = Range[int, 1, 2**53]
 Amount = Range[int, 8, 512]
+LoraWeight = Range[float, MIN_LORA_WEIGHT, MAX_LORA_WEIGHT]
 
 COMMON = dict(
     negative="What to keep out of the image (negative prompt)",
@@ -70,6 +72,8 @@ COMMON = dict(
     seed="Seed for a repeatable image (default: random)",
     sampler=f"Sampler (default {DEFAULT_SAMPLER})",
     style="A style preset that adds to the prompt",
+    lora="A LoRA to apply (see /loras); adds <lora:NAME:WEIGHT> to the prompt",
+    lora_weight=f"The LoRA's weight, {MIN_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g} (default 1)",
 )
 SAMPLER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SAMPLERS]
 
@@ -122,6 +126,8 @@ class Dream(commands.Cog):
         style: Optional[str] = None,
         image: Optional[discord.Attachment] = None,
         strength: Optional[Strength] = None,
+        lora: Optional[str] = None,
+        lora_weight: Optional[LoraWeight] = None,
     ) -> None:
         async def build() -> Built:
             notes = []
@@ -137,8 +143,8 @@ class Dream(commands.Cog):
                 if width is not None or height is not None:
                     notes.append("Width and height were left aside: image-to-image keeps the image's size.")
                 fields.update(mode=Mode.IMG2IMG, image=await as_png(fitted), strength=strength)
-            return self.request(prompt, negative, steps, guidance, seed, sampler, style, **fields), tuple(notes), \
-                (None, None)
+            return self.request(prompt, negative, steps, guidance, seed, sampler, style, lora=lora,
+                                lora_weight=lora_weight, **fields), tuple(notes), (None, None)
 
         await self.start(interaction, build, "dream", (prompt, negative))
 
@@ -168,6 +174,8 @@ class Dream(commands.Cog):
         seed: Optional[Seed] = None,
         sampler: Optional[str] = None,
         style: Optional[str] = None,
+        lora: Optional[str] = None,
+        lora_weight: Optional[LoraWeight] = None,
     ) -> None:
         async def build() -> Built:
             source, parent, index = await self.starting_picture(interaction, image, job, picture)
@@ -178,7 +186,8 @@ class Dream(commands.Cog):
             # The same resize and crop as the image, so the mask still covers the same pixels.
             fitted_mask, _ = await asyncio.to_thread(self.fit, scaled)
             notes = tuple(n for n in (notice, mask_notice) if n)
-            request = self.request(said, negative_said, steps, guidance, seed, sampler, style, mode=Mode.INPAINT,
+            request = self.request(said, negative_said, steps, guidance, seed, sampler, style, lora=lora,
+                                   lora_weight=lora_weight, mode=Mode.INPAINT,
                                    image=await as_png(fitted), mask=await as_png(fitted_mask), strength=strength)
             return request, notes, (parent and parent.id, index)
 
@@ -211,6 +220,8 @@ class Dream(commands.Cog):
         seed: Optional[Seed] = None,
         sampler: Optional[str] = None,
         style: Optional[str] = None,
+        lora: Optional[str] = None,
+        lora_weight: Optional[LoraWeight] = None,
     ) -> None:
         async def build() -> Built:
             side = direction or "all"
@@ -232,7 +243,8 @@ class Dream(commands.Cog):
             wide = times * grow if side in ("left", "right", "all") else 0
             tall = times * grow if side in ("up", "down", "all") else 0
             fitted, notice = await asyncio.to_thread(self.fit, source, (wide, tall))
-            request = self.request(said, negative_said, steps, guidance, seed, sampler, style, mode=Mode.OUTPAINT,
+            request = self.request(said, negative_said, steps, guidance, seed, sampler, style, lora=lora,
+                                   lora_weight=lora_weight, mode=Mode.OUTPAINT,
                                    image=await as_png(fitted), direction=side, amount=grow)
             return request, tuple(n for n in (notice,) if n), (parent and parent.id, index)
 
@@ -268,6 +280,8 @@ class Dream(commands.Cog):
         height: Optional[Height] = None,
         sampler: Optional[str] = None,
         style: Optional[str] = None,
+        lora: Optional[str] = None,
+        lora_weight: Optional[LoraWeight] = None,
     ) -> None:
         async def build() -> Built:
             parent = index = None
@@ -281,8 +295,8 @@ class Dream(commands.Cog):
                     size = (parent.width, parent.height)
             said, negative_said = prompts(prompt, negative, parent)
             end = styled(self.bot.styles, self.bot.settings.limits, style, end_prompt, "")[0] if end_prompt else None
-            request = self.request(said, negative_said, steps, guidance, start_seed, sampler, style,
-                                   mode=Mode.INTERPOLATE, end_prompt=end, end_seed=end_seed,
+            request = self.request(said, negative_said, steps, guidance, start_seed, sampler, style, lora=lora,
+                                   lora_weight=lora_weight, mode=Mode.INTERPOLATE, end_prompt=end, end_seed=end_seed,
                                    frames=DEFAULT_FRAMES if frames is None else frames, width=size[0], height=size[1])
             return request, (), (parent and parent.id, index)
 
@@ -308,6 +322,8 @@ class Dream(commands.Cog):
                 await self.prepare_and_run(interaction, origin, build, action, reservation)
         except Refused as refusal:
             await reply_privately(interaction, f"🚫 {refusal}")
+        except InvalidRequest as error:  # a LoRA that is not installed, named in the prompt as typed
+            await reply_privately(interaction, f"⚠️ {error}")
         except QueueFull as full:
             await reply_privately(interaction, f"⏳ {full}")
 
@@ -324,7 +340,7 @@ class Dream(commands.Cog):
             log.warning("/%s: an option of the wrong type", action, exc_info=True)
             await reply_privately(interaction, "⚠️ One of the options has a value of the wrong type.")
             return
-        request, policy = await runner.admit(origin, request)  # Refused: answered by start()
+        request, policy = await runner.admit(origin, request)  # Refused, InvalidRequest: answered by start()
         if parent_job_id is not None and request.mode is not Mode.INTERPOLATE:
             source = await self.bot.store.get_job(parent_job_id)
             assert source is not None
@@ -335,11 +351,36 @@ class Dream(commands.Cog):
         await runner.run(origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
                          parent_image=parent_image, reservation=reservation)
 
-    def request(self, prompt, negative, steps, guidance, seed, sampler, style, **fields) -> GenerateRequest:
+    def request(self, prompt, negative, steps, guidance, seed, sampler, style, *, lora, lora_weight,
+                **fields) -> GenerateRequest:
         """The request from the options: the defaults for those left out, checked against the limits
         (Discord enforces the option bounds, but a Discord-compatible server or an old client need not)."""
         return from_options(self.bot.styles, self.bot.settings.limits, self.bot.settings.wildcards_dir, prompt,
-                            negative, steps, guidance, seed, sampler, style, **fields)
+                            negative, steps, guidance, seed, sampler, style, lora=lora, lora_weight=lora_weight,
+                            **fields)
+
+    # -- the lora option's suggestions ---------------------------------------------------------------
+
+    @dream.autocomplete("lora")
+    @inpaint.autocomplete("lora")
+    @outpaint.autocomplete("lora")
+    @interpolate.autocomplete("lora")
+    async def lora_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+        """The installed LoRAs this server has not turned off whose name or trigger words hold what the
+        member typed, with their trigger words (Discord shows 25 at most)."""
+        off = {name.lower() for kind, name in await self.bot.store.disabled_adapters(interaction.guild_id)
+               if kind == "lora"} if interaction.guild_id else set()
+        typed = typed.strip().lower()
+        choices = []
+        for adapter in self.bot.moderation.adapters().loras.values():
+            if adapter.name.lower() in off or len(adapter.name) > 100:
+                continue
+            if typed and typed not in adapter.name.lower() and not any(typed in t.lower() for t in adapter.triggers):
+                continue
+            label = adapter.name + (f" · {', '.join(adapter.triggers)}" if adapter.triggers else "")
+            choices.append(app_commands.Choice(name=label if len(label) <= 100 else label[:99] + "…",
+                                               value=adapter.name))
+        return choices[:25]
 
     async def earlier_result(self, interaction: discord.Interaction, job_id: int, picture: Optional[int]
                              ) -> tuple[JobRow, int, bytes]:

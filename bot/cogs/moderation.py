@@ -18,7 +18,7 @@ from bot.moderation import FilterMode, age_restricted, configured_mode, effectiv
 from bot.prompt_filter import InvalidTerm, check_pattern, check_word
 from bot.replies import UserError
 from bot.store import GuildSettings
-from bot.views import history_page
+from bot.views import adapters_page, history_page
 from dreambot.request import SAFETY_SCALES
 
 if TYPE_CHECKING:
@@ -212,6 +212,64 @@ class Mod(commands.GroupCog, group_name="mod", group_description="Moderate Dream
         await interaction.response.send_message(
             f"This server blocks {len(words)} words and {len(patterns)} patterns (the list is attached).",
             file=discord.File(io.BytesIO(listing.encode()), filename="blocked-terms.txt"), ephemeral=True)
+
+    # -- LoRAs and embeddings -------------------------------------------------------------------
+
+    @app_commands.command(name="adapters",
+                          description="Turn LoRAs and embeddings off or on in this server, or list them")
+    @app_commands.describe(action="off, on or list", adapter="The LoRA or embedding (as /loras names it)")
+    @app_commands.choices(action=[app_commands.Choice(name=name, value=name) for name in ("off", "on", "list")])
+    async def adapters(self, interaction: discord.Interaction, action: str, adapter: Optional[str] = None) -> None:
+        store, guild_id = self.bot.store, interaction.guild_id
+        if action == "list":
+            text, view = await adapters_page(self.bot.moderation, store, guild_id, 0)
+            await interaction.response.send_message(text, view=view, ephemeral=True,
+                                                    allowed_mentions=discord.AllowedMentions.none())
+            return
+        if action not in ("off", "on"):
+            raise UserError(f"Unknown action {action!r}; choose off, on or list.")
+        if not adapter:
+            raise UserError(f"Give the name of the LoRA or embedding to turn {action}.")
+        found = self.find_adapter(adapter)
+        label = f"the {'LoRA' if found.kind == 'lora' else 'embedding'} **{render.escape(found.name)}**"
+        changed = await store.set_adapter_disabled(guild_id, found.kind, found.name, action == "off",
+                                                   actor_id=interaction.user.id)
+        if changed:
+            await self.announce(interaction, label.replace("**", ""), "on" if action == "off" else "off", action)
+        if action == "off":
+            answer = (f"Prompts that use {label} are now refused in this server; queued jobs that use it will not "
+                      "run." if changed else f"{label.capitalize()} was already off in this server.")
+        else:
+            answer = f"Members can use {label} again." if changed else f"{label.capitalize()} was not off."
+        await self.reply(interaction, answer)
+
+    def find_adapter(self, name: str):
+        """The installed LoRA or embedding a moderator named: `kind:name` as the suggestions give it, or a
+        name that only one of them has (any case)."""
+        catalogue = self.bot.moderation.adapters()
+        kind, _, bare = name.partition(":") if name.startswith(("lora:", "embedding:")) else ("", "", name)
+        found = [adapter for adapter in catalogue.all()
+                 if adapter.name.lower() == bare.strip().lower() and kind in ("", adapter.kind)]
+        if not found:
+            raise UserError(f"No LoRA or embedding named “{render.escape(bare.strip())}” is installed; see /loras.")
+        if len(found) > 1:
+            raise UserError(f"A LoRA and an embedding are both named “{render.escape(found[0].name)}”: pick one "
+                            "from the suggestions (lora:… or embedding:…).")
+        return found[0]
+
+    @adapters.autocomplete("adapter")
+    async def adapter_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+        typed = typed.strip().lower()
+        off = {(kind, name.lower()) for kind, name in await self.bot.store.disabled_adapters(interaction.guild_id)}
+        choices = []
+        for adapter in self.bot.moderation.adapters().all():
+            if typed and typed not in adapter.name.lower() or len(adapter.name) > 80:
+                continue
+            state = "off" if (adapter.kind, adapter.name.lower()) in off else "on"
+            kind = "LoRA" if adapter.kind == "lora" else "embedding"
+            choices.append(app_commands.Choice(name=f"{adapter.name} ({kind}, {state})",
+                                               value=f"{adapter.kind}:{adapter.name}"))
+        return choices[:25]
 
     # -- the mod-log, the moderator role, bans -------------------------------------------------
 

@@ -80,6 +80,18 @@ async def test_bans_and_blocked_terms_refuse_and_changes_apply_at_once(moderatio
     await rules.admit(8, 1, Channel(10), GenerateRequest(prompt="a fox"))
 
 
+@pytest.mark.parametrize("prompt", ["a nu<lora:glow:0>de fox", "a nu[]de fox", "a (nu)(de) fox", "nu BREAK de"])
+async def test_a_blocked_word_is_found_as_the_text_encoder_reads_it(moderation, prompt: str) -> None:
+    rules, store = moderation
+    await store.add_blocked_term(1, "word", "nude", actor_id=5)
+    rules.terms_changed(1)
+    if "BREAK" in prompt:  # BREAK splits the text in two chunks: two words, as the encoder reads them
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt=prompt))
+        return
+    with pytest.raises(PromptBlocked):  # a tag or empty brackets inside a word hide nothing
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt=prompt))
+
+
 async def test_a_stored_term_that_no_longer_compiles_is_skipped_not_fatal(moderation) -> None:
     rules, store = moderation
     await store._db.execute("INSERT INTO blocked_terms (guild_id, kind, term, added_by) VALUES (1, 'pattern', '(a', 5)")

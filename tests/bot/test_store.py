@@ -388,6 +388,10 @@ OLD_ROWS = {
          None, None, 0.8, None, None, None, None, None, "", "off", 0.4, None, 444, 1, 0.7),
         GenerateRequest(prompt="a fox", num_inference_steps=20, seed=9, scheduler="Euler", mode="inpaint",
                         strength=0.8, nsfw_threshold=0.4, keep_flagged=True, source_flagged=True)),
+    6: ("user_id, guild_id, channel_id, model, status, action, nsfw_mode, width, height, request",
+        (1, 2, 3, "sd15", "done", "dream", "block", 64, 64,
+         GenerateRequest(prompt="a fox <lora:ink:0.5>", seed=9, width=64, height=64).to_json()),
+        GenerateRequest(prompt="a fox <lora:ink:0.5>", seed=9, width=64, height=64)),
 }
 
 

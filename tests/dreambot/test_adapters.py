@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dreambot.adapters import Catalogue, read_metadata, triggers
+from dreambot.adapters import Catalogue, TurnedOff, read_metadata, triggers
 from dreambot.errors import InvalidRequest
 from dreambot.settings import EngineSettings
 
@@ -76,6 +76,32 @@ def test_a_prompt_is_checked_against_what_is_installed_and_turned_off(catalogue:
     with pytest.raises(InvalidRequest, match="The embedding “easynegative” is turned off on this server"):
         catalogue.check("a fox", "(easynegative:1.2)", off)
     catalogue.check("a fox, easynegativeish <lora:Detail:1>", "", off)  # not the word, nor that LoRA
+    with pytest.raises(InvalidRequest, match="turned off"):  # as the encoder reads it
+        catalogue.check("a fox", "easy[]negative", off)
+
+
+def test_what_is_turned_off_is_refused_by_name_whatever_the_folders_hold(catalogue: Catalogue) -> None:
+    off = [("lora", "gone"), ("embedding", "removed")]
+    with pytest.raises(TurnedOff, match="The LoRA “gone” is turned off"):  # before "not installed"
+        catalogue.check("a fox <lora:nope:1> <lora:gone:1>", "", off)
+    with pytest.raises(TurnedOff, match="The embedding “removed” is turned off"):
+        catalogue.check("a fox <lora:nope:1>", "removed", off)
+    with pytest.raises(InvalidRequest, match="no LoRA named “nope”"):
+        catalogue.check("a fox <lora:nope:1>", "", off)
+
+
+def test_the_installed_list_in_a_message_stays_short(tmp_path: Path) -> None:
+    for n in range(30):
+        safetensors_file(tmp_path / f"lora{n:02}.safetensors")
+    many = Catalogue.scan([tmp_path], [])
+    assert many.offered() == "installed: " + ", ".join(f"lora{n:02}" for n in range(10)) + ", and 20 more"
+    assert Catalogue().offered() == "none are installed"
+
+
+def test_names_a_prompt_cannot_write_or_that_clash_in_case_are_skipped(tmp_path: Path) -> None:
+    for name in ("Style", "style", " spaced", "a:b", "ok"):
+        safetensors_file(tmp_path / f"{name}.safetensors")
+    assert list(Catalogue.scan([tmp_path], []).loras) == ["ok", "Style"]
 
 
 def test_the_bundled_model_brings_its_own_adapters_and_a_folder_of_that_name_does_not(tmp_path: Path,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dreambot.prompt import Fragment, Lora, loras, names_word, parse
+from dreambot.prompt import Fragment, Lora, loras, names_word, parse, read_as
 from dreambot.request import GenerateRequest, InvalidRequest, Limits
 
 
@@ -73,6 +73,8 @@ def test_lora_tags_are_read_and_are_not_text(prompt: str, expected: tuple) -> No
     ("a fox <lora:../../etc/x:1>", "names no LoRA"),
     ("a fox <lora:outline:1", "the LoRA tag “<lora:outline:1” is never closed"),
     ("<lora:a:1> <lora:A:0.5>", "names the LoRA “A” twice"),
+    ("<lora:a> <lora:b> <lora:c> <lora:d> <lora:e>", "names 5 LoRAs; at most 4 can be used at once"),
+    (f"<lora:{'x' * 101}:1>", "names no LoRA"),
 ])
 def test_bad_lora_tags_say_what_is_wrong(prompt: str, message: str) -> None:
     with pytest.raises(InvalidRequest, match=re.escape(message)):
@@ -95,3 +97,15 @@ def test_an_embedding_name_is_a_whole_word_outside_lora_tags() -> None:
     assert names_word("a sun, x", "sun") and names_word("(SUN:1.2)", "sun")
     assert not names_word("a sunset", "sun") and not names_word("sun-dried", "sun")
     assert not names_word("a fox <lora:sun:1>", "sun")
+    # As the text encoder reads it: runs of one weight are joined, whatever brackets split them.
+    for hidden in ("easy[]negative", "easy()negative", "(easy)(negative)", "easy<lora:x:1>negative"):
+        assert names_word(hidden, "easynegative"), hidden
+    assert not names_word("(easy:1.2)negative", "easynegative")  # two weights: two runs, as the engine sees
+    assert read_as("a nu<lora:x:0>de, [b]") == ["a nude, ", "b"]
+
+
+def test_a_tag_is_not_counted_in_the_prompt_length() -> None:
+    limits = Limits(max_prompt_length=10)
+    GenerateRequest("a red fox <lora:outline:0.75>", seed=1).validated(limits)
+    with pytest.raises(InvalidRequest, match="The prompt is 12 characters long; the limit is 10"):
+        GenerateRequest("a red foxes <lora:x>", seed=1).validated(limits)

@@ -82,6 +82,9 @@ def test_the_cache_keeps_a_few_loaded_and_reloads_what_it_let_go(tiny_model: Pat
     assert list(engine.loras.loaded) == ["ink"]
     assert pixels(engine, "a fox <lora:glow:1>") == glow and list(engine.loras.loaded) == ["glow"]
     assert pixels(engine, "a fox <lora:ink:1>") == ink
+    both = pixels(engine, "a fox <lora:glow:1> <lora:ink:1>")  # one job's LoRAs stay, whatever the cache holds
+    monkeypatch.setattr(loras, "CACHED", 8)
+    assert pixels(engine, "a fox <lora:glow:1> <lora:ink:1>") == both
 
 
 def test_an_unknown_name_is_refused_naming_what_is_installed(engine: Engine) -> None:
@@ -95,9 +98,14 @@ def test_a_file_that_is_not_a_lora_for_this_model_is_refused_without_its_path(en
     assert "“odd” cannot be used with this server's model" in str(refused.value)
     assert "odd.safetensors" not in str(refused.value) and "odd.safetensors" in caplog.text  # the path is the log's
     assert pixels(engine, "a fox <lora:glow:1>") == pixels(engine, "a fox <lora:glow_kohya:1>")  # and all still works
+    before = pixels(engine, "a fox")
+    with pytest.raises(InvalidRequest):  # the first loads and is on, the second fails: the first goes off too
+        engine.generate(0, request("a fox <lora:ink:1> <lora:odd:1>"))
+    assert pixels(engine, "a fox") == before
 
 
 def test_a_lora_installed_after_the_start_is_found(tiny_model: Path, tmp_path: Path) -> None:
     engine = Engine.load(EngineSettings(_env_file=None, sd_model=str(tiny_model), lora_dir=tmp_path))
     write_lora(tiny_model, tmp_path / "late.safetensors", seed=5)
     assert pixels(engine, "a fox <lora:late:1>") != pixels(engine, "a fox")
+

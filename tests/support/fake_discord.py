@@ -69,6 +69,7 @@ PRIVATE_THREAD = 12
 # Interaction types.
 APPLICATION_COMMAND = 2
 MESSAGE_COMPONENT = 3
+APPLICATION_COMMAND_AUTOCOMPLETE = 4
 
 SELECT_TYPES = (3, 5, 6, 7, 8)  # string, user, role, mentionable and channel selects
 
@@ -538,6 +539,32 @@ class FakeDiscord:
             data["resolved"] = resolved
         channel_id = self._dm_id(user) if in_dm else int(in_channel or self.channel_id)
         return await self._interact(APPLICATION_COMMAND, self._scoped(data, command), user, channel_id=channel_id)
+
+    async def autocomplete(self, name: str, focused: str, typed: str = "", user: dict | None = None, *,
+                           in_channel: int | None = None, **options: str) -> list[dict]:
+        """A member types `typed` into option `focused` of /`name` (other string options as given so far),
+        and Discord asks the bot for suggestions: returns the choices the bot answered with. Discord
+        asks only for options declared with autocomplete."""
+        names = name.split()
+        guild = self._guild_at(in_channel or self.channel_id)
+        command = self.command(names[0], 1, guild_id=guild.id)
+        chain, options_declared = [], command.get("options") or []
+        for sub in names[1:]:  # "group sub": the subcommand's options
+            option = next(o for o in options_declared if o["name"] == sub and o.get("type") in (1, 2))
+            chain.append(option)
+            options_declared = option.get("options") or []
+        declared = {o["name"]: o for o in options_declared}
+        if not (declared.get(focused) or {}).get("autocomplete"):
+            raise AssertionError(f"/{name} has no option {focused!r} with autocomplete")
+        data_options = [{"name": key, "type": declared[key]["type"], "value": value} for key, value in options.items()]
+        data_options.append({"name": focused, "type": declared[focused]["type"], "value": typed, "focused": True})
+        for option in reversed(chain):
+            data_options = [{"name": option["name"], "type": option["type"], "options": data_options}]
+        data = {"id": command["id"], "name": names[0], "type": 1, "options": data_options}
+        record = await self._interact(APPLICATION_COMMAND_AUTOCOMPLETE, self._scoped(data, command), user,
+                                      channel_id=int(in_channel or self.channel_id))
+        reply = await record.wait_for(lambda reply: reply.kind == "callback", timeout=10)
+        return reply.payload["data"]["choices"]
 
     async def invoke_message_command(self, name: str, message_id: int, user: dict | None = None) -> Interaction:
         """A member picks Apps → `name` on message `message_id`, where that message is."""
@@ -1241,6 +1268,25 @@ class FakeDiscord:
             return _json({"message": "Unknown interaction", "code": 10062}, status=404)
         kind = payload.get("type")
         data = payload.get("data") or {}
+        if (kind == 8) != (record.type == APPLICATION_COMMAND_AUTOCOMPLETE):
+            return _invalid({"type": _error("INTERACTION_RESPONSE_TYPE_INVALID",
+                                            "Autocomplete interactions take autocomplete results, and only they do.")})
+        if kind == 8:
+            choices = data.get("choices")
+            errors: dict = {}
+            if not isinstance(choices, list) or len(choices) > 25:
+                _put_error(errors, ("data", "choices"), "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+            for i, choice in enumerate(choices if isinstance(choices, list) else []):
+                if not 1 <= len(str(choice.get("name", ""))) <= 100:
+                    _put_error(errors, ("data", "choices", i, "name"), "BASE_TYPE_BAD_LENGTH",
+                               "Must be between 1 and 100 in length.")
+                if isinstance(choice.get("value"), str) and not 1 <= len(choice["value"]) <= 100:
+                    _put_error(errors, ("data", "choices", i, "value"), "BASE_TYPE_BAD_LENGTH",
+                               "Must be between 1 and 100 in length.")
+            if errors:
+                return _invalid(errors)
+            self._record(record, Reply("callback", time.monotonic(), payload))
+            return web.Response(status=204)
         source = self._live(record.source_message_id)
         if kind in (6, 7) and source is None:
             return _invalid({"type": _error("INTERACTION_RESPONSE_TYPE_INVALID",
