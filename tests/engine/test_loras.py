@@ -109,3 +109,22 @@ def test_a_lora_installed_after_the_start_is_found(tiny_model: Path, tmp_path: P
     write_lora(tiny_model, tmp_path / "late.safetensors", seed=5)
     assert pixels(engine, "a fox <lora:late:1>") != pixels(engine, "a fox")
 
+
+def test_the_bundled_outline_lora_draws_hollow_shapes_and_leaves_nothing_behind() -> None:
+    from tools import shapes  # the oracle: colour, shape, background, and whether the shape is hollow
+
+    engine = Engine.load(EngineSettings(_env_file=None, sd_model="shapes"))
+    assert "outline" in engine.loras.catalogue.loras  # the shapes model brings it, as it brings `sun`
+    prompt = "a red circle on a white background"
+
+    def drawn(text: str, seed: int) -> Image.Image:
+        request = GenerateRequest(prompt=text, seed=seed, keep_flagged=True)
+        return Image.open(io.BytesIO(engine.generate(0, request).images[0].data))
+
+    for seed in (1, 2):
+        before = drawn(prompt, seed)
+        ring = drawn(f"{prompt} <lora:outline:1>", seed)
+        assert shapes.classify(ring) == ("red", "circle", "white") and shapes.hollow(ring) is True
+        assert shapes.classify(before)[1:] == ("circle", "white") and shapes.hollow(before) is False
+        assert drawn(f"{prompt} <lora:outline:0>", seed).tobytes() == before.tobytes()  # weight 0: filled, as before
+        assert drawn(prompt, seed).tobytes() == before.tobytes()  # and nothing of it stays behind

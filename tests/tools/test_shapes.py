@@ -1,4 +1,5 @@
-"""The shapes world and its training script: the oracle reads pictures right; training is repeatable."""
+"""The shapes world and its training script: the oracle reads pictures right, outlines as well as filled
+shapes, and tells one from the other; training is repeatable."""
 
 from __future__ import annotations
 
@@ -24,6 +25,42 @@ def test_the_oracle_sees_no_shape_on_a_plain_picture() -> None:
     rng = random.Random(1)
     plain = shapes.draw("red", "circle", "white", rng).resize((1, 1)).resize((64, 64))
     assert shapes.classify(plain)[:2] == (None, None)
+
+
+def test_the_oracle_reads_every_drawn_outline_and_finds_it_hollow() -> None:
+    rng = random.Random(7)
+    for combination in shapes.COMBINATIONS:
+        for _ in range(3):  # sizes and places vary
+            outline = shapes.draw(*combination, rng, outline=True)
+            assert shapes.classify(outline) == combination, combination
+            assert shapes.hollow(outline) is True, combination
+
+
+def test_the_oracle_finds_every_drawn_filled_shape_not_hollow() -> None:
+    rng = random.Random(8)
+    for combination in shapes.COMBINATIONS:
+        for _ in range(3):
+            filled = shapes.draw(*combination, rng)
+            # None where the oracle sees no shape at all: a colour jittered to within 80 of its background.
+            assert shapes.hollow(filled) is (False if shapes.classify(filled)[1] else None), combination
+
+
+def test_an_outline_is_the_edge_of_the_shape_the_same_draws_would_fill() -> None:
+    import numpy as np
+
+    for seed in range(3):
+        filled = np.asarray(shapes.draw("red", "triangle", "white", random.Random(seed)), dtype=float)
+        outline = np.asarray(shapes.draw("red", "triangle", "white", random.Random(seed), outline=True), dtype=float)
+        white = np.asarray(shapes.BACKGROUNDS["white"], dtype=float)
+        painted = np.linalg.norm(outline - white, axis=-1) > 80
+        inside = np.linalg.norm(filled - white, axis=-1) > 80
+        assert painted.any() and not (painted & ~inside).any()  # the stroke lies within the filled shape
+        assert painted.sum() < inside.sum()
+
+
+def test_the_oracle_sees_nothing_hollow_on_a_plain_picture() -> None:
+    plain = shapes.draw("red", "circle", "white", random.Random(1)).resize((1, 1)).resize((64, 64))
+    assert shapes.hollow(plain) is None
 
 
 def test_held_out_combinations_are_never_trained_on() -> None:

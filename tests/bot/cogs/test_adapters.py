@@ -120,7 +120,11 @@ async def test_moderators_turn_a_lora_off_on_every_path_and_on_again(bot: BotPro
                                                                       moderator: dict) -> None:
     earlier = await fake.invoke("dream", prompt="a fox", seed=5, steps=2, lora="glow")
     await earlier.wait_for(posted)
-    [job] = bot.jobs("interaction_id = ?", earlier.id)
+    for _ in range(200):  # the bot records the result's message just after Discord answers
+        [job] = bot.jobs("interaction_id = ?", earlier.id)
+        if job["message_id"]:
+            break
+        await asyncio.sleep(0.05)
 
     member = fake.user("member")
     refused = await fake.invoke("mod adapters", member, action="off", adapter="lora:glow")
