@@ -15,6 +15,18 @@ def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def in_process(monkeypatch, capsys, *args: str, cwd: Path, **env: str) -> tuple[int, str]:
+    """The CLI's own `main`, in this process: the same code as `python -m engine`, without a fresh
+    interpreter's seconds of imports each time (the tests above run the real command)."""
+    from engine.__main__ import main
+
+    monkeypatch.chdir(cwd)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
 def test_tiny_model_then_generate_is_reproducible(tmp_path: Path) -> None:
     made = run("tiny-model", "tiny", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
@@ -63,7 +75,7 @@ def test_flagged_images_are_not_written(flagging_model: Path, tmp_path: Path) ->
     assert not (tmp_path / "x.png").exists()
 
 
-def test_generate_in_each_mode(tmp_path: Path) -> None:
+def test_generate_in_each_mode(tmp_path: Path, monkeypatch, capsys) -> None:
     Image.new("RGB", (64, 64), (40, 80, 230)).save(tmp_path / "in.png")
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (0, 0, 32, 64))
@@ -76,17 +88,18 @@ def test_generate_in_each_mode(tmp_path: Path) -> None:
         (["--end-prompt", "a blue square on a white background", "--frames", "3"], "anim.gif", (64, 64)),
     ]
     for options, name, size in cases:
-        done = run("generate", "--prompt", "a red circle on a blue background", "--seed", "1", "--steps", "4",
-                   "--out", name, *options, cwd=tmp_path, SD_MODEL="shapes")
-        assert done.returncode == 0, (options, done.stderr)
+        code, err = in_process(monkeypatch, capsys, "generate", "--prompt", "a red circle on a blue background",
+                               "--seed", "1", "--steps", "4", "--out", name, *options, cwd=tmp_path, SD_MODEL="shapes")
+        assert code == 0, (options, err)
         assert Image.open(tmp_path / name).size == size, options
     assert Image.open(tmp_path / "anim.gif").n_frames == 3
 
 
-def test_generate_refuses_bad_mode_options(tmp_path: Path) -> None:
+def test_generate_refuses_bad_mode_options(tmp_path: Path, monkeypatch, capsys) -> None:
     Image.new("RGB", (60, 64)).save(tmp_path / "odd.png")
     for options, message in ((["--mask", "m.png"], "--mask needs --image"),
                              (["--image", "odd.png"], "is 60x64; its sides must be multiples of 8"),
                              (["--image", "missing.png"], "cannot read the image missing.png")):
-        done = run("generate", "--prompt", "x", "--out", "x.png", *options, cwd=tmp_path, SD_MODEL="shapes")
-        assert done.returncode == 2 and message in done.stderr, (options, done.stderr)
+        code, err = in_process(monkeypatch, capsys, "generate", "--prompt", "x", "--out", "x.png", *options,
+                               cwd=tmp_path, SD_MODEL="shapes")
+        assert code == 2 and message in err, (options, err)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from bot.views import ADAPTERS_PAGE_SIZE
-from tests.support.bot_process import BotProcess
+from tests.support.bot_process import BotProcess, until
 from tests.support.fake_discord import FakeDiscord, Interaction, Reply
 from tests.support.loras import write_lora
 
@@ -171,3 +171,19 @@ async def test_an_embedding_turned_off_refuses_prompts_that_use_its_word(bot: Bo
     assert [(c["name"], c["value"]) for c in choices] == [("fuzzy (embedding, off)", "embedding:fuzzy")]
     answer = await private_answer(await fake.invoke("mod adapters", moderator, action="on", adapter="embedding:fuzzy"))
     assert "Members can use the embedding **fuzzy** again." in answer
+
+
+async def test_a_queued_job_whose_lora_is_turned_off_meanwhile_does_not_run(bot: BotProcess, fake: FakeDiscord,
+                                                                             moderator: dict) -> None:
+    """The rule that guards this path: the start-of-job gate (`JobRunner.gate`) checks again."""
+    blocker = await fake.invoke("dream", fake.user("first in line"), prompt="keeps the engine busy", steps=50,
+                                width=512, height=512)
+    await until(lambda: [r["status"] for r in bot.jobs("interaction_id = ?", blocker.id)] == ["running"])
+    waiting = await fake.invoke("dream", fake.user("patient"), prompt="a fox", lora="ink", steps=2)
+    await waiting.wait_for(lambda reply: "ahead of yours" in reply.content)
+    await private_answer(await fake.invoke("mod adapters", moderator, action="off", adapter="ink"))
+    told = await waiting.wait_for(lambda reply: "The LoRA “ink” is turned off" in reply.content, timeout=120)
+    assert not told.files
+    [job] = bot.jobs("interaction_id = ?", waiting.id)
+    assert job["status"] == "failed"
+    await private_answer(await fake.invoke("mod adapters", moderator, action="on", adapter="ink"))
