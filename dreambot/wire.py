@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 from dreambot.request import GenerateRequest
 
-# Raise on any change a peer of the previous version would misread.
-PROTOCOL_VERSION = 1
+# Raise on any change a peer of the previous version would misread. 2: prompts carry A1111's syntax
+# and <lora:…> tags, which an engine of version 1 would draw as words.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
