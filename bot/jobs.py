@@ -149,7 +149,7 @@ class JobRunner:
             raise JobRefused(BANNED, public="This job was stopped by this server's moderators.")
         request = job.request
         try:  # a LoRA or embedding turned off since the job was queued
-            self._moderation.check_adapters(request, await self._store.disabled_adapters(row.guild_id))
+            await self._moderation.check_adapters(request, row.guild_id)
         except Refused as refusal:
             raise JobRefused(str(refusal), public="This job was stopped by this server's moderators.") from None
         except InvalidRequest:

@@ -238,7 +238,7 @@ class Moderation:
         `classifier` is the engine's safety classifier, once known (the threshold's scale).
         InvalidRequest for a LoRA that is not installed."""
         if guild_id is None:
-            self.check_adapters(request)
+            await self.check_adapters(request, None)
             # Direct messages have no moderators: the strictest filter, at the classifier's default.
             return Policy().apply(request), Policy()
         ban = await self._store.get_ban(guild_id, user_id)
@@ -249,7 +249,7 @@ class Moderation:
             # Never echo the term: it would teach how to get around it.
             raise PromptBlocked("Your prompt contains something this server's moderators have blocked. "
                                 "Please rephrase it.", matched)
-        self.check_adapters(request, await self._store.disabled_adapters(guild_id))
+        await self.check_adapters(request, guild_id)
         settings = await self._store.guild_settings(guild_id)
         threshold = settings.nsfw_threshold
         scale = SAFETY_SCALES.get(classifier) if classifier else None
@@ -262,14 +262,22 @@ class Moderation:
         policy = Policy(applied_mode(settings, channel), threshold)
         return policy.apply(request), policy
 
-    def check_adapters(self, request: GenerateRequest, disabled: list[tuple[str, str]] | None = None) -> None:
+    async def check_adapters(self, request: GenerateRequest, guild_id: int | None) -> None:
         """InvalidRequest for a LoRA the request names that is not installed; Refused for a LoRA or an
-        embedding it uses that the server turned off (`disabled`: `Store.disabled_adapters`)."""
+        embedding it uses that the server turned off (none in direct messages)."""
+        disabled = await self._store.disabled_adapters(guild_id) if guild_id is not None else []
         try:
             self.adapters().check(request.prompt, " ".join((request.negative_prompt, request.end_prompt or "")),
-                                  disabled or ())
+                                  disabled)
         except TurnedOff as refusal:
             raise Refused(str(refusal)) from None
+
+    async def turned_off(self, guild_id: int | None) -> set[tuple[str, str]]:
+        """(kind, name in lower case) of the LoRAs and embeddings a server turned off, for what members
+        are shown (suggestions, /loras); none in direct messages."""
+        if guild_id is None:
+            return set()
+        return {(kind, name.lower()) for kind, name in await self._store.disabled_adapters(guild_id)}
 
     async def current_mode(self, guild_id: int | None, channel) -> FilterMode:
         """The mode that applies in `channel` now (a job's result may come long after it was asked for)."""

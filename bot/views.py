@@ -207,7 +207,7 @@ async def adapters_page(moderation: Moderation, store: Store, guild_id: int | No
     buttons. Pages are filled by length (an entry with a long description and trigger words is
     long), so every entry is on one."""
     catalogue = moderation.adapters()
-    off = {(kind, name.lower()) for kind, name in await store.disabled_adapters(guild_id)} if guild_id else set()
+    off = await moderation.turned_off(guild_id)
     pages: list[list[str]] = [[]]
     for adapter in catalogue.all():
         entry = render.adapter_entry(adapter, off)

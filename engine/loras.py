@@ -82,14 +82,19 @@ class Loras:
             with warnings.catch_warnings():  # PEFT warns that a model holds several adapters: ours does, on purpose
                 warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
                 pipe.load_lora_weights(state, adapter_name=peft_name)
-            if not any(peft_name in names for names in pipe.get_list_adapters().values()):
+            if not _holds(pipe, peft_name):
                 raise ValueError("none of its layers matches this model (is it for another model family?)")
         except Exception as error:  # a file that is not a LoRA for this model: the operator's to mend
             log.warning("LoRA %s (%s) cannot be loaded: %s", adapter.name, adapter.path, error)
-            if any(peft_name in names for names in pipe.get_list_adapters().values()):
+            if _holds(pipe, peft_name):
                 pipe.delete_adapters(peft_name)
             raise InvalidRequest(f"The LoRA “{adapter.name}” cannot be used with this server's model; "
                                  "the operator can see why in the bot’s log.") from None
         log.info("LoRA %s loaded from %s", adapter.name, adapter.path)
         self.loaded[adapter.name] = peft_name
         return peft_name
+
+
+def _holds(pipe: DiffusionPipeline, peft_name: str) -> bool:
+    """Whether any of the pipeline's models holds the PEFT adapter of that name."""
+    return any(peft_name in names for names in pipe.get_list_adapters().values())

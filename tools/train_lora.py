@@ -88,7 +88,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
-from tools import shapes
+from tools import shapes, train_shapes
 from tools.train_embedding import MODEL, load_pipeline, log
 from tools.train_shapes import warmup_cosine
 
@@ -99,16 +99,9 @@ PROMPTS = [("red", "circle", "white"), ("blue", "square", "gray"), ("purple", "t
 
 
 def training_caption(rng: random.Random, colour: str, shape: str, background: str) -> str:
-    """10 % empty, 70 % the full sentence, otherwise a part of it, as a sentence or bare words."""
-    draw = rng.random()
-    if draw < 0.1:
-        return ""
-    if draw < 0.8:
-        return shapes.caption(colour, shape, background)
-    parts = [colour, shape, background]
-    while all(part is None for part in parts) or None not in parts:
-        parts = [part if rng.random() < 0.5 else None for part in (colour, shape, background)]
-    return shapes.caption(*parts, keywords=rng.random() < 0.5)
+    """10 % empty, 70 % the full sentence, otherwise a part of it, as a sentence or bare words:
+    `tools.train_shapes`' captions with more full sentences."""
+    return train_shapes.training_caption(rng, colour, shape, background, sentences_below=0.8)
 
 
 def draw_pictures(rng: random.Random, count: int) -> tuple[torch.Tensor, list[tuple[str, str, str]]]:

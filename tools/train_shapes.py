@@ -79,14 +79,16 @@ def make_images(rng: random.Random, count: int, combinations, split_share: float
     return tensor, shown
 
 
-def training_caption(rng: random.Random, colour: str, shape: str, background: str) -> str:
-    """10 % empty (the unconditional model guidance pushes against), 50 % the full sentence, and
-    otherwise a part of it, as a sentence or bare words ("red", "circle on a gray background"), so
-    that every word means something alone and a one-word negative prompt has something to remove."""
+def training_caption(rng: random.Random, colour: str, shape: str, background: str,
+                     sentences_below: float = 0.6) -> str:
+    """10 % empty (the unconditional model guidance pushes against), the full sentence up to
+    `sentences_below` (50 % by default), and otherwise a part of it, as a sentence or bare words
+    ("red", "circle on a gray background"), so that every word means something alone and a one-word
+    negative prompt has something to remove."""
     draw = rng.random()
     if draw < 0.1:
         return ""
-    if draw < 0.6:
+    if draw < sentences_below:
         return shapes.caption(colour, shape, background)
     parts = [colour, shape, background]
     while all(part is None for part in parts) or None not in parts:

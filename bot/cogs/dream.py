@@ -368,12 +368,11 @@ class Dream(commands.Cog):
     async def lora_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
         """The installed LoRAs this server has not turned off whose name or trigger words hold what the
         member typed, with their trigger words (Discord shows 25 at most)."""
-        off = {name.lower() for kind, name in await self.bot.store.disabled_adapters(interaction.guild_id)
-               if kind == "lora"} if interaction.guild_id else set()
+        off = await self.bot.moderation.turned_off(interaction.guild_id)
         typed = typed.strip().lower()
         choices = []
         for adapter in self.bot.moderation.adapters().loras.values():
-            if adapter.name.lower() in off or len(adapter.name) > 100:
+            if ("lora", adapter.name.lower()) in off or len(adapter.name) > 100:
                 continue
             if typed and typed not in adapter.name.lower() and not any(typed in t.lower() for t in adapter.triggers):
                 continue

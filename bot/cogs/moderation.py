@@ -260,7 +260,7 @@ class Mod(commands.GroupCog, group_name="mod", group_description="Moderate Dream
     @adapters.autocomplete("adapter")
     async def adapter_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
         typed = typed.strip().lower()
-        off = {(kind, name.lower()) for kind, name in await self.bot.store.disabled_adapters(interaction.guild_id)}
+        off = await self.bot.moderation.turned_off(interaction.guild_id)
         choices = []
         for adapter in self.bot.moderation.adapters().all():
             if typed and typed not in adapter.name.lower() or len(adapter.name) > 80:
