@@ -4,10 +4,12 @@ built-in name or a hub id), the pipeline each mode calls, SD_UPSCALER and the sa
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
 from diffusers import (
+    AutoencoderKL,
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
     AutoPipelineForText2Image,
@@ -17,8 +19,10 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
+from dreambot import families
 from dreambot.request import Mode
 from dreambot.settings import BUILTIN_MODELS
+from engine import checkpoint
 from engine.safety import CheckpointSafetyChecker, OpenNSFWSafetyChecker, SafetyChecker
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,7 @@ def load_pipeline(source: str, dtype: torch.dtype) -> DiffusionPipeline:
         if path.is_file():
             if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
                 raise ModelLoadError(f"SD_MODEL file {source!r} is not a .safetensors or .ckpt checkpoint")
-            cls = StableDiffusionXLPipeline if is_sdxl_checkpoint(path) else StableDiffusionPipeline
-            return cls.from_single_file(str(path), dtype=dtype)
+            return load_single_file(path, dtype)
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise ModelLoadError(f"SD_MODEL folder {source!r} has no model_index.json (not a diffusers model)")
@@ -81,21 +84,62 @@ def load_pipeline(source: str, dtype: torch.dtype) -> DiffusionPipeline:
         raise ModelLoadError(f"could not load SD_MODEL {source!r}: {type(error).__name__}: {error}") from error
 
 
-def is_sdxl_checkpoint(path: Path) -> bool:
-    # SDXL checkpoints carry a second text encoder under conditioner.embedders.1.
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            keys = f.keys()
-    else:
+def load_single_file(path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+    """A single .safetensors/.ckpt checkpoint in the original layout, loaded without the model hub:
+    its family told from its weights, its configs the family's stock ones (engine/configs) with what
+    the weights and the file's metadata say, a .ckpt unpickling tensors only."""
+    try:
+        found = checkpoint.inspect(path)
+    except checkpoint.CheckpointError as error:
+        raise ModelLoadError(f"could not load SD_MODEL {str(path)!r}: {error}") from None
+    cls = StableDiffusionXLPipeline if families.base_of(found.family) == "sdxl" else StableDiffusionPipeline
+    # A single file carries no safety checker; the SD 1.x configs name one, so say there is none.
+    without = {} if cls is StableDiffusionXLPipeline else {"safety_checker": None, "feature_extractor": None,
+                                                            "requires_safety_checker": False}
+    with tempfile.TemporaryDirectory(prefix="dreambot-config-") as folder:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # an old pickled checkpoint: those predate SDXL
-            log.info("could not read %s's keys safely; loading it as SD 1.x/2.x", path.name)
-            return False
-        keys = state.get("state_dict", state).keys()
-    return any(key.startswith("conditioner.embedders.1.") for key in keys)
+            checkpoint.config_folder(found, Path(folder))
+        except checkpoint.CheckpointError as error:
+            raise ModelLoadError(f"could not load SD_MODEL {str(path)!r}: {error}") from None
+        pipe = cls.from_single_file(str(path), config=folder, local_files_only=True, dtype=dtype, **without)
+    _check_complete(pipe, path)
+    log.info("%s is %s", path.name, families.label(found.family, pipe.scheduler.config.get("prediction_type")))
+    return pipe
+
+
+def _check_complete(pipe: DiffusionPipeline, path: Path) -> None:
+    # diffusers leaves a weight the file lacks on the meta device, to fail at the first picture.
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            missing = [key for key, weight in component.state_dict().items() if weight.device.type == "meta"]
+            if missing:
+                raise ModelLoadError(f"SD_MODEL file {str(path)!r} lacks {len(missing)} weight(s) of its {name} "
+                                     f"(such as {missing[0]}); it is damaged or of an unusual layout")
+
+
+def load_vae(source: str, pipe: DiffusionPipeline, dtype: torch.dtype) -> AutoencoderKL:
+    """A model's own VAE in place of its checkpoint's: a diffusers folder (a VAE's, or a model's with
+    a vae/ subfolder), or a single .safetensors/.ckpt VAE in the original layout, loaded offline with
+    the config of the VAE it replaces."""
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            subfolder = "vae" if (path / "vae" / "config.json").is_file() else None
+            return AutoencoderKL.from_pretrained(str(path), subfolder=subfolder, dtype=dtype)
+        if not path.is_file() or path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise ModelLoadError(f"VAE {source!r} is not an existing folder nor a .safetensors or .ckpt file")
+        # A .ckpt is read here, tensors only, and handed over as a state dict.
+        weights = str(path) if path.suffix.lower() == ".safetensors" else checkpoint.read_ckpt(path)
+        with tempfile.TemporaryDirectory(prefix="dreambot-config-") as folder:
+            pipe.vae.save_config(Path(folder) / "vae")
+            return AutoencoderKL.from_single_file(weights, config=folder, subfolder="vae", local_files_only=True,
+                                                  dtype=dtype)
+    except ModelLoadError:
+        raise
+    except checkpoint.CheckpointError as error:
+        raise ModelLoadError(f"could not load the VAE {source!r}: {error}") from None
+    except Exception as error:  # as for SD_MODEL: the operator needs the one line
+        raise ModelLoadError(f"could not load the VAE {source!r}: {type(error).__name__}: {error}") from error
 
 
 def _is_hub_id(source: str) -> bool:

@@ -84,8 +84,12 @@ def test_bad_model_files_and_folders_say_why(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="has no model_index.json"):
         Engine.load(settings(tmp_path))
     (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelLoadError, match="could not load SD_MODEL"):
+    with pytest.raises(ModelLoadError, match=r"could not load SD_MODEL '.*broken.safetensors': not a safetensors file"):
         Engine.load(settings(tmp_path / "broken.safetensors"))
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match=r"could not load SD_MODEL '.*broken\.ckpt': not a PyTorch checkpoint "
+                                             r"this engine can read safely \(Unsupported operand"):
+        Engine.load(settings(tmp_path / "broken.ckpt"))
 
 
 @pytest.mark.parametrize(
