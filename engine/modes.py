@@ -199,43 +199,57 @@ def _latent_upscale(engine: Engine, requests: list[GenerateRequest], progress: P
 
 @torch.no_grad()
 def interpolate(engine: Engine, requests: list[GenerateRequest], progress: Progress) -> Made:
-    """Frames from (prompt, seed) to (end prompt, end seed): the text embeddings move in a straight
-    line, the starting noise along a great circle (slerp), so every frame's noise stays as large as
-    real noise. Frame 0 is exactly the txt2img picture of (prompt, seed)."""
-    # 1. inputs: both ends' prompt embeddings, the size
+    """Frames from (prompt, seed) to (end prompt, end seed): the text embeddings (and SDXL's pooled
+    ones) move in a straight line, the starting noise along a great circle (slerp), so every
+    frame's noise stays as large as real noise. Frame 0 is exactly the txt2img picture of (prompt, seed)."""
+    # 1. inputs: both ends' prompt embeddings, the negative's, the size
     [request] = requests
     pipe = engine.pipeline(Mode.INTERPOLATE)
     if engine.inpainting_only:
         raise InvalidRequest(f"This server's model ({engine.model}) is an inpainting model: it cannot animate.")
-    if isinstance(pipe, StableDiffusionXLPipeline):
-        raise InvalidRequest("Interpolation is not available for SDXL models yet.")
     width, height = request.width or engine.native_size, request.height or engine.native_size
     guided = request.guidance_scale > 1
     ends = [request.prompt, request.end_prompt or request.prompt]
     # Both ends as long, so that the line between them exists.
     length = prompts.count(pipe, *ends, request.negative_prompt, embeddings=engine.embeddings)
-    start, end = (prompts.encode(pipe, text, engine.device, length, engine.embeddings) for text in ends)
-    negative = prompts.encode(pipe, request.negative_prompt, engine.device, length, engine.embeddings) \
-        if guided else None
+    (start, pooled_start), (end, pooled_end) = (
+        prompts.encode_pooled(pipe, text, engine.device, length, engine.embeddings, clip_skip=engine.clip_skip)
+        for text in ends
+    )
+    negative, negative_pooled = prompts.encode_negative(
+        pipe, request.negative_prompt, engine.device, (start, pooled_start), length, engine.embeddings,
+        clip_skip=engine.clip_skip,
+    ) if guided else (None, None)
 
-    # 2. scheduler and generators: both ends' starting noise (a fresh scheduler for each frame, below)
+    # 2. scheduler and generators: the end's starting noise (the start's, a fresh scheduler and
+    # generator for each frame, below)
     shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     end_seed = request.seed if request.end_seed is None else request.end_seed
-    noise_start, noise_end = (
-        randn_tensor(shape, generator=samplers.generators(engine.device, [seed]), device=engine.device,
-                     dtype=start.dtype)
-        for seed in (request.seed, end_seed)
-    )
+
+    def noise(seed: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        generator = samplers.generators(engine.device, [seed])
+        return randn_tensor(shape, generator=generator, device=engine.device, dtype=start.dtype), generator
+
+    noise_end, _ = noise(end_seed)
 
     # 3. pipeline call, once per frame
     frames = []
     for frame in range(request.frames):
         t = frame / (request.frames - 1)
         pipe.scheduler = samplers.scheduler(engine.scheduler_config, request)
+        # The start seed's generator, left past its noise as txt2img leaves it: a sampler that adds
+        # noise at every step (Euler a) adds txt2img's, in every frame.
+        noise_start, generator = noise(request.seed)
+        pooled = {} if pooled_start is None else {  # SDXL's
+            "pooled_prompt_embeds": torch.lerp(pooled_start, pooled_end, t),
+            "negative_pooled_prompt_embeds": negative_pooled,
+        }
         frames.append(pipe(
             prompt_embeds=torch.lerp(start, end, t),
-            negative_prompt_embeds=negative if guided else None,
+            negative_prompt_embeds=negative,
+            **pooled,
             latents=imaging.slerp(noise_start, noise_end, t),
+            generator=generator,
             width=width,
             height=height,
             num_inference_steps=request.num_inference_steps,
@@ -297,11 +311,11 @@ def _prompts(engine: Engine, pipe: DiffusionPipeline, requests: list[GenerateReq
         if len(requests) == 1:
             [request] = requests
             return {**prompts.arguments(pipe, [request.prompt], [request.negative_prompt], engine.device,
-                                        engine.embeddings),
+                                        engine.embeddings, clip_skip=engine.clip_skip),
                     "num_images_per_prompt": request.num_images}
         each = [r for r in requests for _ in range(r.num_images)]  # one prompt per picture
         return prompts.arguments(pipe, [r.prompt for r in each], [r.negative_prompt for r in each], engine.device,
-                                 engine.embeddings)
+                                 engine.embeddings, clip_skip=engine.clip_skip)
     if len(requests) == 1:
         [request] = requests
         return {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None,

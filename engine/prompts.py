@@ -14,6 +14,14 @@ with its own token) weighted on their own and the two joined along the width; th
 embedding is the second encoder's, of the first chunk, unweighted (A1111's). An empty negative
 prompt is zeros where the pipeline says so (`force_zeros_for_empty_prompt`), as diffusers and
 A1111 make it: per prompt, so that a job sharing a call gets the picture it gets alone.
+
+CLIP skip (A1111's, `clip_skip`: the engine's per-model setting, 1 = no skip) reads the prompt from
+an earlier layer of the text encoder. SD 1.x and 2.x as A1111: the hidden states `clip_skip` from
+the end, through the encoder's final layer norm; 1 is the encoder's output. SDXL as diffusers: the
+hidden states `clip_skip + 1` from the end, with no layer norm; 1 is the penultimate layer, as
+always. diffusers' own `clip_skip` counts the layers skipped, one less: its None is our 1, its 1
+our 2; and it skips for the prompt only, where A1111 (and this module) skips for the negative
+prompt too. The pooled embedding never changes.
 """
 
 from __future__ import annotations
@@ -77,22 +85,25 @@ def count(pipe: DiffusionPipeline, *texts: str, embeddings: Embeddings = NONE) -
 
 @torch.no_grad()
 def encode(pipe: DiffusionPipeline, text: str, device: torch.device, length: int = 1,
-           embeddings: Embeddings = NONE) -> torch.Tensor:
+           embeddings: Embeddings = NONE, *, clip_skip: int = 1) -> torch.Tensor:
     """The prompt's embeddings, (1, chunks × the encoder's length, width), padded to `length` chunks."""
-    return encode_pooled(pipe, text, device, length, embeddings)[0]
+    return encode_pooled(pipe, text, device, length, embeddings, clip_skip=clip_skip)[0]
 
 
 @torch.no_grad()
 def encode_pooled(pipe: DiffusionPipeline, text: str, device: torch.device, length: int = 1,
-                  embeddings: Embeddings = NONE) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  embeddings: Embeddings = NONE, *, clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The prompt's embeddings, (1, chunks × the encoder's length, width: both encoders' on SDXL),
-    padded to `length` chunks; and SDXL's pooled embedding, (1, projection), of the first chunk
-    (None for SD 1.x/2.x)."""
+    padded to `length` chunks, read `clip_skip` layers from the end; and SDXL's pooled embedding,
+    (1, projection), of the first chunk (None for SD 1.x/2.x)."""
     xl = sdxl(pipe)
     pooled = None
     joined = []
     encoders = text_encoders(pipe)
     for _, tokenizer, encoder in encoders:
+        layers = encoder.config.num_hidden_layers
+        if not 1 <= clip_skip <= layers:
+            raise ValueError(f"CLIP skip {clip_skip} is out of range: this model's text encoder has {layers} layers")
         cut = chunks(pipe, text, embeddings, tokenizer)
         cut += [[] for _ in range(length - len(cut))]
         size = tokenizer.model_max_length
@@ -109,10 +120,14 @@ def encode_pooled(pipe: DiffusionPipeline, text: str, device: torch.device, leng
                 output = encoder(ids, output_hidden_states=True)
                 if index == 0 and output[0].ndim == 2:  # the encoder with a projection: its pooled output
                     pooled = output[0]
-                z = output.hidden_states[-2]
+                z = output.hidden_states[-(clip_skip + 1)]
             else:
                 mask = torch.tensor([[1] * (size - padding) + [0] * padding], device=device) if use_mask else None
-                z = encoder(ids, attention_mask=mask)[0]
+                if clip_skip == 1:
+                    z = encoder(ids, attention_mask=mask)[0]
+                else:
+                    z = encoder(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-clip_skip]
+                    z = _final_layer_norm(encoder)(z)
             if any(weight != 1.0 for weight in weights):
                 original_mean = z.mean()
                 z = z * torch.tensor(weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
@@ -124,16 +139,32 @@ def encode_pooled(pipe: DiffusionPipeline, text: str, device: torch.device, leng
     return embeds, None if pooled is None else pooled.to(device=device)
 
 
+def _final_layer_norm(encoder: torch.nn.Module) -> torch.nn.Module:
+    # transformers 5 has CLIPTextModel's layers on the model itself; before, under `text_model`
+    # (which diffusers 0.42's own clip_skip still expects).
+    return getattr(encoder, "text_model", encoder).final_layer_norm
+
+
+@torch.no_grad()
+def encode_negative(pipe: DiffusionPipeline, text: str, device: torch.device,
+                    like: tuple[torch.Tensor, torch.Tensor | None], length: int = 1, embeddings: Embeddings = NONE,
+                    *, clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A negative prompt's `encode_pooled`; an empty one zeros shaped `like` (a positive prompt's)
+    where the pipeline says so (SDXL's `force_zeros_for_empty_prompt`), as diffusers and A1111 make it."""
+    if not text and sdxl(pipe) and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+        embeds, pooled = like
+        return torch.zeros_like(embeds), None if pooled is None else torch.zeros_like(pooled)
+    return encode_pooled(pipe, text, device, length, embeddings, clip_skip=clip_skip)
+
+
 def arguments(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str], device: torch.device,
-              embeddings: Embeddings = NONE) -> dict[str, torch.Tensor]:
+              embeddings: Embeddings = NONE, *, clip_skip: int = 1) -> dict[str, torch.Tensor]:
     """The prompt arguments of a pipeline call making one picture per entry of `prompts` (with the
     negative at the same place), all padded to one length: `prompt_embeds` and
     `negative_prompt_embeds`, and on SDXL `pooled_prompt_embeds` and `negative_pooled_prompt_embeds`."""
     length = count(pipe, *prompts, *negatives, embeddings=embeddings)
-    positive = [encode_pooled(pipe, text, device, length, embeddings) for text in prompts]
-    zeros = sdxl(pipe) and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
-    nothing = tuple(None if tensor is None else torch.zeros_like(tensor) for tensor in positive[0])
-    negative = [nothing if zeros and not text else encode_pooled(pipe, text, device, length, embeddings)
+    positive = [encode_pooled(pipe, text, device, length, embeddings, clip_skip=clip_skip) for text in prompts]
+    negative = [encode_negative(pipe, text, device, positive[0], length, embeddings, clip_skip=clip_skip)
                 for text in negatives]
     given = {"prompt_embeds": torch.cat([embeds for embeds, _ in positive]),
              "negative_prompt_embeds": torch.cat([embeds for embeds, _ in negative])}

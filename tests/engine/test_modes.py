@@ -16,8 +16,11 @@ from PIL import Image
 
 from dreambot.request import GenerateRequest, InvalidRequest
 from dreambot.settings import EngineSettings
+from engine import modes
 from engine.loading import ModelLoadError
 from engine.pipeline import Engine
+from engine.progress import quiet
+from tests.support.models import tiny_sdxl_model
 from tools import shapes
 
 
@@ -157,9 +160,47 @@ def test_interpolation_between_seeds_changes_the_picture_gradually(engine: Engin
     assert np.abs(frames[-1] - frames[0]).mean() > max(steps) * 0.9  # the ends differ more than neighbours
 
 
-# On tiny models: what an inpainting checkpoint or a dedicated upscaler changes in the modes.
+# On tiny models: interpolation exactly (SD 1.x and SDXL), and what an inpainting checkpoint or a
+# dedicated upscaler changes in the modes.
 def settings(model: Path | str, **changes) -> EngineSettings:
     return EngineSettings(_env_file=None, sd_model=str(model), **changes)
+
+
+def interpolated_and_stills(engine: Engine, request: GenerateRequest) -> tuple[list[bytes], list[bytes]]:
+    """The interpolation's frames, and the txt2img pictures of its ends' (prompt, seed), as pixels."""
+    frames = modes.interpolate(engine, [request], quiet).pictures[0]
+    ends = [(request.prompt, request.seed), (request.end_prompt or request.prompt, request.end_seed)]
+    stills = [modes.txt2img(engine, [GenerateRequest(prompt=prompt, negative_prompt=request.negative_prompt, seed=seed,
+                                                     num_inference_steps=request.num_inference_steps,
+                                                     guidance_scale=request.guidance_scale,
+                                                     scheduler=request.scheduler)], quiet).pictures[0][0]
+              for prompt, seed in ends]
+    return [frame.tobytes() for frame in frames], [still.tobytes() for still in stills]
+
+
+@pytest.mark.parametrize("negative", ["", "blurry, (dark:1.2)"])
+def test_sdxl_interpolation_runs_from_one_txt2img_picture_to_the_other(
+        tmp_path_factory: pytest.TempPathFactory, negative: str) -> None:
+    engine = Engine.load(settings(tiny_sdxl_model(tmp_path_factory)))
+    # Both ends' embeddings and pooled embeddings move, and an empty negative is zeros, as in txt2img.
+    request = GenerateRequest(prompt="a red fox", end_prompt="a (blue:1.3) cat, at night", negative_prompt=negative,
+                              mode="interpolate", seed=4, end_seed=7, frames=3, num_inference_steps=3,
+                              guidance_scale=5.0, scheduler="Euler")
+    frames, (first, last) = interpolated_and_stills(engine, request)
+    assert frames[0] == first and frames[-1] == last
+    assert frames[1] not in (first, last)
+    [gif] = engine.generate(0, request).images
+    assert gif.format == "gif" and len(frames_of(gif.data)) == 3
+
+
+def test_interpolation_with_an_ancestral_sampler_starts_at_its_txt2img_picture(tiny_model: Path) -> None:
+    # A sampler that adds noise at every step draws it from the seed's generator, as txt2img does.
+    engine = Engine.load(settings(tiny_model))
+    request = GenerateRequest(prompt="a red fox", end_prompt="a blue cat", mode="interpolate", seed=4, end_seed=7,
+                              frames=3, num_inference_steps=3, scheduler="Euler a")
+    frames, (first, _) = interpolated_and_stills(engine, request)
+    assert frames[0] == first
+    assert interpolated_and_stills(engine, request)[0] == frames  # repeatable
 
 
 def test_an_inpainting_checkpoint_inpaints_and_refuses_the_rest(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ embedding)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dreambot.settings import EngineSettings
 from dreambot.wire import Job
 from engine import modes, prompts
 from engine.pipeline import Engine
+from engine.progress import quiet
 from tests.support.models import tiny_sdxl_model
 
 SCENE = "a red circle on a blue background"
@@ -196,3 +198,60 @@ def test_sdxl_img2img_and_inpainting_take_the_encoded_prompts(sdxl: Engine) -> N
                                   num_inference_steps=2, strength=1.0, keep_flagged=True, **options)
         [result] = sdxl.generate(0, request).images
         assert Image.open(io.BytesIO(result.data)).size == (64, 64)
+
+
+# CLIP skip (`Engine.clip_skip`, A1111's count: 1 = the last layer, no skip).
+def test_clip_skip_reads_an_earlier_layer_through_the_final_layer_norm(tiny: Engine) -> None:
+    pipe, device, text = tiny.pipe, tiny.device, "a red fox, detailed"
+    # 1: the encoder's output, as diffusers encodes it (its clip_skip None).
+    plain = prompts.encode(pipe, text, device, clip_skip=1)
+    assert torch.equal(plain, pipe.encode_prompt(text, device, 1, False)[0])
+    assert torch.equal(prompts.encode(pipe, text, device), plain)
+    # 2: A1111's, one layer earlier through the final layer norm; diffusers' clip_skip=1 means the same
+    # (but diffusers 0.42 cannot run it beside transformers 5: it looks for `text_model.final_layer_norm`).
+    ids = pipe.tokenizer(text, padding="max_length", return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():
+        hidden = pipe.text_encoder(ids, output_hidden_states=True).hidden_states
+        theirs = pipe.text_encoder.final_layer_norm(hidden[-2])
+    skipped = prompts.encode(pipe, text, device, clip_skip=2)
+    assert torch.equal(skipped, theirs) and not torch.allclose(skipped, plain, atol=1e-3)
+    # Weights and padding apply as without a skip: a negative as long as a long prompt.
+    given = prompts.arguments(pipe, [f"(red:1.3) fox, {FILLER}"], ["blurry"], device, clip_skip=2)
+    assert given["negative_prompt_embeds"].shape == given["prompt_embeds"].shape
+    assert torch.equal(given["negative_prompt_embeds"][:, :77], prompts.encode(pipe, "blurry", device, clip_skip=2))
+    for out_of_range in (0, pipe.text_encoder.config.num_hidden_layers + 1):
+        with pytest.raises(ValueError, match=f"CLIP skip {out_of_range} is out of range"):
+            prompts.encode(pipe, text, device, clip_skip=out_of_range)
+
+
+def test_sdxl_clip_skip_is_diffusers_clip_skip_plus_one(sdxl: Engine) -> None:
+    pipe, device = sdxl.pipe, sdxl.device
+    # SDXL reads the penultimate layer unskipped; diffusers' clip_skip counts from there. diffusers
+    # skips for the prompt only; a negative skips too, as in A1111 (one encoder setting for both).
+    ours = prompts.arguments(pipe, ["a red fox"], ["blurry"], device, clip_skip=2)
+    prompt_embeds, _, pooled, _ = pipe.encode_prompt("a red fox", device=device, clip_skip=1)
+    negative_embeds, _, negative_pooled, _ = pipe.encode_prompt("blurry", device=device, clip_skip=1)
+    assert torch.equal(ours["prompt_embeds"], prompt_embeds) and torch.equal(ours["pooled_prompt_embeds"], pooled)
+    assert torch.equal(ours["negative_prompt_embeds"], negative_embeds)
+    assert torch.equal(ours["negative_pooled_prompt_embeds"], negative_pooled)
+    plain = prompts.arguments(pipe, ["a red fox"], ["blurry"], device)
+    assert not torch.equal(ours["prompt_embeds"], plain["prompt_embeds"])
+    assert torch.equal(ours["pooled_prompt_embeds"], plain["pooled_prompt_embeds"])  # the pooled one never skips
+    # An empty negative is zeros, whatever the skip.
+    nothing = prompts.arguments(pipe, ["a red fox"], [""], device, clip_skip=2)
+    assert not nothing["negative_prompt_embeds"].any() and not nothing["negative_pooled_prompt_embeds"].any()
+
+
+def test_the_engines_clip_skip_changes_the_pictures_of_every_mode(tiny: Engine) -> None:
+    skipping = dataclasses.replace(tiny, clip_skip=2)
+    assert picture(skipping, SCENE) != picture(tiny, SCENE)
+    source = io.BytesIO()
+    Image.new("RGB", (64, 64), "gray").save(source, format="PNG")
+    assert picture(skipping, SCENE, mode="img2img", image=source.getvalue()) != \
+        picture(tiny, SCENE, mode="img2img", image=source.getvalue())
+    # Interpolation too: its first frame is the txt2img picture with the same skip.
+    still = GenerateRequest(prompt=SCENE, seed=3, num_inference_steps=8)
+    frames = modes.interpolate(skipping, [dataclasses.replace(still, mode="interpolate", end_seed=9, frames=2)],
+                               quiet).pictures[0]
+    assert frames[0].tobytes() == modes.txt2img(skipping, [still], quiet).pictures[0][0].tobytes()
+    assert frames[0].tobytes() != modes.txt2img(tiny, [still], quiet).pictures[0][0].tobytes()
