@@ -19,6 +19,7 @@ from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.store import Store
 from bot.styles import Style, StylesError, load_styles
+from dreambot.models import ModelsError, Watched
 from dreambot.settings import BotSettings, load
 
 log = logging.getLogger("bot")
@@ -37,12 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     except StylesError as error:
         print(f"invalid settings: STYLES_FILE {error}", file=sys.stderr)
         return 2
+    try:
+        models = settings.watched_catalogue()
+    except ModelsError as error:
+        print(f"invalid settings: MODELS_DIR {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     point_at_discord(settings)
     try:
-        asyncio.run(run(settings, styles, force_sync=args.sync))
+        asyncio.run(run(settings, styles, models, force_sync=args.sync))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     except discord.LoginFailure:
@@ -59,17 +65,22 @@ def point_at_discord(settings: BotSettings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
-async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bool = False) -> None:
+async def run(settings: BotSettings, styles: dict[str, Style], models: Watched, *, force_sync: bool = False) -> None:
     # A service manager stops us with SIGTERM: shut down as on Ctrl-C (asyncio cancels this task,
     # and the bot's close() lets running jobs finish while the other tasks still run).
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     store = await Store.open(settings.database_path)
+    default = models.current().resolve(None)
     engines = [
         EngineClient(
             engine_environment(
                 os.environ,
                 {
-                    "SD_MODEL": settings.sd_model,
+                    # The default the bot resolved (SD_MODEL, or models.toml's): the engine must agree.
+                    "SD_MODEL": settings.sd_model if default.source == settings.sd_model else default.name,
+                    "MODELS_DIR": str(settings.models_dir),
+                    "MODEL_CACHE_GB": str(settings.model_cache_gb or ""),
+                    "LORA_DIR": str(settings.lora_dir),
                     "SD_DEVICE": device,
                     "SD_DTYPE": settings.sd_dtype,
                     "SD_SAFETY_CHECKER": settings.sd_safety_checker,
@@ -84,7 +95,7 @@ async def run(settings: BotSettings, styles: dict[str, Style], *, force_sync: bo
     queue = JobQueue(store, engines, max_per_member=settings.max_jobs_per_member, max_queued=settings.max_queue,
                      cooldown_seconds=settings.cooldown_seconds, max_batch=settings.max_batch)
     bot = DreamBot(settings=settings, store=store, engine=engines[0], queue=queue,
-                   images=ImageStore(settings.images_dir), styles=styles,
+                   images=ImageStore(settings.images_dir), styles=styles, models=models,
                    moderation=Moderation(store, settings.installed().current), force_sync=force_sync)
     try:
         async with bot:

@@ -24,12 +24,13 @@ from bot.queue import JobQueue
 from bot.replies import UserError, reply_privately
 from bot.store import Store
 from bot.styles import Style
+from dreambot.models import Watched
 from dreambot.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.queue", "bot.cogs.history", "bot.cogs.adapters",
-              "bot.cogs.moderation", "bot.cogs.admin")
+              "bot.cogs.models", "bot.cogs.moderation", "bot.cogs.admin")
 FINGERPRINT_KEY = "commands_fingerprint"
 RETENTION_SWEEP_SECONDS = 3600
 # On SIGTERM or Ctrl-C, running jobs get this long to finish; the rest run at the next start.
@@ -85,6 +86,7 @@ class DreamBot(commands.Bot):
         images: ImageStore,
         styles: dict[str, Style],
         moderation: Moderation,
+        models: Watched,
         force_sync: bool = False,
     ) -> None:
         super().__init__(
@@ -100,6 +102,8 @@ class DreamBot(commands.Bot):
         self.images = images
         self.styles = styles
         self.moderation = moderation
+        # The models this server offers (`dreambot.models`), kept up to date as files come and go.
+        self.models = models
         self.force_sync = force_sync
         # For members' attachments; opened in setup_hook, where there is a running loop.
         self.http_session: aiohttp.ClientSession | None = None

@@ -224,6 +224,9 @@ class Delivery:
 
     def progressed(self, progress: Progress) -> None:
         """The engine's step report (called for every step; `keep_fresh` shows the latest)."""
+        if progress.loading:  # waiting for its model: the steps' clock has not started
+            self._progress = progress
+            return
         if self._started is None:
             self._started = time.monotonic()
         self._progress = progress
@@ -242,6 +245,9 @@ class Delivery:
                 if progress == self._shown_progress:
                     continue
                 self._shown_progress = progress
+                if progress.loading:
+                    await self._update(render.loading(job_id, progress.loading, progress.seconds), None)
+                    continue
                 elapsed = time.monotonic() - (self._started or time.monotonic())
                 await self._update(render.running(job_id, progress.step, progress.total, elapsed),
                                    await self._allowed_preview())

@@ -14,7 +14,18 @@ from collections.abc import Callable, Mapping
 
 from bot.outcome import Failure, FailureKind, Outcome
 from dreambot import wire
-from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, GenerateResult, Job, Progress, Ready
+from dreambot.wire import (
+    PROTOCOL_VERSION,
+    Batch,
+    Cancel,
+    EngineError,
+    Fatal,
+    GenerateResult,
+    Job,
+    Loaded,
+    Progress,
+    Ready,
+)
 
 log = logging.getLogger(__name__)
 engine_log = logging.getLogger("engine")
@@ -59,6 +70,8 @@ class EngineClient:
         self._stall_reason: str | None = None
         self.info: Ready | None = None
         self.last_error: str | None = None
+        # The models the engine holds now, the most recently used last (`wire.Loaded`).
+        self.models: tuple[str, ...] = ()
 
     @property
     def pid(self) -> int | None:
@@ -69,6 +82,11 @@ class EngineClient:
         if self._supervisor is None:
             self._ready = asyncio.get_running_loop().create_future()
             self._supervisor = asyncio.create_task(self._supervise(), name="engine-supervisor")
+
+    def holds(self, model: str) -> bool:
+        """Whether the engine has this model loaded ("": its default)."""
+        name = model or (self.info.model if self.info else "")
+        return name.lower() in {held.lower() for held in self.models}
 
     async def wait_ready(self) -> Ready:
         """The engine's Ready message; raises EngineUnavailable while it cannot start."""
@@ -184,6 +202,7 @@ class EngineClient:
             limit=LINE_LIMIT,
         )
         log.info("engine process %s started", process.pid)
+        self.models = ()
         stderr = asyncio.create_task(self._forward_stderr(process))
         try:
             await self._read(process)
@@ -236,6 +255,8 @@ class EngineClient:
                          message.model, message.device, message.dtype, message.safety_checker)
                 if not self._ready.done():
                     self._ready.set_result(message)
+            elif isinstance(message, Loaded):
+                self.models = message.models
             elif isinstance(message, Fatal):
                 self.last_error = message.message
                 log.error("engine could not start: %s", message.message)

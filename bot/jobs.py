@@ -88,7 +88,7 @@ class JobRunner:
             guild_id=origin.guild_id,
             channel_id=getattr(origin.channel, "id", None),
             interaction_id=origin.interaction.id if origin.interaction else None,
-            model=self._engine.info.model if self._engine.info else self._default_model,
+            model=request.model or (self._engine.info.model if self._engine.info else self._default_model),
             action=action,
             parent_job_id=parent_job_id,
             parent_image=parent_image,
@@ -148,19 +148,21 @@ class JobRunner:
         if await self._store.get_ban(row.guild_id, row.user_id) is not None:
             raise JobRefused(BANNED, public="This job was stopped by this server's moderators.")
         request = job.request
-        try:  # a LoRA or embedding turned off since the job was queued
+        channel = self._client.get_channel(row.channel_id) if row.channel_id else None
+        if channel is None and row.channel_id:
+            try:  # a restored job may start before the gateway has told us of its channel
+                channel = await self._client.fetch_channel(row.channel_id)
+            except discord.HTTPException:
+                channel = None
+        try:  # a LoRA or embedding turned off, or a model no longer allowed in the channel, since it was queued
             await self._moderation.check_adapters(request, row.guild_id)
+            if channel is not None:
+                await self._moderation.check_model(request, row.guild_id, channel)
         except Refused as refusal:
             raise JobRefused(str(refusal), public="This job was stopped by this server's moderators.") from None
         except InvalidRequest:
             pass  # a LoRA removed since: the engine tells the member
         if request.keep_flagged or request.source_flagged:
-            channel = self._client.get_channel(row.channel_id) if row.channel_id else None
-            if channel is None and row.channel_id:
-                try:  # a restored job may start before the gateway has told us of its channel
-                    channel = await self._client.fetch_channel(row.channel_id)
-                except discord.HTTPException:
-                    channel = None
             if await self._moderation.current_mode(row.guild_id, channel) is FilterMode.BLOCK:
                 if request.source_flagged:
                     raise JobRefused("The picture this job starts from was flagged by the safety filter, and this "

@@ -19,6 +19,7 @@ from bot import fingerprint
 from bot.prompt_filter import ExpandsTooMuch, InvalidTerm, PromptFilter, Term, Uncheckable
 from bot.store import GuildSettings, JobRow, Store
 from dreambot.adapters import Catalogue, TurnedOff
+from dreambot.models import Place
 from dreambot.prompt import read_as
 from dreambot.request import SAFETY_SCALES, GenerateRequest
 
@@ -250,6 +251,7 @@ class Moderation:
             raise PromptBlocked("Your prompt contains something this server's moderators have blocked. "
                                 "Please rephrase it.", matched)
         await self.check_adapters(request, guild_id)
+        await self.check_model(request, guild_id, channel)
         settings = await self._store.guild_settings(guild_id)
         threshold = settings.nsfw_threshold
         scale = SAFETY_SCALES.get(classifier) if classifier else None
@@ -271,6 +273,27 @@ class Moderation:
                                   disabled)
         except TurnedOff as refusal:
             raise Refused(str(refusal)) from None
+
+    async def place(self, guild_id: int | None, channel) -> Place:
+        """What the server and the channel (for a thread: its own settings, else its parent's) say
+        about models (/mod model); nothing in direct messages."""
+        if guild_id is None:
+            return Place()
+        server = (await self._store.guild_settings(guild_id)).model
+        channels = await self._store.channel_models(guild_id)
+        for channel_id in (getattr(channel, "id", None), getattr(channel, "parent_id", None)):
+            if channel_id in channels:
+                own = channels[channel_id]
+                return Place(server_model=server, channel_model=own.model, allowed=own.allowed)
+        return Place(server_model=server)
+
+    async def check_model(self, request: GenerateRequest, guild_id: int | None, channel) -> None:
+        """Refused when the channel does not allow the request's model (moderators restricted it)."""
+        if not request.model or guild_id is None:
+            return
+        place = await self.place(guild_id, channel)
+        if not place.allows(request.model):
+            raise Refused(place.refusal(request.model))
 
     async def turned_off(self, guild_id: int | None) -> set[tuple[str, str]]:
         """(kind, name in lower case) of the LoRAs and embeddings a server turned off, for what members

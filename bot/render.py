@@ -41,6 +41,12 @@ def queued(job_id: int, ahead: int, wait: float | None = None, notes: tuple[str,
     return "\n".join((text, *(f"ℹ️ {note}" for note in notes)))
 
 
+def loading(job_id: int, model: str, seconds: float | None) -> str:
+    """The notice while a job waits for the engine to load its model."""
+    about = f" (about {duration(seconds)})" if seconds else ""
+    return f"📦 Job {job_id}: loading the model {escape(model)}{about}; it starts right after."
+
+
 def running(job_id: int, step: int, total: int, elapsed: float) -> str:
     return f"🖌️ Job {job_id}: step {step} of {total} ({elapsed:.0f} s)"
 
@@ -308,16 +314,18 @@ def adapters(entries: list[str], *, total: tuple[int, int], page: int, pages: in
     return clip("\n\n".join([head, *entries]), MESSAGE_LIMIT)
 
 
-def forget_question(total: int) -> str:
+def forget_question(total: int, settings: bool = False) -> str:
     jobs = "1 job" if total == 1 else f"{total} jobs"
-    return (f"⚠️ Erase your Dreambot history? This deletes your {jobs} (in every server) and every picture "
-            "Dreambot stored for them, and cannot be undone. Buttons on your old results will stop working. "
+    yours = " and your own defaults (/settings)" if settings else ""
+    return (f"⚠️ Erase your Dreambot history? This deletes your {jobs} (in every server), every picture "
+            f"Dreambot stored for them{yours}, and cannot be undone. Buttons on your old results will stop working. "
             "Messages already posted stay where they are: delete them first with their 🗑️ button if you want "
             "them gone.")
 
 
 def forgotten(jobs: int, files: int, in_progress: int) -> str:
-    text = f"🧹 Erased {jobs} job{'s' if jobs != 1 else ''} and {files} stored picture{'s' if files != 1 else ''}."
+    text = (f"🧹 Erased {jobs} job{'s' if jobs != 1 else ''}, {files} stored picture{'s' if files != 1 else ''} "
+            "and your settings.")
     if in_progress:
         were = "were" if in_progress != 1 else "was"
         text += (f" {in_progress} job{'s are' if in_progress != 1 else ' is'} still being made and {were} kept; "
@@ -327,7 +335,8 @@ def forgotten(jobs: int, files: int, in_progress: int) -> str:
 
 AUDITED = {"filter.mode": "safety filter mode", "filter.threshold": "safety threshold", "modlog": "mod-log channel",
            "moderator_role": "moderator role", "words.add": "blocked", "words.remove": "unblocked",
-           "ban": "barred", "unban": "let back", "adapters.off": "turned off", "adapters.on": "turned on"}
+           "ban": "barred", "unban": "let back", "adapters.off": "turned off", "adapters.on": "turned on",
+           "model.default": "default model", "model.allowed": "models allowed"}
 
 
 def audit(rows) -> str:
@@ -347,3 +356,82 @@ def audit(rows) -> str:
         lines.append(f"{row.created_at[:16].replace('T', ' ')} · <@{row.actor_id}> · "
                      f"{AUDITED.get(row.action, row.action)}{target}: {clip(change, 200)}")
     return clip("\n".join(lines), MESSAGE_LIMIT)
+
+
+def models_list(catalogue, holding: set[str], place, limit: int = MESSAGE_LIMIT) -> str:
+    """/models: each model a member may use here, with its family, native size and default steps,
+    and whether an engine holds it now."""
+    lines = ["🖼️ **Models**: pick one with the `model` option, or make one yours with `/settings`."]
+    shown = 0
+    models = [model for model in catalogue if place.allows(model.name)]
+    for model in models:
+        width, height = model.size
+        size = f"{width}×{height}" if width and height else "native size"
+        parts = [f"**{escape(model.name)}**" + (f" — {escape(model.title)}" if model.title else ""),
+                 model.label.rpartition(" · ")[2] if model.family else "family unknown until loaded", size,
+                 f"{model.defaults.steps or 25} steps",
+                 "loaded now" if model.name.lower() in holding else "loads when first used"]
+        if model.name == catalogue.default:
+            parts.append("the default")
+        line = "• " + " · ".join(parts)
+        if model.description:
+            line += f"\n  {escape(clip(model.description, 150) or '')}"
+        if len("\n".join(lines)) + len(line) + 60 > limit:
+            break
+        lines.append(line)
+        shown += 1
+    if shown < len(models):
+        lines.append(f"…and {len(models) - shown} more: type part of a name in the `model` option.")
+    if place.allowed is not None:
+        lines.append(f"This channel allows only these; others: {len(catalogue) - len(models)}.")
+    return "\n".join(lines)
+
+
+def model_settings(settings, channels: dict, catalogue) -> str:
+    """/mod model list: the server's default model, and each channel's default and allowed models."""
+    lines = [f"Default model of this server: **{escape(settings.model or catalogue.default)}**"
+             + ("" if settings.model else " (the bot's)")]
+    for channel_id, own in sorted(channels.items()):
+        parts = []
+        if own.model:
+            parts.append(f"default {escape(own.model)}")
+        if own.allowed is not None:
+            parts.append("allows " + (", ".join(escape(name) for name in own.allowed) or "no model"))
+        lines.append(f"• <#{channel_id}>: " + "; ".join(parts))
+    if not channels:
+        lines.append("No channel has settings of its own: every channel allows every model.")
+    return "\n".join(lines)
+
+
+def member_settings(member, model, own_model, size: tuple[int | None, int | None], defaults) -> str:
+    """The /settings panel: each of the member's defaults, or what applies instead and from where."""
+    def shown(value, instead: str) -> str:
+        return f"**{escape(str(value))}** (yours)" if value is not None else instead
+
+    width, height = size
+    size_text = f"{width}×{height}" if width and height else "the model's native size"
+    if member.aspect:
+        size_text = f"**{member.aspect}** (yours): {size_text} on {escape(model.name)}"
+    elif member.width or member.height:
+        size_text = f"**{size_text}** (yours)"
+    else:
+        size_text += " (the model's)"
+    model_text = f"**{escape(model.label)}**" + (" (yours)" if own_model is not None and own_model.name == model.name
+                                                 else " (this channel's or server's default)")
+    if own_model is not None and own_model.name != model.name:
+        model_text += f"; yours, {escape(own_model.name)}, is not used in this channel"
+    negative = shown(member.negative and clip(member.negative, 200),
+                     escape(clip(defaults.negative_prompt or "", 200)) or "none")
+    lines = [
+        "⚙️ **Your defaults**, used wherever a command's options say nothing (a channel may limit the models):",
+        f"• Model: {model_text}",
+        f"• Sampler: {shown(member.sampler, (defaults.sampler or 'DPM++ 2M') + ' (the model’s)')}",
+        f"• Steps: {shown(member.steps, str(defaults.steps or 25) + ' (the model’s)')}",
+        f"• Guidance: {shown(member.guidance, format(defaults.guidance or 7.0, 'g') + ' (the model’s)')}",
+        f"• Size: {size_text}",
+        f"• Style: {shown(member.style, 'none')}",
+        f"• Negative prompt: {negative}",
+        "Change them below, or with `/settings` options (width, height, negative…). `/forget` erases them.",
+    ]
+    return "\n".join(lines)
+

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 from bot.images import ImageStore
 from bot.store import JobRow
 from bot.styles import Style
+from dreambot.models import ASPECTS, Catalogue, Defaults, Model, Place, aspect_size
 from dreambot.request import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MAX_SEED,
+    SAMPLERS,
     GenerateRequest,
     InvalidRequest,
     Limits,
@@ -75,13 +78,104 @@ def prompts(prompt: str | None, negative: str | None, parent: JobRow | None) -> 
     return prompt or said.prompt, said.negative_prompt if negative is None else negative
 
 
+@dataclass(frozen=True)
+class MemberSettings:
+    """A member's own defaults (/settings): used where a command's options say nothing."""
+
+    model: str | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    aspect: str | None = None
+    style: str | None = None
+    negative: str | None = None
+
+    @classmethod
+    def from_stored(cls, data: dict) -> MemberSettings:
+        """As stored; keys this release does not know are left out."""
+        known = {f.name for f in dataclass_fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def stored(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+def checked_settings(member: MemberSettings, changes: dict, catalogue: Catalogue, styles: dict[str, Style],
+                     limits: Limits) -> MemberSettings:
+    """The member's defaults with `changes` made (None: no setting of their own), each checked as a
+    command's option would be; InvalidRequest says what is wrong."""
+    changed = replace(member, **changes)
+    if changed.model is not None:
+        changed = replace(changed, model=catalogue.resolve(changed.model).name)
+    if changed.sampler is not None and changed.sampler not in SAMPLERS:
+        raise InvalidRequest(f"Unknown sampler {changed.sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
+    if changed.aspect is not None and changed.aspect not in ASPECTS:
+        raise InvalidRequest(f"Unknown aspect ratio {changed.aspect!r}; choose one of: {', '.join(ASPECTS)}.")
+    if changed.style is not None and changed.style not in styles:
+        raise InvalidRequest(f"Unknown style {changed.style!r}; choose one of: {', '.join(styles) or '(none)'}.")
+    if "aspect" in changes and changes["aspect"] is not None:  # an aspect replaces a size, and a size an aspect
+        changed = replace(changed, width=None, height=None)
+    elif changes.get("width") is not None or changes.get("height") is not None:
+        changed = replace(changed, aspect=None)
+    if changed.negative is not None and len(changed.negative) > limits.max_prompt_length:
+        raise InvalidRequest(f"The negative prompt is {len(changed.negative)} characters long; the limit is "
+                             f"{limits.max_prompt_length}.")
+    # The rest as a request checks them: steps, guidance and size within this bot's limits.
+    GenerateRequest(prompt="x", negative_prompt=changed.negative or "", width=changed.width, height=changed.height,
+                    num_inference_steps=first(changed.steps, DEFAULT_STEPS),
+                    guidance_scale=first(changed.guidance, DEFAULT_GUIDANCE)).validated(limits)
+    return changed
+
+
+def pick_model(catalogue: Catalogue, option: str | None, member: MemberSettings, place: Place) -> Model:
+    """The job's model: the command's option, else the member's own, the channel's, the server's
+    and the bot's default, the first of them the channel allows."""
+    if option:
+        model = catalogue.resolve(option)
+        if not place.allows(model.name):
+            raise InvalidRequest(place.refusal(model.name))
+        return model
+    for name in (member.model, place.channel_model, place.server_model, catalogue.default):
+        named = catalogue.get(name) if name else None
+        if named is not None and place.allows(named.name):
+            return named
+    allowed = [model for model in catalogue if place.allows(model.name)]
+    if not allowed:
+        raise InvalidRequest("None of this server's models is allowed in this channel; ask a moderator "
+                             "(/mod model).")
+    return allowed[0]
+
+
+def size_of(model: Model, limits: Limits, width: int | None, height: int | None, aspect: str | None,
+            member: MemberSettings) -> tuple[int | None, int | None]:
+    """The picture's size: the options' width, height or aspect, else the member's own, else the
+    model's default (None: the engine's native size). An aspect keeps the model's pixel count."""
+    for given_width, given_height, given_aspect in ((width, height, aspect),
+                                                   (member.width, member.height, member.aspect)):
+        if given_aspect is not None:
+            if given_width is not None or given_height is not None:
+                raise InvalidRequest("Give an aspect ratio or a width and height, not both.")
+            return aspect_size(given_aspect, model.pixels, limits)
+        if given_width is not None or given_height is not None:
+            default_width, default_height = model.size
+            return (given_width or default_width, given_height or default_height)
+    return model.size
+
+
 def from_options(styles: dict[str, Style], limits: Limits, wildcards: Path | None, prompt: str,
                  negative: str | None, steps: int | None, guidance: float | None, seed: int | None,
                  sampler: str | None, style: str | None, lora: str | None = None, lora_weight: float | None = None,
+                 *, model: Model | None = None, member: MemberSettings = MemberSettings(),
                  **fields) -> GenerateRequest:
-    """A command's request: the options a member left out take the defaults (a random seed), its
-    wildcards and choices picked by that seed, and the `lora` option added to the prompt as a tag."""
-    prompt, negative = styled(styles, limits, style, prompt, negative or "")
+    """A command's request: each option a member left out takes their own setting, else the model's
+    default, else the built-in one (a random seed); its wildcards and choices picked by that seed,
+    and the `lora` option added to the prompt as a tag."""
+    own = model.defaults if model is not None else Defaults()
+    style = style or member.style
+    negative = first(negative, member.negative, own.negative_prompt, "")
+    prompt, negative = styled(styles, limits, style, prompt, negative)
     seed = new_seed() if seed is None else seed
     prompt, negative = wildcards_expand(prompt, seed, wildcards), wildcards_expand(negative, seed, wildcards,
                                                                                    "negative prompt")
@@ -91,13 +185,19 @@ def from_options(styles: dict[str, Style], limits: Limits, wildcards: Path | Non
     return GenerateRequest(
         prompt=prompt,
         negative_prompt=negative,
-        num_inference_steps=DEFAULT_STEPS if steps is None else steps,
-        guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance,
+        model=model.name if model is not None else "",
+        num_inference_steps=first(steps, member.steps, own.steps, DEFAULT_STEPS),
+        guidance_scale=first(guidance, member.guidance, own.guidance, DEFAULT_GUIDANCE),
         seed=seed,
-        scheduler=sampler or DEFAULT_SAMPLER,
+        scheduler=first(sampler, member.sampler, own.sampler, DEFAULT_SAMPLER),
         style=style or "",
         **fields,
     ).validated(limits)
+
+
+def first(*values):
+    """The first value that is not None: the precedence of options, settings and defaults."""
+    return next(value for value in values if value is not None)
 
 
 async def source_picture(images: ImageStore, job: JobRow, index: int) -> bytes:

@@ -17,6 +17,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import EllipsisType
 
 import aiosqlite
 
@@ -110,6 +111,15 @@ class GuildSettings:
     modlog_channel_id: int | None = None
     moderator_role_id: int | None = None
     channel_modes: dict[int, str] = field(default_factory=dict)
+    model: str | None = None  # the server's default model (/mod model)
+
+
+@dataclass(frozen=True)
+class ChannelModels:
+    """A channel's own default model and the models it allows (None: every model)."""
+
+    model: str | None = None
+    allowed: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,7 @@ WRITE_RETRY_SECONDS = 120.0
 UNDELIVERED = "delivering"
 # The columns of guild_settings a moderator changes, with the audit action of each.
 _GUILD_FIELDS = {"nsfw_mode": "filter.mode", "nsfw_threshold": "filter.threshold",
-                 "modlog_channel_id": "modlog", "moderator_role_id": "moderator_role"}
+                 "modlog_channel_id": "modlog", "moderator_role_id": "moderator_role", "model": "model.default"}
 
 
 class Store:
@@ -353,6 +363,7 @@ class Store:
                                        [(job_id,) for job_id in erased])
             # By id: a job that finishes meanwhile was not counted, and is kept.
             await self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in erased])
+            await self._db.execute("DELETE FROM member_settings WHERE user_id = ?", (user_id,))
             kept = await self._value("SELECT count(*) FROM jobs WHERE user_id = ?", (user_id,))
         return erased, kept
 
@@ -431,6 +442,52 @@ class Store:
                 )
             await self._audit(guild_id, actor_id, "filter.mode", f"<#{channel_id}>", old, mode)
         return old
+
+    async def channel_models(self, guild_id: int) -> dict[int, ChannelModels]:
+        """Each channel's own model settings in a server (/mod model)."""
+        async with self._db.execute(
+            "SELECT channel_id, model, allowed FROM channel_models WHERE guild_id = ?", (guild_id,)
+        ) as cursor:
+            return {channel_id: ChannelModels(model, tuple(json.loads(allowed)) if allowed is not None else None)
+                    for channel_id, model, allowed in await cursor.fetchall()}
+
+    async def set_channel_models(self, guild_id: int, channel_id: int, *, actor_id: int,
+                                 model: str | None | EllipsisType = ...,
+                                 allowed: tuple[str, ...] | None | EllipsisType = ...) -> ChannelModels:
+        """Change a channel's default model or its allowed models (`...`: leave it), audited.
+        Returns the settings before."""
+        async with self._transaction():
+            old = (await self.channel_models(guild_id)).get(channel_id, ChannelModels())
+            new = ChannelModels(old.model if model is ... else model, old.allowed if allowed is ... else allowed)
+            if new == ChannelModels():
+                await self._db.execute("DELETE FROM channel_models WHERE channel_id = ?", (channel_id,))
+            else:
+                await self._db.execute(
+                    "INSERT INTO channel_models (channel_id, guild_id, model, allowed) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (channel_id) DO UPDATE SET model = excluded.model, allowed = excluded.allowed",
+                    (channel_id, guild_id, new.model, None if new.allowed is None else json.dumps(new.allowed)))
+            if new.model != old.model:
+                await self._audit(guild_id, actor_id, "model.default", f"<#{channel_id}>", old.model, new.model)
+            if new.allowed != old.allowed:
+                await self._audit(guild_id, actor_id, "model.allowed", f"<#{channel_id}>",
+                                  _names(old.allowed), _names(new.allowed))
+        return old
+
+    async def member_settings(self, user_id: int) -> dict:
+        """A member's own defaults (/settings), as they stored them; {} for none."""
+        async with self._db.execute("SELECT settings FROM member_settings WHERE user_id = ?", (user_id,)) as cursor:
+            row = await cursor.fetchone()
+        return json.loads(row[0]) if row else {}
+
+    async def set_member_settings(self, user_id: int, settings: dict) -> None:
+        """Replace a member's own defaults; {} erases them."""
+        if not settings:
+            await self._write("DELETE FROM member_settings WHERE user_id = ?", (user_id,))
+            return
+        await self._write(
+            "INSERT INTO member_settings (user_id, settings) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET "
+            "settings = excluded.settings, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            (user_id, json.dumps(settings, sort_keys=True)))
 
     async def blocked_terms(self, guild_id: int) -> list[tuple[str, str]]:
         """(kind, term) pairs, words first, each kind in alphabetical order."""
@@ -553,6 +610,10 @@ class Store:
 def _signed(bits: int) -> int:
     """64 bits as SQLite's signed 64-bit integer."""
     return bits - 2**64 if bits >= 2**63 else bits
+
+
+def _names(allowed: tuple[str, ...] | None) -> str:
+    return "every model" if allowed is None else ", ".join(allowed) or "none"
 
 
 def _text(value) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import discord
@@ -15,8 +16,19 @@ from bot import render
 from bot.images import ImageStore
 from bot.moderation import FilterMode, Moderation, is_moderator
 from bot.replies import reply_privately
+from bot.requests import MemberSettings, checked_settings, first, pick_model, size_of
 from bot.store import Store
-from dreambot.request import GenerateRequest, Mode
+from dreambot.models import ASPECTS, Catalogue, Watched, aspect_size
+from dreambot.request import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    GenerateRequest,
+    InvalidRequest,
+    Mode,
+)
+from dreambot.settings import BotSettings
 from dreambot.wire import GenerateResult, ImageResult
 
 log = logging.getLogger(__name__)
@@ -288,3 +300,149 @@ def forget_view(user_id: int) -> discord.ui.View:
 
 
 ALL_BUTTONS = (ResultButton, HistoryButton, ForgetButton)
+
+
+# -- models: the suggestions, and a member's own defaults (/settings) ------------------------------
+
+
+def model_choices(catalogue: Catalogue, typed: str, allowed: Callable[[str], bool]
+                  ) -> list[discord.app_commands.Choice[str]]:
+    """The models `allowed` here whose name or display name holds what was typed, each shown with
+    its display name and family; the default marked (Discord shows 25 at most)."""
+    typed = typed.strip().lower()
+    choices = []
+    for model in catalogue:
+        if not allowed(model.name) or len(model.name) > 100:
+            continue
+        if typed and typed not in model.name.lower() and typed not in model.label.lower():
+            continue
+        label = model.label + (" (default)" if model.name == catalogue.default else "")
+        if model.title and model.title.lower() != model.name.lower():
+            label += f" [{model.name}]"
+        choices.append(discord.app_commands.Choice(name=label if len(label) <= 100 else label[:99] + "…",
+                                                   value=model.name))
+    return choices[:25]
+
+
+class SettingsHost(Host, Protocol):
+    """What the /settings panel reaches through the client."""
+
+    models: Watched
+    styles: dict
+    settings: BotSettings
+
+
+STEPS_BY = 5
+GUIDANCE_BY = 1.0
+DEFAULT = "-"  # a select's "no setting of my own" value
+
+
+async def settings_panel(bot: SettingsHost, user_id: int, guild_id: int | None, channel
+                         ) -> tuple[str, discord.ui.View]:
+    """A member's own defaults and what a job of theirs here would use, with selects and buttons to
+    change them (`SettingsSelect`, `SettingsButton`); for an ephemeral message."""
+    member = MemberSettings.from_stored(await bot.store.member_settings(user_id))
+    catalogue = bot.models.current()
+    place = await bot.moderation.place(guild_id, channel)
+    limits = bot.settings.limits
+    try:
+        model = pick_model(catalogue, None, member, place)
+    except InvalidRequest:
+        model = catalogue.resolve(None)
+    text = render.member_settings(member, model, catalogue.get(member.model) if member.model else None,
+                                  size_of(model, limits, None, None, None, member), model.defaults)
+    view = discord.ui.View(timeout=None)
+
+    def select(field: str, placeholder: str, options: list[tuple[str, str, str]], chosen: str | None) -> None:
+        items = [discord.SelectOption(label=label[:100], value=value[:100], description=description[:100] or None,
+                                      default=value == (chosen or DEFAULT))
+                 for label, value, description in options[:25]]
+        view.add_item(SettingsSelect(field, placeholder, items))
+
+    select("model", "Model", [("The channel's or server's default", DEFAULT, "")] +
+           [(m.title or m.name, m.name, m.label) for m in catalogue if place.allows(m.name)], member.model)
+    select("sampler", "Sampler", [("The model's default", DEFAULT, model.defaults.sampler or DEFAULT_SAMPLER)] +
+           [(name, name, "") for name in SAMPLERS], member.sampler)
+    select("aspect", "Aspect ratio", [("The model's default size", DEFAULT, "")] +
+           [(f"{ratio} ({'×'.join(map(str, aspect_size(ratio, model.pixels, limits)))} on {model.name})", ratio, "")
+            for ratio in ASPECTS], member.aspect)
+    if bot.styles:
+        select("style", "Style", [("No style", DEFAULT, "")] + [(name, name, "") for name in bot.styles],
+               member.style)
+    for field, by, label in (("steps", -STEPS_BY, f"Steps −{STEPS_BY}"), ("steps", STEPS_BY, f"Steps +{STEPS_BY}"),
+                             ("guidance", -GUIDANCE_BY, f"Guidance −{GUIDANCE_BY:g}"),
+                             ("guidance", GUIDANCE_BY, f"Guidance +{GUIDANCE_BY:g}")):
+        view.add_item(SettingsButton(field, by, label))
+    view.add_item(SettingsButton("reset", 0, "Reset all"))
+    return text, view
+
+
+async def change_settings(bot: SettingsHost, user_id: int, **changes) -> MemberSettings:
+    """Store a member's changed defaults (None: back to no setting of their own), each checked."""
+    member = MemberSettings.from_stored(await bot.store.member_settings(user_id))
+    member = checked_settings(member, changes, bot.models.current(), bot.styles, bot.settings.limits)
+    await bot.store.set_member_settings(user_id, member.stored())
+    return member
+
+
+class SettingsSelect(discord.ui.DynamicItem[discord.ui.Select],
+                     template=r"settings:(?P<field>model|sampler|aspect|style)"):
+    def __init__(self, field: str, placeholder: str = "", options: list[discord.SelectOption] | None = None) -> None:
+        self.field = field
+        super().__init__(discord.ui.Select(custom_id=f"settings:{field}", placeholder=placeholder,
+                                           options=options or [discord.SelectOption(label="-")]))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select,
+                             match: re.Match[str]) -> SettingsSelect:
+        return cls(match["field"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        value = (self.item.values or [DEFAULT])[0]
+        await _settings_changed(interaction, {self.field: None if value == DEFAULT else value})
+
+
+class SettingsButton(discord.ui.DynamicItem[discord.ui.Button],
+                     template=r"settings:(?P<field>steps|guidance|reset):(?P<by>-?[0-9]{1,3}(\.[0-9])?)"):
+    def __init__(self, field: str, by: float, label: str = "") -> None:
+        self.field, self.by = field, by
+        style = discord.ButtonStyle.danger if field == "reset" else discord.ButtonStyle.secondary
+        super().__init__(discord.ui.Button(label=label or field, style=style, custom_id=f"settings:{field}:{by:g}"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> SettingsButton:
+        return cls(match["field"], float(match["by"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = cast(SettingsHost, interaction.client)
+        if self.field == "reset":
+            await bot.store.set_member_settings(interaction.user.id, {})
+            await _settings_changed(interaction, {})
+            return
+        member = MemberSettings.from_stored(await bot.store.member_settings(interaction.user.id))
+        place = await bot.moderation.place(interaction.guild_id, interaction.channel)
+        catalogue = bot.models.current()
+        try:
+            model = pick_model(catalogue, None, member, place)
+        except InvalidRequest:
+            model = catalogue.resolve(None)
+        if self.field == "steps":
+            now = first(member.steps, model.defaults.steps, DEFAULT_STEPS)
+            most = bot.settings.limits.max_steps
+            await _settings_changed(interaction, {"steps": min(most, max(1, int(now + self.by)))})
+        else:
+            now = first(member.guidance, model.defaults.guidance, DEFAULT_GUIDANCE)
+            await _settings_changed(interaction, {"guidance": min(30.0, max(0.0, now + self.by))})
+
+
+async def _settings_changed(interaction: discord.Interaction, changes: dict) -> None:
+    """Store the change (a refused one is said privately) and show the panel again."""
+    bot = cast(SettingsHost, interaction.client)
+    try:
+        await change_settings(bot, interaction.user.id, **changes)
+    except InvalidRequest as error:
+        await reply_privately(interaction, f"⚠️ {error}")
+        return
+    text, view = await settings_panel(bot, interaction.user.id, interaction.guild_id, interaction.channel)
+    await interaction.response.edit_message(content=text, view=view)

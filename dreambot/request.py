@@ -36,7 +36,7 @@ MAX_SEED = 2**32 - 1
 
 
 class Mode(StrEnum):
-    """What a job does with its inputs. Every mode runs on the one loaded model."""
+    """What a job does with its inputs."""
 
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
@@ -139,6 +139,8 @@ class Limits:
 @dataclass(frozen=True)
 class GenerateRequest:
     prompt: str
+    # The model, by its catalogue name (`dreambot.models`); "": the engine's default model.
+    model: str = ""
     negative_prompt: str = ""
     num_inference_steps: int = DEFAULT_STEPS
     guidance_scale: float = DEFAULT_GUIDANCE
@@ -209,7 +211,8 @@ class GenerateRequest:
             loras = tuple(sorted(self.loras))
         except InvalidRequest:
             return None  # a job from before LoRA tags whose text reads as a broken tag: alone, and refused there
-        return (self.width, self.height, self.num_inference_steps, self.scheduler, self.guidance_scale, loras)
+        return (self.model, self.width, self.height, self.num_inference_steps, self.scheduler, self.guidance_scale,
+                loras)
 
     def to_json(self) -> str:
         """The request as stored with its job, without its pictures (they are files, `bot.images`)."""

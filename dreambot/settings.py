@@ -13,6 +13,7 @@ from typing import Literal, NoReturn, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dreambot import models
 from dreambot.adapters import Catalogue, Installed
 from dreambot.request import Limits
 
@@ -27,7 +28,15 @@ class EngineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
 
+    # The default model: a name in MODELS_DIR, a diffusers folder, a checkpoint file, a built-in
+    # name (shapes) or a model hub id. Unset while MODELS_DIR holds models: models.toml's default.
     sd_model: str = DEFAULT_MODEL
+    # More models: each diffusers folder and .safetensors/.ckpt file in it, named by folder or file
+    # stem, described by an optional models.toml there (display names, descriptions, defaults).
+    models_dir: Path = Path("data/models")
+    # How many GB of loaded models an engine keeps (least recently used ones are unloaded);
+    # unset: sized to the device (most of a GPU's memory, a third of the RAM on a CPU).
+    model_cache_gb: float | None = Field(None, gt=0, le=4096)
     sd_device: str = "auto"
     sd_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     sd_safety_checker: Literal["auto", "checkpoint", "opennsfw"] = "auto"
@@ -41,20 +50,38 @@ class EngineSettings(BaseSettings):
     # Wildcards: WILDCARDS_DIR/name.txt, one choice per line, named in a prompt as __name__.
     wildcards_dir: Path = Path("data/wildcards")
 
-    def bundled(self, what: str) -> list[Path]:
-        """The folder of `what` (embeddings, loras) that comes with a built-in SD_MODEL, if any."""
-        if self.sd_model not in BUILTIN_MODELS or Path(self.sd_model).exists():
-            return []
-        folder = BUILTIN_MODELS[self.sd_model] / what
-        return [folder] if folder.is_dir() else []
+    def catalogue(self) -> models.Catalogue:
+        """The models this server offers (`dreambot.models.scan`); raises models.ModelsError."""
+        return models.scan(self.models_dir, self.sd_model, sd_model_set="sd_model" in self.model_fields_set,
+                           builtin=BUILTIN_MODELS)
+
+    def watched_catalogue(self) -> models.Watched:
+        """The catalogue, kept up to date as models are added (`models.Watched.current`)."""
+        return models.Watched(self.models_dir, self.catalogue)
+
+    def bundled(self, what: str, source: str | None = None) -> list[Path]:
+        """The folder of `what` (embeddings, loras) that comes inside a model's own folder (SD_MODEL's
+        unless `source` says), such as the built-in shapes model's, if there is one."""
+        source = self.sd_model if source is None else source
+        path = Path(source).expanduser()
+        if not path.exists() and source in BUILTIN_MODELS:
+            path = BUILTIN_MODELS[source]
+        folder = path / what
+        return [folder] if path.is_dir() and folder.is_dir() else []
 
     def adapters(self) -> Catalogue:
-        """The LoRAs and embeddings installed for this model: the bundled ones, then the folders'."""
+        """The LoRAs and embeddings installed: the models' own, then the folders'."""
         return self.installed().current()
 
     def installed(self) -> Installed:
         """The same, kept up to date as files are added (`Installed.current`)."""
-        return Installed([*self.bundled("loras"), self.lora_dir], [*self.bundled("embeddings"), self.embeddings_dir])
+        try:
+            sources = [model.source for model in self.catalogue()]
+        except models.ModelsError:
+            sources = [self.sd_model]
+        def every(what: str) -> list[Path]:
+            return [folder for source in sources for folder in self.bundled(what, source)]
+        return Installed([*every("loras"), self.lora_dir], [*every("embeddings"), self.embeddings_dir])
 
     @field_validator("sd_device")
     @classmethod

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from dreambot.request import GenerateRequest
 
 # Raise on any change a peer of the previous version would misread. 2: prompts carry A1111's syntax
-# and <lora:…> tags, which an engine of version 1 would draw as words.
-PROTOCOL_VERSION = 2
+# and <lora:…> tags, which an engine of version 1 would draw as words. 3: jobs name their model;
+# engines say which models they hold (Loaded) and when a job waits for one to load.
+PROTOCOL_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Progress:
     # Now and then (every couple of seconds), a small JPEG of the picture so far: a cheap
     # linear latent-to-RGB approximation, not a VAE decode.
     preview: bytes | None = None
+    # Before the first step: the job waits while the engine loads its model (this one), which
+    # took `seconds` last time (None: never loaded yet).
+    loading: str = ""
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,14 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class Loaded:
+    """Engine to bot, after Ready and whenever it changes: the models the engine holds in memory,
+    the most recently used last (the bot sends jobs to an engine that holds their model)."""
+
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Fatal:
     """The engine cannot serve at all (the model failed to load); it exits after sending this."""
 
@@ -110,7 +123,7 @@ class Batch:
     jobs: tuple[Job, ...]
 
 
-Message = Job | Batch | Cancel | GenerateResult | Progress | EngineError | Ready | Fatal
+Message = Job | Batch | Cancel | GenerateResult | Progress | EngineError | Ready | Loaded | Fatal
 
 _TYPES: dict[str, type] = {
     "job": Job,
@@ -120,6 +133,7 @@ _TYPES: dict[str, type] = {
     "progress": Progress,
     "error": EngineError,
     "ready": Ready,
+    "loaded": Loaded,
     "fatal": Fatal,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
@@ -148,6 +162,8 @@ def decode(line: bytes) -> Message:
         return Batch(jobs=tuple(_job(job) for job in data["jobs"]))
     if cls is Progress:
         data["preview"] = _unb64(data.get("preview"))
+    if cls is Loaded:
+        data["models"] = tuple(data["models"])
     if cls is GenerateResult:
         data["images"] = tuple(ImageResult(**{**image, "data": _unb64(image["data"])}) for image in data["images"])
     return cls(**data)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dreambot import wildcards
+from dreambot.models import ASPECTS, Model, ModelsError, aspect_size, name_of
 from dreambot.request import (
     DEFAULT_FRAMES,
     DEFAULT_GUIDANCE,
@@ -37,16 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     gen = commands.add_parser("generate", help="make image(s) with the configured model (SD_MODEL) and write PNGs")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--out", required=True, type=Path, help="PNG file; with --count N, FILE-1.png … FILE-N.png")
-    gen.add_argument("--negative", default="", help="negative prompt")
-    gen.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    gen.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="CFG scale")
+    gen.add_argument("--negative", help="negative prompt (default: the model's, models.toml)")
+    gen.add_argument("--steps", type=int, help=f"default: the model's (models.toml), else {DEFAULT_STEPS}")
+    gen.add_argument("--guidance", type=float, help=f"CFG scale; default: the model's, else {DEFAULT_GUIDANCE:g}")
     gen.add_argument("--seed", type=int, help="random when omitted; image i uses seed + i")
-    gen.add_argument("--width", type=int, help="default: the model's native size")
-    gen.add_argument("--height", type=int, help="default: the model's native size")
-    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS, metavar="NAME",
-                     help=f"one of: {', '.join(SAMPLERS)} (default: {DEFAULT_SAMPLER})")
+    gen.add_argument("--width", type=int, help="default: the model's size (models.toml), else its native size")
+    gen.add_argument("--height", type=int, help="default: the model's size (models.toml), else its native size")
+    gen.add_argument("--aspect", choices=ASPECTS, help="instead of width and height: this ratio at the model's "
+                     "native pixel count")
+    gen.add_argument("--sampler", choices=SAMPLERS, metavar="NAME",
+                     help=f"one of: {', '.join(SAMPLERS)} (default: the model's, else {DEFAULT_SAMPLER})")
     gen.add_argument("--count", type=int, default=1, help="number of images")
-    gen.add_argument("--model", help="overrides SD_MODEL")
+    gen.add_argument("--model", help="a model of MODELS_DIR by name, or a folder, checkpoint file or hub id "
+                     "(default: SD_MODEL)")
     modes = gen.add_argument_group("modes (default: text to image)")
     modes.add_argument("--image", type=Path, help="start from this picture (image to image); sides multiples of 8")
     modes.add_argument("--strength", type=float, help="with --image: how much to repaint, 0-1")
@@ -60,12 +64,22 @@ def main(argv: list[str] | None = None) -> int:
 
     tiny = commands.add_parser(
         "tiny-model",
-        help="write a tiny random-weight Stable Diffusion (diffusers folder, ~4 MB) for smoke tests",
-        description="Write a tiny random-weight Stable Diffusion model in diffusers folder format. It loads "
-        "offline with from_pretrained and runs in a fraction of a second on a CPU, but its images are noise: "
-        "it tests the plumbing, not the pictures. Use it with SD_MODEL=DIR.",
+        help="write a tiny random-weight model of a Stable Diffusion family (a diffusers folder of ~4 MB, or one "
+        ".safetensors checkpoint) for smoke tests",
+        description="Write a tiny random-weight Stable Diffusion model: by default an SD 1.x diffusers folder at DIR; "
+        "--family picks SD 1.x (sd1), its inpainting variant with a 9-channel UNet (sd1-inpaint), SD 2.x with "
+        "v-prediction (sd2) or SDXL (sdxl). With --single-file it writes one checkpoint DIR.safetensors in the "
+        "original layout model sites publish instead. Either loads offline, 64 px native, and runs in a fraction of "
+        "a second on a CPU, but its images are noise: it tests the plumbing, not the pictures. Use it with "
+        "SD_MODEL=DIR (or SD_MODEL=DIR.safetensors).",
     )
-    tiny.add_argument("directory", type=Path)
+    tiny.add_argument("directory", type=Path, metavar="DIR", help="the folder to write (with --single-file: the file)")
+    # engine.tiny.FAMILIES, spelt out so that parsing the command line does not import torch.
+    tiny.add_argument("--family", choices=("sd1", "sd1-inpaint", "sd2", "sdxl"), default="sd1",
+                      help="sd1 (default): SD 1.x; sd1-inpaint: SD 1.x inpainting; sd2: SD 2.x, v-prediction; "
+                      "sdxl: SDXL")
+    tiny.add_argument("--single-file", action="store_true",
+                      help="write one .safetensors checkpoint in the original layout instead of a diffusers folder")
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
 
     commands.add_parser("serve", help="serve jobs on stdin/stdout (the bot starts this; not for direct use)")
@@ -77,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=stamp + "%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     if args.command == "tiny-model":
+        from dreambot.families import LABELS
         from engine.tiny import write_tiny_model
 
-        print(f"wrote a tiny random-weight model to {write_tiny_model(args.directory, args.seed)}")
+        written = write_tiny_model(args.directory, args.seed, family=args.family, single_file=args.single_file)
+        print(f"wrote a tiny random-weight {LABELS[args.family]} model to {written}")
         return 0
     if args.command == "serve":
         from engine.server import serve
@@ -90,22 +106,37 @@ def main(argv: list[str] | None = None) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     settings = load(EngineSettings)
-    if args.model:
-        settings = settings.model_copy(update={"sd_model": args.model})
     try:
+        catalogue = settings.catalogue()
+    except ModelsError as error:
+        print(f"error: MODELS_DIR {error}", file=sys.stderr)
+        return 2
+    model = catalogue.get(args.model)  # by name; else what --model names is a model of its own
+    if model is None:
+        model = Model(name=name_of(args.model), source=args.model)
+    own = model.defaults
+    try:
+        if args.aspect and (args.width or args.height):
+            raise InvalidRequest("give --aspect or --width and --height, not both.")
+        width, height = aspect_size(args.aspect, model.pixels, CLI_LIMITS) if args.aspect else \
+            (args.width or model.size[0], args.height or model.size[1])
         inputs = _inputs(args)
+        drawn_over = inputs.get("mode", Mode.TXT2IMG).needs_image  # the picture's own size
         # Wildcards and {a|b} choices are picked by the seed, so it is chosen first.
         seed = secrets.randbelow(MAX_SEED + 1) if args.seed is None else args.seed
         folder = settings.wildcards_dir
         request = GenerateRequest(
             prompt=wildcards.expand(args.prompt, seed, folder),
-            negative_prompt=wildcards.expand(args.negative, seed, folder, "negative prompt"),
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            width=args.width,
-            height=args.height,
+            negative_prompt=wildcards.expand(args.negative if args.negative is not None else
+                                             own.negative_prompt or "", seed, folder, "negative prompt"),
+            model=model.name,
+            num_inference_steps=args.steps or own.steps or DEFAULT_STEPS,
+            guidance_scale=DEFAULT_GUIDANCE if args.guidance is None and own.guidance is None else
+            args.guidance if args.guidance is not None else own.guidance,
+            width=None if drawn_over else width,
+            height=None if drawn_over else height,
             seed=seed,
-            scheduler=args.sampler,
+            scheduler=args.sampler or own.sampler or DEFAULT_SAMPLER,
             num_images=args.count,
             strength=args.strength,
             direction=args.outpaint or "all",
@@ -126,7 +157,7 @@ def _generate(args: argparse.Namespace) -> int:
     from engine.progress import Preview
 
     try:
-        engine = Engine.load(settings)
+        engine = Engine.load(settings, model)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

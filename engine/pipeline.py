@@ -17,11 +17,12 @@ from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline
 from PIL import Image
 
 from dreambot.adapters import Catalogue
+from dreambot.models import Model
 from dreambot.request import MAX_SEED, SAFETY_SCALES, GenerateRequest, InvalidRequest, Mode
 from dreambot.settings import EngineSettings
 from dreambot.wire import GenerateResult, ImageResult, Job
 from engine import imaging, loading, prompts, samplers
-from engine.embeddings import Embeddings
+from engine.embeddings import Embeddings, text_encoders
 from engine.embeddings import install as install_embeddings
 from engine.infotext import infotext
 from engine.loras import Loras
@@ -46,26 +47,38 @@ class Engine:
     upscaler_name: str = ""
     embeddings: Embeddings = field(default_factory=Embeddings)
     loras: Loras = field(default_factory=lambda: Loras(Catalogue()))
+    # A1111's CLIP skip: which of the text encoder's layers the prompt is read from (1: the last).
+    clip_skip: int = 1
     _pipes: dict[Mode, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, settings: EngineSettings) -> Engine:
+    def load(cls, settings: EngineSettings, model: Model | None = None) -> Engine:
+        """The engine of one model of the catalogue (SD_MODEL's unless told), with its own defaults
+        (clip skip, VAE), its own embeddings and the installed LoRAs."""
+        model = model or Model(name=loading.model_name(settings.sd_model), source=settings.sd_model)
         device = loading.resolve_device(settings.sd_device)
         dtype = loading.resolve_dtype(settings.sd_dtype, device)
-        pipe = loading.load_pipeline(settings.sd_model, dtype)
+        pipe = loading.load_pipeline(model.source, dtype)
+        if model.defaults.vae:
+            pipe.vae = loading.load_vae(model.defaults.vae, pipe, dtype)
+        clip_skip = model.defaults.clip_skip or 1
+        layers = min((encoder.config.num_hidden_layers for _, _, encoder in text_encoders(pipe)), default=None)
+        if layers is not None and clip_skip > layers:  # found now, not at the first member's job
+            raise loading.ModelLoadError(f"models.toml: clip_skip = {clip_skip} for {model.name}, whose text encoder "
+                                         f"has {layers} layers")
         pipe.to(device)
-        safety = loading.pick_safety_checker(pipe, settings.sd_safety_checker, settings.sd_model)
+        safety = loading.pick_safety_checker(pipe, settings.sd_safety_checker, model.name)
         pipe.set_progress_bar_config(disable=True)
         upscaler = loading.load_upscaler(settings.sd_upscaler, dtype, device) if settings.sd_upscaler else None
-        embeddings = install_embeddings(pipe, [*settings.bundled("embeddings"),
+        embeddings = install_embeddings(pipe, [*settings.bundled("embeddings", model.source),
                                                Path(settings.embeddings_dir)])
         catalogue = settings.adapters()
-        log.info("loaded %s on %s (%s), safety checker: %s%s; %d LoRA(s) installed", settings.sd_model, device, dtype,
+        log.info("loaded %s on %s (%s), safety checker: %s%s; %d LoRA(s) installed", model.name, device, dtype,
                  safety.name, f", upscaler: {settings.sd_upscaler}" if upscaler else "", len(catalogue.loras))
-        return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=loading.model_name(settings.sd_model),
+        return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=model.name,
                    scheduler_config=dict(pipe.scheduler.config), upscaler=upscaler,
                    upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "", embeddings=embeddings,
-                   loras=Loras(catalogue, rescan=settings.adapters))
+                   loras=Loras(catalogue, rescan=settings.adapters), clip_skip=clip_skip)
 
     @property
     def native_size(self) -> int:

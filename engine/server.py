@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, BinaryIO
 from dreambot import wire
 from dreambot.request import InvalidRequest
 from dreambot.settings import EngineSettings
-from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, Job, Progress, Ready
+from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, Job, Loaded, Progress, Ready
 from engine.progress import JobCancelled, Preview
 
 if TYPE_CHECKING:
-    from engine.pipeline import Engine
+    from engine.cache import ModelCache
 
 log = logging.getLogger("engine")
 
@@ -90,18 +90,25 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
         out.write(wire.encode(message))
         out.flush()
 
-    from engine.pipeline import Engine  # after the fd swap: importing torch may print
+    from engine.cache import ModelCache, default_budget  # after the fd swap: importing torch may print
+    from engine.loading import resolve_device
+    from engine.pipeline import Engine
 
     _keep_prompts_out_of_the_log()
 
     try:
-        engine = Engine.load(settings)
+        watched = settings.watched_catalogue()
+        budget = int(settings.model_cache_gb * 1024 ** 3) if settings.model_cache_gb else \
+            default_budget(resolve_device(settings.sd_device))
+        cache = ModelCache(watched.current, partial(Engine.load, settings), budget)
+        engine = cache.get("")  # the default model: a model that cannot load stops the engine here
     except Exception as error:
         log.exception("the engine could not start")
-        send(Fatal(message=str(error)))
+        send(Fatal(message=str(error.__cause__ or error)))  # for the operator: the loader's own words
         return 1
     send(Ready(model=engine.model, device=str(engine.device), dtype=str(engine.dtype).removeprefix("torch."),
                safety_checker=engine.safety.name, protocol=PROTOCOL_VERSION))
+    send(Loaded(models=cache.held))
 
     # Stdin is read beside the jobs, so that a Cancel reaches the job it stops between two steps.
     work: queue.Queue[list[Job] | None] = queue.Queue()
@@ -109,7 +116,7 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
     threading.Thread(target=_read, args=(stdin, work, held), name="stdin", daemon=True).start()
     # End of input: the jobs already read are finished (the bot's graceful stop), then we exit.
     while (jobs := work.get()) is not None:
-        _run(engine, jobs, held, send)
+        _run(cache, jobs, held, send)
     return 0
 
 
@@ -150,7 +157,7 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
         work.put(None)  # even if reading failed: the job loop must not wait forever
 
 
-def _run(engine: Engine, jobs: list[Job], held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
+def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
     waiting = []
     for job in jobs:
         if held.cancelled(job.job_id):  # cancelled while it waited its turn: no step to run
@@ -160,6 +167,24 @@ def _run(engine: Engine, jobs: list[Job], held: HeldJobs, send: Callable[[wire.M
             waiting.append(job)
     if not waiting:
         return
+    # The jobs of one call share their model (`GenerateRequest.batch_key`): load it if need be.
+    before = cache.held
+
+    def loading(model: str, seconds: float | None) -> None:
+        for job in waiting:
+            send(Progress(job_id=job.job_id, step=0, total=job.request.num_inference_steps, loading=model,
+                          seconds=seconds))
+
+    try:
+        engine = cache.get(waiting[0].request.model, loading)
+    except Exception as error:  # an unknown or broken model: these jobs fail, the engine carries on
+        for job in waiting:
+            send(protocol_error(job.job_id, error))
+            held.release(job.job_id)
+        return
+    finally:
+        if cache.held != before:
+            send(Loaded(models=cache.held))
     # The first preview after PREVIEW_SECONDS: the first steps' latents are mostly noise. A preview
     # is drawn before the safety check, so it goes only where flagged images may be shown at all.
     next_preview = {job.job_id: time.monotonic() + PREVIEW_SECONDS if job.request.keep_flagged else math.inf

@@ -20,8 +20,10 @@ from bot.delivery import Origin
 from bot.moderation import Refused, check_source, from_source, reachable_from
 from bot.queue import QueueFull, Reservation
 from bot.replies import reply_privately
-from bot.requests import from_options, prompts, source_picture, styled
+from bot.requests import MemberSettings, from_options, pick_model, prompts, size_of, source_picture, styled
 from bot.store import JobRow
+from bot.views import model_choices
+from dreambot.models import ASPECTS
 from dreambot.prompt import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from dreambot.request import (
     DEFAULT_FRAMES,
@@ -74,7 +76,10 @@ COMMON = dict(
     style="A style preset that adds to the prompt",
     lora="A LoRA to apply (see /loras); adds <lora:NAME:WEIGHT> to the prompt",
     lora_weight=f"The LoRA's weight, {MIN_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g} (default 1)",
+    model="Which model draws it (see /models; default: yours from /settings, or this channel's)",
 )
+ASPECT = "Aspect ratio at the model's native pixel count (instead of width and height)"
+ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
 SAMPLER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SAMPLERS]
 
 
@@ -108,9 +113,10 @@ class Dream(commands.Cog):
         count="How many images (default 1)",
         image="A picture to start from (image-to-image): PNG, JPEG, WebP or GIF",
         strength=f"With an image: how much of it to repaint, 0.01-1 (default {Mode.IMG2IMG.default_strength:g})",
+        aspect=ASPECT,
         **COMMON,
     )
-    @app_commands.choices(sampler=SAMPLER_CHOICES)
+    @app_commands.choices(sampler=SAMPLER_CHOICES, aspect=ASPECT_CHOICES)
     async def dream(
         self,
         interaction: discord.Interaction,
@@ -128,6 +134,8 @@ class Dream(commands.Cog):
         strength: Optional[Strength] = None,
         lora: Optional[str] = None,
         lora_weight: Optional[LoraWeight] = None,
+        model: Optional[str] = None,
+        aspect: Optional[str] = None,
     ) -> None:
         async def build() -> Built:
             notes = []
@@ -136,15 +144,15 @@ class Dream(commands.Cog):
                 if strength is not None:
                     raise InvalidRequest("Strength only applies with an image to start from; attach one or leave "
                                          "strength out.")
-                fields.update(width=width, height=height)
+                fields["size"] = (width, height, aspect)
             else:
                 fitted, notice = await asyncio.to_thread(self.fit, await self.load_picture(image, "The image"))
                 notes += [notice] if notice else []
-                if width is not None or height is not None:
-                    notes.append("Width and height were left aside: image-to-image keeps the image's size.")
+                if width is not None or height is not None or aspect is not None:
+                    notes.append("The size options were left aside: image-to-image keeps the image's size.")
                 fields.update(mode=Mode.IMG2IMG, image=await as_png(fitted), strength=strength)
-            return self.request(prompt, negative, steps, guidance, seed, sampler, style, lora=lora,
-                                lora_weight=lora_weight, **fields), tuple(notes), (None, None)
+            return await self.request(interaction, prompt, negative, steps, guidance, seed, sampler, style, lora=lora,
+                                      lora_weight=lora_weight, model=model, **fields), tuple(notes), (None, None)
 
         await self.start(interaction, build, "dream", (prompt, negative))
 
@@ -176,6 +184,7 @@ class Dream(commands.Cog):
         style: Optional[str] = None,
         lora: Optional[str] = None,
         lora_weight: Optional[LoraWeight] = None,
+        model: Optional[str] = None,
     ) -> None:
         async def build() -> Built:
             source, parent, index = await self.starting_picture(interaction, image, job, picture)
@@ -186,8 +195,8 @@ class Dream(commands.Cog):
             # The same resize and crop as the image, so the mask still covers the same pixels.
             fitted_mask, _ = await asyncio.to_thread(self.fit, scaled)
             notes = tuple(n for n in (notice, mask_notice) if n)
-            request = self.request(said, negative_said, steps, guidance, seed, sampler, style, lora=lora,
-                                   lora_weight=lora_weight, mode=Mode.INPAINT,
+            request = await self.request(interaction, said, negative_said, steps, guidance, seed, sampler, style,
+                                         lora=lora, lora_weight=lora_weight, model=model, mode=Mode.INPAINT,
                                    image=await as_png(fitted), mask=await as_png(fitted_mask), strength=strength)
             return request, notes, (parent and parent.id, index)
 
@@ -222,6 +231,7 @@ class Dream(commands.Cog):
         style: Optional[str] = None,
         lora: Optional[str] = None,
         lora_weight: Optional[LoraWeight] = None,
+        model: Optional[str] = None,
     ) -> None:
         async def build() -> Built:
             side = direction or "all"
@@ -243,8 +253,8 @@ class Dream(commands.Cog):
             wide = times * grow if side in ("left", "right", "all") else 0
             tall = times * grow if side in ("up", "down", "all") else 0
             fitted, notice = await asyncio.to_thread(self.fit, source, (wide, tall))
-            request = self.request(said, negative_said, steps, guidance, seed, sampler, style, lora=lora,
-                                   lora_weight=lora_weight, mode=Mode.OUTPAINT,
+            request = await self.request(interaction, said, negative_said, steps, guidance, seed, sampler, style,
+                                         lora=lora, lora_weight=lora_weight, model=model, mode=Mode.OUTPAINT,
                                    image=await as_png(fitted), direction=side, amount=grow)
             return request, tuple(n for n in (notice,) if n), (parent and parent.id, index)
 
@@ -260,9 +270,10 @@ class Dream(commands.Cog):
         frames=f"Number of frames (default {DEFAULT_FRAMES})",
         width="Width in pixels, a multiple of 8 (default: the model's native size)",
         height="Height in pixels, a multiple of 8 (default: the model's native size)",
+        aspect=ASPECT,
         **COMMON,
     )
-    @app_commands.choices(sampler=SAMPLER_CHOICES)
+    @app_commands.choices(sampler=SAMPLER_CHOICES, aspect=ASPECT_CHOICES)
     async def interpolate(
         self,
         interaction: discord.Interaction,
@@ -282,22 +293,25 @@ class Dream(commands.Cog):
         style: Optional[str] = None,
         lora: Optional[str] = None,
         lora_weight: Optional[LoraWeight] = None,
+        model: Optional[str] = None,
+        aspect: Optional[str] = None,
     ) -> None:
         async def build() -> Built:
             parent = index = None
-            start_seed, size = seed, (width, height)
+            start_seed, size = seed, (width, height, aspect)
             if job is not None:
                 parent, index, _ = await self.earlier_result(interaction, job, picture)
                 if start_seed is None:
                     assert parent.request.seed is not None
                     start_seed = picture_seed(parent.request.seed, index)  # that picture's own seed
-                if size == (None, None):
-                    size = (parent.width, parent.height)
+                if size == (None, None, None):
+                    size = (parent.width, parent.height, None)
             said, negative_said = prompts(prompt, negative, parent)
             end = styled(self.bot.styles, self.bot.settings.limits, style, end_prompt, "")[0] if end_prompt else None
-            request = self.request(said, negative_said, steps, guidance, start_seed, sampler, style, lora=lora,
-                                   lora_weight=lora_weight, mode=Mode.INTERPOLATE, end_prompt=end, end_seed=end_seed,
-                                   frames=DEFAULT_FRAMES if frames is None else frames, width=size[0], height=size[1])
+            request = await self.request(interaction, said, negative_said, steps, guidance, start_seed, sampler, style,
+                                         lora=lora, lora_weight=lora_weight, model=model, mode=Mode.INTERPOLATE,
+                                         end_prompt=end, end_seed=end_seed,
+                                         frames=DEFAULT_FRAMES if frames is None else frames, size=size)
             return request, (), (parent and parent.id, index)
 
         await self.start(interaction, build, "interpolate", (prompt, negative, end_prompt))
@@ -351,13 +365,36 @@ class Dream(commands.Cog):
         await runner.run(origin, request, policy=policy, action=action, notes=notes, parent_job_id=parent_job_id,
                          parent_image=parent_image, reservation=reservation)
 
-    def request(self, prompt, negative, steps, guidance, seed, sampler, style, *, lora, lora_weight,
-                **fields) -> GenerateRequest:
-        """The request from the options: the defaults for those left out, checked against the limits
-        (Discord enforces the option bounds, but a Discord-compatible server or an old client need not)."""
-        return from_options(self.bot.styles, self.bot.settings.limits, self.bot.settings.wildcards_dir, prompt,
-                            negative, steps, guidance, seed, sampler, style, lora=lora, lora_weight=lora_weight,
-                            **fields)
+    async def request(self, interaction: discord.Interaction, prompt, negative, steps, guidance, seed, sampler, style,
+                      *, lora, lora_weight, model, size=None, **fields) -> GenerateRequest:
+        """The request from the options: each option left out takes the member's own setting
+        (/settings), then the model's default, then the built-in one; the model is the option's, the
+        member's, the channel's or the server's (`requests.pick_model`); `size` (width, height,
+        aspect) for modes that draw from noise. Checked against the limits (Discord enforces the
+        option bounds, but a Discord-compatible server or an old client need not)."""
+        member = MemberSettings.from_stored(await self.bot.store.member_settings(interaction.user.id))
+        place = await self.bot.moderation.place(interaction.guild_id, interaction.channel)
+        chosen = pick_model(self.bot.models.current(), model, member, place)
+        limits = self.bot.settings.limits
+        if size is not None:
+            fields["width"], fields["height"] = size_of(chosen, limits, *size, member)
+        if member.style not in self.bot.styles:  # a style the operator has since removed
+            member = dataclasses.replace(member, style=None)
+        return from_options(self.bot.styles, limits, self.bot.settings.wildcards_dir, prompt, negative, steps,
+                            guidance, seed, sampler, style, lora=lora, lora_weight=lora_weight, model=chosen,
+                            member=member, **fields)
+
+    # -- the model option's suggestions --------------------------------------------------------------
+
+    @dream.autocomplete("model")
+    @inpaint.autocomplete("model")
+    @outpaint.autocomplete("model")
+    @interpolate.autocomplete("model")
+    async def model_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+        """The models this channel allows whose name or display name holds what the member typed,
+        shown with their display name and family (Discord shows 25 at most)."""
+        place = await self.bot.moderation.place(interaction.guild_id, interaction.channel)
+        return model_choices(self.bot.models.current(), typed, place.allows)
 
     # -- the lora option's suggestions ---------------------------------------------------------------
 

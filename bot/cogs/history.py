@@ -32,14 +32,17 @@ class History(commands.Cog):
         await interaction.response.send_message(text, view=view, ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
-    @app_commands.command(name="forget", description="Erase your Dreambot history and stored pictures (asks first)")
+    @app_commands.command(name="forget",
+                          description="Erase your Dreambot history, stored pictures and settings (asks first)")
     async def forget(self, interaction: discord.Interaction) -> None:
         _, total = await self.bot.store.user_jobs(interaction.user.id, limit=0)
-        if not total:
-            await interaction.response.send_message("Dreambot has no jobs of yours to erase.", ephemeral=True)
+        own = bool(await self.bot.store.member_settings(interaction.user.id))
+        if not total and not own:
+            await interaction.response.send_message("Dreambot has no jobs or settings of yours to erase.",
+                                                    ephemeral=True)
             return
-        await interaction.response.send_message(render.forget_question(total), view=forget_view(interaction.user.id),
-                                                ephemeral=True)
+        await interaction.response.send_message(render.forget_question(total, own),
+                                                view=forget_view(interaction.user.id), ephemeral=True)
 
 
 async def setup(bot: DreamBot) -> None:

@@ -18,7 +18,7 @@ from bot.moderation import FilterMode, age_restricted, configured_mode, effectiv
 from bot.prompt_filter import InvalidTerm, check_pattern, check_word
 from bot.replies import UserError
 from bot.store import GuildSettings
-from bot.views import adapters_page, history_page
+from bot.views import adapters_page, history_page, model_choices
 from dreambot.request import SAFETY_SCALES
 
 if TYPE_CHECKING:
@@ -270,6 +270,78 @@ class Mod(commands.GroupCog, group_name="mod", group_description="Moderate Dream
             choices.append(app_commands.Choice(name=f"{adapter.name} ({kind}, {state})",
                                                value=f"{adapter.kind}:{adapter.name}"))
         return choices[:25]
+
+    # -- models --------------------------------------------------------------------------------
+
+    @app_commands.command(name="model", description="Set the default model of this server or a channel, or which "
+                                                    "models a channel allows")
+    @app_commands.describe(
+        action="default: set (or, without a model, clear) the default; allow / disallow: a model in a channel; "
+               "allow-all: lift a channel's restriction; list",
+        model="The model (see /models)",
+        channel="The channel (default: the server for default, this channel for allow and disallow)",
+    )
+    @app_commands.choices(action=[app_commands.Choice(name=name, value=name)
+                                  for name in ("default", "allow", "disallow", "allow-all", "list")])
+    async def model(self, interaction: discord.Interaction, action: str, model: Optional[str] = None,
+                    channel: Optional[Channel] = None) -> None:
+        store, guild_id, actor = self.bot.store, interaction.guild_id, interaction.user.id
+        catalogue = self.bot.models.current()
+        found = catalogue.get(model) if model else None
+        if model and found is None:
+            raise UserError(f"There is no model named “{render.escape(model[:100])}” ({catalogue.offered()}).")
+        if action == "list":
+            await self.reply(interaction, render.model_settings(await store.guild_settings(guild_id),
+                                                                await store.channel_models(guild_id), catalogue))
+            return
+        if action == "default":
+            name = found.name if found else None
+            if channel is None:
+                old = await store.set_guild_setting(guild_id, "model", name, actor_id=actor)
+                where = "this server"
+            else:
+                allowed = (await store.channel_models(guild_id)).get(channel.id)
+                if name and allowed and allowed.allowed is not None and name not in allowed.allowed:
+                    raise UserError(f"{channel.mention} does not allow {name}; allow it there first.")
+                old = (await store.set_channel_models(guild_id, channel.id, model=name, actor_id=actor)).model
+                where = channel.mention
+            if old != name:
+                await self.announce(interaction, f"the default model of {where}", old, name)
+            await self.reply(interaction, f"The default model of {where} is now **{name}**." if name else
+                             f"{where[0].upper() + where[1:]} has no default model of its own now.")
+            return
+        if action not in ("allow", "disallow", "allow-all"):
+            raise UserError(f"Unknown action {action!r}; choose default, allow, disallow, allow-all or list.")
+        target = channel or interaction.channel
+        target_id = getattr(target, "parent_id", None) if isinstance(target, discord.Thread) else target.id
+        current = (await store.channel_models(guild_id)).get(target_id)
+        allowed = current.allowed if current else None
+        if action == "allow-all":
+            new: tuple[str, ...] | None = None
+        else:
+            if found is None:
+                raise UserError(f"Give the model to {action}.")
+            names = list(allowed if allowed is not None else ([] if action == "allow" else
+                                                                [m.name for m in catalogue]))
+            if action == "allow" and found.name not in names:
+                names.append(found.name)
+            if action == "disallow":
+                names = [name for name in names if name.lower() != found.name.lower()]
+            new = tuple(names)
+        model_default = current.model if current else None
+        if new is not None and model_default and model_default not in new:
+            raise UserError(f"<#{target_id}>'s default model is {model_default}: change it first.")
+        old = await store.set_channel_models(guild_id, target_id, allowed=new, actor_id=actor)
+        if old.allowed != new:
+            await self.announce(interaction, f"the models allowed in <#{target_id}>",
+                                "every model" if old.allowed is None else ", ".join(old.allowed) or "none",
+                                "every model" if new is None else ", ".join(new) or "none")
+        await self.reply(interaction, f"<#{target_id}> now allows "
+                         f"{'every model' if new is None else ', '.join(new) or 'no model'}.")
+
+    @model.autocomplete("model")
+    async def model_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+        return model_choices(self.bot.models.current(), typed, lambda name: True)
 
     # -- the mod-log, the moderator role, bans -------------------------------------------------
 

@@ -134,3 +134,11 @@ def test_every_script_explains_itself(script):
                            timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "usage:" in shown.stdout and "--" in shown.stdout
+
+
+def test_model_switches_groups_by_model_and_keeps_the_bound(capsys: pytest.CaptureFixture) -> None:
+    switches = load("model_switches")
+    assert switches.main(["--jobs", "300", "--members", "20"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
+    assert rows["round robin"][-2].strip() == "1" and rows["grouped by model"][-2].strip() == "1"

@@ -101,7 +101,8 @@ async def test_the_owner_can_force_a_registration_from_discord(fake: FakeDiscord
         done = await fake.invoke("sync", user=fake.owner)
         answer = await done.wait_for(lambda r: r.kind == "followup")
         assert answer.ephemeral and answer.content == (
-            "Registered /dream, /inpaint, /outpaint, /interpolate, /info, /queue, /history, /forget, /loras, /mod, "
+            "Registered /dream, /inpaint, /outpaint, /interpolate, /info, /queue, /history, /forget, /loras, /models, "
+            "/settings, /mod, "
             "/sync, "
             "the “Dream info” menu with Discord.")
         assert len(fake.sync_calls) == 2

@@ -150,3 +150,33 @@ async def test_a_locked_database_never_replaces_a_posted_picture(fake: FakeDisco
     finally:
         fake.upload_hook = None
         await bot.stop()
+
+
+async def test_a_job_waiting_for_its_model_says_so_then_shows_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from bot import delivery
+    from bot.delivery import Delivery, Origin
+    from dreambot.wire import Progress
+
+    monkeypatch.setattr(delivery, "EDIT_SECONDS", 0.01)
+    shown: list[str] = []
+
+    async def edit_original_response(content: str, attachments: list) -> None:
+        shown.append(content)
+
+    origin = Origin(user=SimpleNamespace(id=1, mention="<@1>"), channel=None, guild_id=None,
+                    interaction=SimpleNamespace(edit_original_response=edit_original_response))
+    notice = Delivery(origin)
+    ticket = SimpleNamespace(job=SimpleNamespace(job_id=7), result=asyncio.get_running_loop().create_future())
+    pump = asyncio.create_task(notice.keep_fresh(SimpleNamespace(), ticket, ()))
+    notice.progressed(Progress(job_id=7, step=0, total=20, loading="anime", seconds=12.0))
+    while not shown:
+        await asyncio.sleep(0.01)
+    notice.progressed(Progress(job_id=7, step=1, total=20))
+    while len(shown) < 2:
+        await asyncio.sleep(0.01)
+    ticket.result.set_result(None)
+    await pump
+    assert shown[0] == "📦 Job 7: loading the model anime (about 12 s); it starts right after."
+    assert shown[1].startswith("🖌️ Job 7: step 1 of 20")

@@ -115,3 +115,52 @@ def test_a_retried_job_goes_first() -> None:
     assert queue.order() == [1, 2]
     with pytest.raises(ValueError):
         queue.submit(2, 2)  # already queued
+
+
+def test_a_preferred_model_goes_first_where_fairness_allows() -> None:
+    queue = FairQueue(max_per_member=10)
+    model = {}
+    for job, (member, name) in enumerate([(1, "a"), (2, "b"), (3, "a"), (4, "b")], start=1):
+        queue.submit(job, member_id=member)
+        model[job] = name
+    held = "b"
+
+    def prefer(job: int) -> bool:
+        return model[job] == held
+
+    # Plain round robin would switch at every job: a, b, a, b. Grouped: the engine holds b.
+    assert queue.next(prefer) == 2
+    assert queue.next(prefer) == 4
+    held = "a"
+    assert queue.next(prefer) == 1 and queue.next(prefer) == 3
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_grouping_never_lets_a_member_be_passed_twice(seed: int) -> None:
+    """Whatever jobs arrive and whatever the engine prefers, no waiting member sees any other
+    member served twice since its own last turn: round robin's bound."""
+    rng = random.Random(seed)
+    queue = FairQueue(max_per_member=100, max_queued=10_000)
+    model, member_of = {}, {}
+    passed: dict[int, dict[int, int]] = {}  # waiting member -> other member -> services since its turn
+    job_ids = itertools.count(1)
+    held = "a"
+    for _ in range(300):
+        for _ in range(rng.randrange(3)):  # arrivals
+            job, member = next(job_ids), rng.randrange(6)
+            queue.submit(job, member_id=member)
+            model[job], member_of[job] = rng.choice("ab"), member
+            passed.setdefault(member, {})
+        job = queue.next(lambda j, held=held: model[j] == held)
+        if job is None:
+            continue
+        served = member_of[job]
+        for waiting, counts in passed.items():
+            if waiting != served:
+                counts[served] = counts.get(served, 0) + 1
+                assert counts[served] <= 1, f"member {waiting} saw member {served} served twice while it waited"
+        passed.pop(served, None)
+        if served in {member_of[j] for j in queue.order()}:
+            passed[served] = {}
+        held = model[job]  # the engine now holds this job's model
+        queue.done(job)

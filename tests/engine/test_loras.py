@@ -7,6 +7,7 @@ import io
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -72,7 +73,11 @@ def test_jobs_with_different_loras_never_share_a_call_and_each_is_as_if_alone(en
     alone = [pixels(engine, prompt) for prompt in prompts]
     results = engine.generate_batch([Job(k, request(prompt)) for k, prompt in enumerate(prompts)])
     together = [Image.open(io.BytesIO(result.images[0].data)).tobytes() for result in results]
-    assert together == alone
+    for one, other in zip(alone, together, strict=True):
+        # As tests/engine/test_pipeline.py: float32 kernels round differently at another batch size,
+        # at most one level of 255 in a handful of values; a wrong LoRA would change the whole picture.
+        difference = np.abs(np.frombuffer(one, np.uint8).astype(int) - np.frombuffer(other, np.uint8).astype(int))
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.001
 
 
 def test_the_cache_keeps_a_few_loaded_and_reloads_what_it_let_go(tiny_model: Path, folder: Path, monkeypatch) -> None:

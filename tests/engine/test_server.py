@@ -15,7 +15,18 @@ from PIL import Image
 
 from dreambot import wire
 from dreambot.request import GenerateRequest
-from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, GenerateResult, Job, Progress, Ready
+from dreambot.wire import (
+    PROTOCOL_VERSION,
+    Batch,
+    Cancel,
+    EngineError,
+    Fatal,
+    GenerateResult,
+    Job,
+    Loaded,
+    Progress,
+    Ready,
+)
 
 
 def serve(model: Path | str, jobs: list[Job | bytes]) -> list[wire.Message]:
@@ -41,7 +52,7 @@ def test_ready_progress_result_and_errors_keep_it_serving(tiny_model: Path) -> N
     assert isinstance(results[2], EngineError) and "100" in results[2].message
     assert isinstance(results[3], GenerateResult) and [i.seed for i in results[3].images] == [4, 5]
     # Nothing but protocol lines on stdout, whatever the libraries print.
-    assert all(isinstance(m, Ready | Progress | GenerateResult | EngineError) for m in messages)
+    assert all(isinstance(m, Ready | Loaded | Progress | GenerateResult | EngineError) for m in messages)
 
 
 def test_a_model_that_cannot_load_is_reported_once(tmp_path: Path) -> None:
@@ -63,6 +74,7 @@ class Served:
         self._lines: queue.Queue[bytes | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         assert isinstance(self.next(), Ready)
+        assert self.next() == Loaded(models=(model.name,))  # the default model, loaded at start
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -140,8 +152,8 @@ from engine.pipeline import Engine
 engine.server.PREVIEW_SECONDS = 0.0
 load = Engine.load.__func__
 
-def load_then_fail_once(cls, settings):
-    engine = load(cls, settings)
+def load_then_fail_once(cls, settings, model=None):
+    engine = load(cls, settings, model)
     unet = engine.pipe.unet
     def out_of_memory(*args, **kwargs):
         del unet.forward

@@ -41,7 +41,7 @@ async def test_dream_is_registered_with_its_options(bot: BotProcess, fake: FakeD
     options = {option["name"]: option for option in dream["options"]}
     assert options["prompt"]["type"] == 3 and options["prompt"]["required"] is True
     assert list(options) == ["prompt", "negative", "steps", "guidance", "seed", "width", "height", "sampler", "count",
-                             "style", "image", "strength", "lora", "lora_weight"]
+                             "style", "image", "strength", "lora", "lora_weight", "model", "aspect"]
     assert {c["value"] for c in options["sampler"]["choices"]} == {
         "DPM++ 2M Karras", "DPM++ 2M", "Euler a", "Euler", "DDIM", "UniPC", "LMS", "Heun"}
     assert (options["steps"]["min_value"], options["steps"]["max_value"]) == (1, 50)

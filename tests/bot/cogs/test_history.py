@@ -122,7 +122,8 @@ async def test_forget_erases_rows_and_files_and_old_buttons_say_so(bot: BotProce
         if "Erased" in fake.message(interaction.message_id).content:
             break
         await asyncio.sleep(0.05)
-    assert re.search(r"Erased 2 jobs and 2 stored pictures\.", fake.message(interaction.message_id).content)
+    assert re.search(r"Erased 2 jobs, 2 stored pictures and your settings\.",
+                     fake.message(interaction.message_id).content)
     assert jobs_of(bot, member) == []
     assert not any(images.glob(f"{jobs[0]['id']}-*")) and not any(images.glob(f"{jobs[1]['id']}-*"))
     # Someone presses a button on the old result.
@@ -135,7 +136,7 @@ async def test_forget_erases_rows_and_files_and_old_buttons_say_so(bot: BotProce
     assert info.content == f"There is no job {jobs[1]['id']} in this server's history."
     assert second.message_id  # its message stays in the channel: the member was told so
     nothing = await (await fake.invoke("forget", member)).wait_for(lambda reply: bool(reply.content))
-    assert "no jobs of yours" in nothing.content
+    assert "no jobs or settings of yours" in nothing.content
 
 
 async def test_only_the_member_can_confirm_their_own_forget(bot: BotProcess, fake: FakeDiscord, artist) -> None:

@@ -1,0 +1,161 @@
+"""The catalogue of models (`dreambot.models`): what MODELS_DIR and models.toml offer, the default,
+the checks an operator's mistakes meet, and the `aspect` sizes at real models' pixel counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from dreambot.errors import InvalidRequest
+from dreambot.models import ASPECTS, ModelsError, Place, Watched, aspect_size, scan
+from dreambot.request import Limits
+
+# The keys (and shapes) that tell each family in the original checkpoint layout.
+UNET = "model.diffusion_model.input_blocks.0.0.weight"
+VAE = "first_stage_model.decoder.conv_out.weight"
+SD1_CLIP = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
+SD2_CLIP = "cond_stage_model.model.token_embedding.weight"
+
+
+def checkpoint(path: Path, keys: dict[str, list[int]], metadata: dict[str, str] | None = None) -> Path:
+    """A safetensors file with these tensors' names and shapes in its header (no data is read)."""
+    header: dict = {name: {"dtype": "F16", "shape": shape, "data_offsets": [0, 0]} for name, shape in keys.items()}
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return path
+
+
+def folder(path: Path, pipeline: str = "StableDiffusionPipeline", sample_size: int = 64) -> Path:
+    for part, config in (("unet", {"in_channels": 4, "sample_size": sample_size, "cross_attention_dim": 768}),
+                         ("vae", {"block_out_channels": [128, 256, 512, 512]}),
+                         ("text_encoder", {"hidden_act": "quick_gelu"}),
+                         ("scheduler", {"prediction_type": "epsilon"})):
+        (path / part).mkdir(parents=True)
+        name = "scheduler_config.json" if part == "scheduler" else "config.json"
+        (path / part / name).write_text(json.dumps(config))
+    index = {"_class_name": pipeline, "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "scheduler": ["diffusers", "PNDMScheduler"]}
+    (path / "model_index.json").write_text(json.dumps(index))
+    return path
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    models.mkdir()
+    folder(models / "base")
+    checkpoint(models / "anime.safetensors", {UNET: [320, 4, 3, 3], VAE: [3, 128, 3, 3], SD1_CLIP: [49408, 768]})
+    checkpoint(models / "sd21.safetensors", {UNET: [320, 9, 3, 3], VAE: [3, 128, 3, 3], SD2_CLIP: [49408, 1024]})
+    checkpoint(models / "vae-ft-mse.safetensors", {VAE: [3, 128, 3, 3]})  # not a model: a VAE
+    (models / "notes.txt").write_text("not a model")
+    return models
+
+
+def test_every_folder_and_checkpoint_is_a_model_named_by_its_stem(models_dir: Path) -> None:
+    catalogue = scan(models_dir, "base")
+    assert [model.name for model in catalogue] == ["anime", "base", "sd21"]
+    assert {m.name: m.family for m in catalogue} == {"anime": "sd1", "base": "sd1", "sd21": "sd2-inpaint"}
+    assert catalogue.default == "base" and catalogue.get("ANIME").name == "anime"
+    assert catalogue.get("anime").size == (512, 512)  # a file's family's native size
+    with pytest.raises(InvalidRequest, match="There is no model named “x” \\(installed: anime, base, sd21\\)"):
+        catalogue.resolve("x")
+
+
+def test_sd_model_alone_works_as_before_and_beside_the_folder(models_dir: Path, tmp_path: Path) -> None:
+    alone = scan(tmp_path / "nothing-here", "stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert [m.name for m in alone] == ["stable-diffusion-v1-5"] and alone.get(None).source.startswith("stable-")
+    other = folder(tmp_path / "elsewhere" / "mine")
+    both = scan(models_dir, str(other))
+    assert both.default == "mine" and both.get("mine").source == str(other) and len(both) == 4
+    with pytest.raises(ModelsError, match="has the name of a model in"):
+        scan(models_dir, str(folder(tmp_path / "again" / "anime")))
+
+
+def test_models_toml_names_describes_and_sets_defaults(models_dir: Path) -> None:
+    (models_dir / "models.toml").write_text('''
+default = "anime"
+[models.anime]
+name = "Anime v3"
+description = "Flat colours."
+steps = 20
+guidance = 5
+sampler = "Euler a"
+size = 768
+clip_skip = 2
+vae = "vae-ft-mse.safetensors"
+negative_prompt = "lowres"
+[models.turbo]
+source = "stabilityai/sdxl-turbo"
+steps = 1
+guidance = 0
+''')
+    catalogue = scan(models_dir, "stable-diffusion-v1-5/stable-diffusion-v1-5", sd_model_set=False)
+    assert catalogue.default == "anime"  # SD_MODEL unset: models.toml's default
+    anime = catalogue.get("anime")
+    assert (anime.title, anime.description, anime.label) == ("Anime v3", "Flat colours.", "Anime v3 · SD 1.x")
+    assert (anime.defaults.steps, anime.defaults.guidance, anime.defaults.sampler, anime.size,
+            anime.defaults.clip_skip, anime.defaults.negative_prompt) == (20, 5.0, "Euler a", (768, 768), 2, "lowres")
+    assert anime.defaults.vae == str(models_dir / "vae-ft-mse.safetensors")
+    turbo = catalogue.get("turbo")
+    assert turbo.source == "stabilityai/sdxl-turbo" and turbo.family is None and turbo.defaults.steps == 1
+    assert scan(models_dir, "base").default == "base"  # SD_MODEL set: it wins
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("[models.anime]\nsampler = \"Fast\"", "sampler must be one of"),
+    ("[models.anime]\nsteps = 0", "steps must be a whole number from 1 to 500"),
+    ("[models.anime]\nsize = 500", "width must be a multiple of 8"),
+    ("[models.anime]\ncfg = 7", "unknown keys ['cfg']"),
+    ("[models.ghost]\nsteps = 4", "[models.ghost] names no model"),
+    ("[models.anime]\nvae = \"missing.safetensors\"", "vae must be a VAE folder or file"),
+    ("default = \"ghost\"", "default = 'ghost' names no model"),
+    ("models = 3", "each model is a table"),
+    ("[models.anime\n", "is not valid TOML"),
+])
+def test_a_mistake_in_models_toml_is_named(models_dir: Path, text: str, said: str) -> None:
+    (models_dir / "models.toml").write_text(text)
+    with pytest.raises(ModelsError) as error:
+        scan(models_dir, "base", sd_model_set=False)
+    assert said in str(error.value) and "models.toml" in str(error.value)
+
+
+def test_the_catalogue_follows_the_folder_and_keeps_the_last_good_one(models_dir: Path) -> None:
+    watched = Watched(models_dir, lambda: scan(models_dir, "base"))
+    assert len(watched.current()) == 3
+    checkpoint(models_dir / "new.safetensors", {UNET: [320, 4, 3, 3], VAE: [3, 128, 3, 3], SD1_CLIP: [49408, 768]})
+    os.utime(models_dir, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert "new" in {m.name for m in watched.current()}
+    (models_dir / "models.toml").write_text("[models.new]\nsteps = -1\n")  # broken meanwhile: logged, kept
+    assert "new" in {m.name for m in watched.current()}
+
+
+@pytest.mark.parametrize("side", [512, 768, 1024])
+@pytest.mark.parametrize("aspect", ASPECTS)
+def test_aspect_keeps_the_ratio_and_the_pixel_count(aspect: str, side: int) -> None:
+    width, height = aspect_size(aspect, side * side, Limits(max_width=2048, max_height=2048))
+    across, down = map(int, aspect.split(":"))
+    assert abs(width / height / (across / down) - 1) <= 0.05
+    assert abs(width * height / (side * side) - 1) <= 0.1
+    assert width % 8 == 0 and height % 8 == 0
+
+
+def test_aspect_stays_within_the_limits() -> None:
+    assert aspect_size("16:9", 1024 * 1024, Limits()) == (1024, 576)  # MAX_WIDTH 1024: smaller, same shape
+    assert aspect_size("21:9", 64 * 64) == (144, 64)  # never a side under 64
+    with pytest.raises(InvalidRequest, match="Unknown aspect ratio"):
+        aspect_size("5:4", 512 * 512)
+
+
+def test_a_channel_allows_models_by_name_in_any_case() -> None:
+    assert Place().allows("anything")
+    only = Place(allowed=("Anime",))
+    assert only.allows("anime") and not only.allows("base")
+    assert only.refusal("base") == "The model “base” is not used in this channel; its moderators allow Anime here."
