@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+# Two workers on two cores (pyproject's addopts): one thread each for torch, and for the engine
+# processes they start, rather than two threads each fighting over every core. Set before torch loads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Never reach for the model hub: a hub id must fail at once, not after retries.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
