@@ -156,8 +156,9 @@ class JobRunner:
                 channel = None
         try:  # a LoRA or embedding turned off, or a model no longer allowed in the channel, since it was queued
             await self._moderation.check_adapters(request, row.guild_id)
-            if channel is not None:
-                await self._moderation.check_model(request, row.guild_id, channel)
+            # A channel Discord no longer shows us is still known by its id (a thread's parent is not).
+            await self._moderation.check_model(request, row.guild_id,
+                                               channel or (row.channel_id and discord.Object(id=row.channel_id)))
         except Refused as refusal:
             raise JobRefused(str(refusal), public="This job was stopped by this server's moderators.") from None
         except InvalidRequest:

@@ -175,6 +175,22 @@ async def test_a_channel_restriction_holds_on_every_path(bot: BotProcess, fake: 
     await fake.invoke("mod model", moderator, action="allow-all", channel=fake.channel_id)
 
 
+async def test_a_job_queued_before_the_restriction_is_stopped_as_it_starts(bot: BotProcess, fake: FakeDiscord,
+                                                                          moderator: dict) -> None:
+    """The rule that guards this path: the start-of-job gate (`JobRunner.gate` → `check_model`)."""
+    channel = fake.text_channel("closing-soon")
+    blocker = await fake.invoke("dream", fake.user("busy"), prompt="keeps the engine busy", steps=50, width=512,
+                                height=512, model="tiny")
+    await until(lambda: [r["status"] for r in bot.jobs("interaction_id = ?", blocker.id)] == ["running"])
+    waiting = await fake.invoke("dream", fake.user("patient"), in_channel=channel, prompt="a fox", model="xl")
+    await waiting.wait_for(lambda reply: "ahead of yours" in reply.content)
+    await private_answer(await fake.invoke("mod model", moderator, action="allow", model="tiny", channel=channel))
+    told = await waiting.wait_for(lambda reply: "The model “xl” is not used in this channel" in reply.content,
+                                  timeout=120)
+    assert not told.files
+    assert bot.jobs("interaction_id = ?", waiting.id)[0]["status"] == "failed"
+
+
 async def test_the_settings_panel_changes_and_forget_erases(bot: BotProcess, fake: FakeDiscord) -> None:
     member = fake.user("panel")
     panel = await fake.invoke("settings", member, model="tiny")
