@@ -113,6 +113,10 @@ def _generate(args: argparse.Namespace) -> int:
         return 2
     model = catalogue.get(args.model)  # by name; else what --model names is a model of its own
     if model is None:
+        if not Path(args.model).expanduser().exists() and args.model.count("/") != 1:
+            print(f"error: there is no model named {args.model!r} ({catalogue.offered()} in MODELS_DIR "
+                  f"{settings.models_dir} or SD_MODEL), nor a folder or file of that name", file=sys.stderr)
+            return 2
         model = Model(name=name_of(args.model), source=args.model)
     own = model.defaults
     try:

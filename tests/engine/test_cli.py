@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,18 @@ def test_generate_refuses_bad_mode_options(tmp_path: Path, monkeypatch, capsys) 
         code, err = in_process(monkeypatch, capsys, "generate", "--prompt", "x", "--out", "x.png", *options,
                                cwd=tmp_path, SD_MODEL="shapes")
         assert code == 2 and message in err, (options, err)
+
+
+def test_generate_takes_a_model_of_the_catalogue_with_its_defaults(tiny_model: Path, tmp_path: Path, monkeypatch,
+                                                                   capsys) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model, models / "mine")
+    (models / "models.toml").write_text("[models.mine]\nsteps = 2\nsampler = \"Euler\"\n")
+    code, out = in_process(monkeypatch, capsys, "generate", "--model", "mine", "--aspect", "16:9", "--prompt", "a fox",
+                           "--seed", "1", "--out", "wide.png", cwd=tmp_path, MODELS_DIR=str(models), SD_MODEL="mine")
+    assert code == 0
+    picture = Image.open(tmp_path / "wide.png")
+    assert picture.size == (112, 64) and "Steps: 2, Sampler: Euler," in picture.text["parameters"]
+    code, out = in_process(monkeypatch, capsys, "generate", "--model", "nope", "--prompt", "a fox", "--out", "x.png",
+                           cwd=tmp_path, MODELS_DIR=str(models), SD_MODEL="mine")
+    assert code == 2 and "there is no model named 'nope' (installed: mine" in out
