@@ -258,5 +258,5 @@ class JobRunner:
 def restored_policy(job: JobRow) -> Policy:
     """The safety policy a job was recorded under (a restored job runs and posts under it; the gate
     and the outbox read the channel's mode again)."""
-    return Policy(FilterMode(job.nsfw_mode or FilterMode.BLOCK), job.request.nsfw_threshold)
+    return Policy(FilterMode(job.nsfw_mode or FilterMode.BLOCK), job.request.nsfw_threshold, job.request.nsfw_scale)
 

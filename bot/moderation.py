@@ -19,6 +19,7 @@ from bot import fingerprint
 from bot.prompt_filter import ExpandsTooMuch, InvalidTerm, PromptFilter, Term, Uncheckable
 from bot.store import GuildSettings, JobRow, Store
 from dreambot.adapters import Catalogue, TurnedOff
+from dreambot.models import Catalogue as ModelCatalogue
 from dreambot.models import Place
 from dreambot.prompt import read_as
 from dreambot.request import SAFETY_SCALES, GenerateRequest
@@ -53,12 +54,14 @@ class Policy:
 
     mode: FilterMode = FilterMode.BLOCK  # the effective mode: spoiler and off only in age-restricted channels
     threshold: float | None = None  # None: the classifier's default
+    scale: str | None = None  # the classifier whose scale `threshold` is on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", FilterMode(self.mode))  # as stored: a string
 
     def apply(self, request: GenerateRequest) -> GenerateRequest:
-        return replace(request, nsfw_threshold=self.threshold, keep_flagged=self.mode is not FilterMode.BLOCK)
+        return replace(request, nsfw_threshold=self.threshold, nsfw_scale=self.scale if self.threshold is not None
+                       else None, keep_flagged=self.mode is not FilterMode.BLOCK)
 
 
 def flagged_source(job: JobRow, index: int) -> bool:
@@ -158,10 +161,13 @@ def applied_mode(settings: GuildSettings, channel) -> FilterMode:
 class Moderation:
     """The moderation rules of every server, with each server's prompt filter compiled once."""
 
-    def __init__(self, store: Store, adapters: Callable[[], Catalogue] = Catalogue) -> None:
+    def __init__(self, store: Store, adapters: Callable[[], Catalogue] = Catalogue,
+                 models: Callable[[], ModelCatalogue] | None = None) -> None:
         self._store = store
         # The LoRAs and embeddings installed now (`dreambot.adapters.Installed.current`).
         self.adapters = adapters
+        # The models offered now (`dreambot.models.Watched.current`): a job naming none runs on the default.
+        self.models = models
         self._filters: dict[int, asyncio.Future[PromptFilter]] = {}  # compiled, or being compiled
 
     # The prompt filter never runs on the event loop: compiling hundreds of terms, or matching them
@@ -261,7 +267,7 @@ class Moderation:
                 log.warning("server %s: threshold %g is outside %s's bounds; using its default",
                             guild_id, threshold, classifier)
                 threshold = None
-        policy = Policy(applied_mode(settings, channel), threshold)
+        policy = Policy(applied_mode(settings, channel), threshold, classifier)
         return policy.apply(request), policy
 
     async def check_adapters(self, request: GenerateRequest, guild_id: int | None) -> None:
@@ -289,11 +295,13 @@ class Moderation:
 
     async def check_model(self, request: GenerateRequest, guild_id: int | None, channel) -> None:
         """Refused when the channel does not allow the request's model (moderators restricted it)."""
-        if not request.model or guild_id is None:
+        if guild_id is None:
             return
+        # A request with no model (recorded before there were several) runs on the default one.
+        name = request.model or (self.models().default if self.models is not None else "")
         place = await self.place(guild_id, channel)
-        if not place.allows(request.model):
-            raise Refused(place.refusal(request.model))
+        if name and not place.allows(name):
+            raise Refused(place.refusal(name))
 
     async def turned_off(self, guild_id: int | None) -> set[tuple[str, str]]:
         """(kind, name in lower case) of the LoRAs and embeddings a server turned off, for what members

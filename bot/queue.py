@@ -63,7 +63,8 @@ class FairQueue:
     another): it may then take a member's turn out of order, but never so that another waiting
     member sees anyone served twice since that member's own last turn. So no job waits for more
     than one job of each other member, as in plain round robin, and the switches between models
-    saved are the gain."""
+    saved are the gain. The jobs of a batch (`take`) follow the same rule. A job retried after its
+    engine crashed goes first (`submit(front=True)`): it was already on its way when it failed."""
 
     def __init__(self, *, max_per_member: int = 3, max_queued: int = 100, cooldown_seconds: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -151,18 +152,18 @@ class FairQueue:
                 if not any(member in passed for other, passed in self._passed.items() if other != member)]
 
     def take(self, accept: Callable[[int], bool], limit: int) -> list[int]:
-        """Up to `limit` more queued jobs that `accept` approves, in fair order (one per member per
-        round, as `next` would give them), now running: the rest of a batch."""
+        """Up to `limit` more queued jobs that `accept` approves, now running: the rest of a batch. Each
+        is the oldest job of a member whose turn may come now (`eligible`), as `next` would take it, so
+        a batch never serves a member twice while another waits."""
         taken: list[int] = []
-        for job_id in self.order():
-            if len(taken) >= limit:
+        while len(taken) < limit:
+            member_id = next((m for m in self.eligible() if accept(self._turns[m][0])), None)
+            if member_id is None:
                 break
-            if accept(job_id):
-                member_id = self._member[job_id]
-                self._turns[member_id].remove(job_id)
-                self._pass_turn(member_id)
-                self._running.add(job_id)
-                taken.append(job_id)
+            job_id = self._turns[member_id].popleft()
+            self._pass_turn(member_id)
+            self._running.add(job_id)
+            taken.append(job_id)
         return taken
 
     def done(self, job_id: int) -> None:

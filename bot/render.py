@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.outcome import Failure, FailureKind
-from dreambot.request import GenerateRequest, Mode
+from dreambot.request import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, GenerateRequest, Mode
 from dreambot.wire import GenerateResult
 
 MESSAGE_LIMIT = 2000
@@ -369,7 +369,7 @@ def models_list(catalogue, holding: set[str], place, limit: int = MESSAGE_LIMIT)
         size = f"{width}×{height}" if width and height else "native size"
         parts = [f"**{escape(model.name)}**" + (f" — {escape(model.title)}" if model.title else ""),
                  model.label.rpartition(" · ")[2] if model.family else "family unknown until loaded", size,
-                 f"{model.defaults.steps or 25} steps",
+                 f"{model.defaults.steps or DEFAULT_STEPS} steps",
                  "loaded now" if model.name.lower() in holding else "loads when first used"]
         if model.name == catalogue.default:
             parts.append("the default")
@@ -420,14 +420,18 @@ def member_settings(member, model, own_model, size: tuple[int | None, int | None
                                                  else " (this channel's or server's default)")
     if own_model is not None and own_model.name != model.name:
         model_text += f"; yours, {escape(own_model.name)}, is not used in this channel"
+    def default(own, built_in) -> str:
+        return f"{own:g} (the model’s)" if isinstance(own, float) else f"{own} (the model’s)" if own is not None \
+            else f"{built_in:g}" if isinstance(built_in, float) else str(built_in)
+
     negative = shown(member.negative and clip(member.negative, 200),
                      escape(clip(defaults.negative_prompt or "", 200)) or "none")
     lines = [
         "⚙️ **Your defaults**, used wherever a command's options say nothing (a channel may limit the models):",
         f"• Model: {model_text}",
-        f"• Sampler: {shown(member.sampler, (defaults.sampler or 'DPM++ 2M') + ' (the model’s)')}",
-        f"• Steps: {shown(member.steps, str(defaults.steps or 25) + ' (the model’s)')}",
-        f"• Guidance: {shown(member.guidance, format(defaults.guidance or 7.0, 'g') + ' (the model’s)')}",
+        f"• Sampler: {shown(member.sampler, default(defaults.sampler, DEFAULT_SAMPLER))}",
+        f"• Steps: {shown(member.steps, default(defaults.steps, DEFAULT_STEPS))}",
+        f"• Guidance: {shown(member.guidance, default(defaults.guidance, DEFAULT_GUIDANCE))}",
         f"• Size: {size_text}",
         f"• Style: {shown(member.style, 'none')}",
         f"• Negative prompt: {negative}",

@@ -19,6 +19,7 @@ from dreambot.request import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     MAX_SEED,
+    MIN_SIZE,
     SAMPLERS,
     GenerateRequest,
     InvalidRequest,
@@ -104,36 +105,56 @@ class MemberSettings:
 
 def checked_settings(member: MemberSettings, changes: dict, catalogue: Catalogue, styles: dict[str, Style],
                      limits: Limits) -> MemberSettings:
-    """The member's defaults with `changes` made (None: no setting of their own), each checked as a
-    command's option would be; InvalidRequest says what is wrong."""
-    changed = replace(member, **changes)
-    if changed.model is not None:
-        changed = replace(changed, model=catalogue.resolve(changed.model).name)
-    if changed.sampler is not None and changed.sampler not in SAMPLERS:
-        raise InvalidRequest(f"Unknown sampler {changed.sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
-    if changed.aspect is not None and changed.aspect not in ASPECTS:
-        raise InvalidRequest(f"Unknown aspect ratio {changed.aspect!r}; choose one of: {', '.join(ASPECTS)}.")
-    if changed.style is not None and changed.style not in styles:
-        raise InvalidRequest(f"Unknown style {changed.style!r}; choose one of: {', '.join(styles) or '(none)'}.")
-    if "aspect" in changes and changes["aspect"] is not None:  # an aspect replaces a size, and a size an aspect
-        changed = replace(changed, width=None, height=None)
-    elif changes.get("width") is not None or changes.get("height") is not None:
-        changed = replace(changed, aspect=None)
-    if changed.negative is not None and len(changed.negative) > limits.max_prompt_length:
-        raise InvalidRequest(f"The negative prompt is {len(changed.negative)} characters long; the limit is "
+    """The member's defaults with `changes` made (None: no setting of their own), each change checked
+    as a command's option would be (InvalidRequest says what is wrong); what they stored before and
+    is no longer usable here is left out (`usable`), never blamed on this change."""
+    given = {key: value for key, value in changes.items() if value is not None}
+    if "model" in given:
+        given["model"] = catalogue.resolve(given["model"]).name
+    if given.get("sampler", SAMPLERS[0]) not in SAMPLERS:
+        raise InvalidRequest(f"Unknown sampler {given['sampler']!r}; choose one of: {', '.join(SAMPLERS)}.")
+    if given.get("aspect", ASPECTS[0]) not in ASPECTS:
+        raise InvalidRequest(f"Unknown aspect ratio {given['aspect']!r}; choose one of: {', '.join(ASPECTS)}.")
+    if "style" in given and given["style"] not in styles:
+        raise InvalidRequest(f"Unknown style {given['style']!r}; choose one of: {', '.join(styles) or '(none)'}.")
+    if len(given.get("negative", "")) > limits.max_prompt_length:
+        raise InvalidRequest(f"The negative prompt is {len(given['negative'])} characters long; the limit is "
                              f"{limits.max_prompt_length}.")
-    # The rest as a request checks them: steps, guidance and size within this bot's limits.
-    GenerateRequest(prompt="x", negative_prompt=changed.negative or "", width=changed.width, height=changed.height,
-                    num_inference_steps=first(changed.steps, DEFAULT_STEPS),
-                    guidance_scale=first(changed.guidance, DEFAULT_GUIDANCE)).validated(limits)
-    return changed
+    # Steps, guidance and size as a request checks them, within this bot's limits.
+    GenerateRequest(prompt="x", width=given.get("width"), height=given.get("height"),
+                    num_inference_steps=given.get("steps", DEFAULT_STEPS),
+                    guidance_scale=given.get("guidance", DEFAULT_GUIDANCE)).validated(limits)
+    changed = replace(member, **changes)
+    if given.get("aspect") is not None:  # an aspect replaces a size, and a size an aspect
+        changed = replace(changed, width=None, height=None)
+    elif given.get("width") is not None or given.get("height") is not None:
+        changed = replace(changed, aspect=None)
+    return usable(changed, catalogue, styles, limits)
+
+
+def usable(member: MemberSettings, catalogue: Catalogue, styles: dict[str, Style], limits: Limits
+           ) -> MemberSettings:
+    """The member's defaults without those that no longer apply: a model or style since removed,
+    steps or a size past limits since lowered. A job then takes the next default in line."""
+    within = {
+        "model": member.model is None or catalogue.get(member.model) is not None,
+        "style": member.style is None or member.style in styles,
+        "sampler": member.sampler is None or member.sampler in SAMPLERS,
+        "aspect": member.aspect is None or member.aspect in ASPECTS,
+        "steps": member.steps is None or 1 <= member.steps <= limits.max_steps,
+        "guidance": member.guidance is None or 0 <= member.guidance <= 30,
+        "width": member.width is None or MIN_SIZE <= member.width <= limits.max_width and member.width % 8 == 0,
+        "height": member.height is None or MIN_SIZE <= member.height <= limits.max_height and member.height % 8 == 0,
+        "negative": member.negative is None or len(member.negative) <= limits.max_prompt_length,
+    }
+    return replace(member, **{key: None for key, ok in within.items() if not ok})
 
 
 def pick_model(catalogue: Catalogue, option: str | None, member: MemberSettings, place: Place) -> Model:
     """The job's model: the command's option, else the member's own, the channel's, the server's
     and the bot's default, the first of them the channel allows."""
     if option:
-        model = catalogue.resolve(option)
+        model = catalogue.resolve(option, shown=place.allows)  # naming no model the channel hides
         if not place.allows(model.name):
             raise InvalidRequest(place.refusal(model.name))
         return model

@@ -16,7 +16,7 @@ from bot import render
 from bot.images import ImageStore
 from bot.moderation import FilterMode, Moderation, is_moderator
 from bot.replies import reply_privately
-from bot.requests import MemberSettings, checked_settings, first, pick_model, size_of
+from bot.requests import MemberSettings, checked_settings, first, pick_model, size_of, usable
 from bot.store import Store
 from dreambot.models import ASPECTS, Catalogue, Watched, aspect_size
 from dreambot.request import (
@@ -341,10 +341,11 @@ async def settings_panel(bot: SettingsHost, user_id: int, guild_id: int | None, 
                          ) -> tuple[str, discord.ui.View]:
     """A member's own defaults and what a job of theirs here would use, with selects and buttons to
     change them (`SettingsSelect`, `SettingsButton`); for an ephemeral message."""
-    member = MemberSettings.from_stored(await bot.store.member_settings(user_id))
     catalogue = bot.models.current()
-    place = await bot.moderation.place(guild_id, channel)
     limits = bot.settings.limits
+    member = usable(MemberSettings.from_stored(await bot.store.member_settings(user_id)), catalogue, bot.styles,
+                    limits)
+    place = await bot.moderation.place(guild_id, channel)
     try:
         model = pick_model(catalogue, None, member, place)
     except InvalidRequest:
@@ -359,8 +360,13 @@ async def settings_panel(bot: SettingsHost, user_id: int, guild_id: int | None, 
                  for label, value, description in options[:25]]
         view.add_item(SettingsSelect(field, placeholder, items))
 
-    select("model", "Model", [("The channel's or server's default", DEFAULT, "")] +
-           [(m.title or m.name, m.name, m.label) for m in catalogue if place.allows(m.name)], member.model)
+    # Discord offers 25 options of 100 characters: the member's own model first, then the others
+    # by name (`/settings model:` reaches any); a name too long to be an option's value is left out.
+    offered = sorted((m for m in catalogue if place.allows(m.name) and len(m.name) <= 100),
+                     key=lambda m: (m.name != member.model, m.name.lower()))
+    select("model", "Model" if len(offered) <= 24 else "Model (more with /settings model:)",
+           [("The channel's or server's default", DEFAULT, "")] + [(m.title or m.name, m.name, m.label)
+                                                                   for m in offered], member.model)
     select("sampler", "Sampler", [("The model's default", DEFAULT, model.defaults.sampler or DEFAULT_SAMPLER)] +
            [(name, name, "") for name in SAMPLERS], member.sampler)
     select("aspect", "Aspect ratio", [("The model's default size", DEFAULT, "")] +
@@ -420,9 +426,10 @@ class SettingsButton(discord.ui.DynamicItem[discord.ui.Button],
             await bot.store.set_member_settings(interaction.user.id, {})
             await _settings_changed(interaction, {})
             return
-        member = MemberSettings.from_stored(await bot.store.member_settings(interaction.user.id))
-        place = await bot.moderation.place(interaction.guild_id, interaction.channel)
         catalogue = bot.models.current()
+        member = usable(MemberSettings.from_stored(await bot.store.member_settings(interaction.user.id)), catalogue,
+                        bot.styles, bot.settings.limits)
+        place = await bot.moderation.place(interaction.guild_id, interaction.channel)
         try:
             model = pick_model(catalogue, None, member, place)
         except InvalidRequest:

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 CONFIG_FILE = "models.toml"
+# The longest negative prompt models.toml may give a model (MAX_PROMPT_LENGTH's default).
+MAX_NEGATIVE = 1000
 # The `aspect` option's ratios, in the order the bot offers them.
 ASPECTS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9")
 # How far a size may be from the asked ratio (the sides are whole multiples of 8 or 64).
@@ -96,17 +98,18 @@ class Catalogue:
             return self.models[self.default]
         return self.models.get(name) or next((m for n, m in self.models.items() if n.lower() == name.lower()), None)
 
-    def resolve(self, name: str | None) -> Model:
-        """`get`, or InvalidRequest naming what is installed."""
+    def resolve(self, name: str | None, shown: Callable[[str], bool] = lambda name: True) -> Model:
+        """`get`, or InvalidRequest naming the installed models that `shown` lets this member see."""
         model = self.get(name)
         if model is None:
-            raise InvalidRequest(f"There is no model named “{(name or '')[:100]}” ({self.offered()}). See /models.")
+            raise InvalidRequest(f"There is no model named “{(name or '')[:100]}” ({self.offered(shown=shown)}). "
+                                 "See /models.")
         return model
 
-    def offered(self, most: int = 10) -> str:
-        names = list(self.models)
+    def offered(self, most: int = 10, shown: Callable[[str], bool] = lambda name: True) -> str:
+        names = [name for name in self.models if shown(name)]
         more = f", and {len(names) - most} more" if len(names) > most else ""
-        return "installed: " + ", ".join(names[:most]) + more
+        return "installed: " + (", ".join(names[:most]) or "none here") + more
 
     def __iter__(self):
         return iter(self.models.values())
@@ -152,7 +155,10 @@ def scan(models_dir: Path, sd_model: str, *, sd_model_set: bool = True, builtin:
                 continue
             found[model.name] = model
     for name, table in config.get("models", {}).items():
-        if "source" in table and name not in found:  # a model kept elsewhere: a hub id, another folder
+        if "source" in table and name.lower() in {n.lower() for n in found}:
+            raise ModelsError(f"{models_dir / CONFIG_FILE}: [models.{name}] has a source, but {models_dir} already "
+                              "holds a model of that name; rename one of them")
+        if "source" in table:  # a model kept elsewhere: a hub id, another folder
             source = str(table["source"])
             path = models_dir / source
             if not path.exists():  # a hub id (or a path the engine's host has)
@@ -272,25 +278,30 @@ def _described(model: Model, table: dict, path: Path) -> Model:
     for key in ("width", "height"):
         if key in values:
             value = values[key]
-            check(isinstance(value, int) and 64 <= value <= 4096 and value % 8 == 0, key,
-                  "a multiple of 8 from 64 to 4096")
+            shown = "size" if "size" in table else key
+            check(_whole(value) and 64 <= value <= 4096 and value % 8 == 0, shown, "a multiple of 8 from 64 to 4096")
     if "steps" in values:
-        check(isinstance(values["steps"], int) and 1 <= values["steps"] <= 500, "steps", "a whole number from 1 to 500")
+        check(_whole(values["steps"]) and 1 <= values["steps"] <= 500, "steps", "a whole number from 1 to 500")
     if "guidance" in values:
-        check(isinstance(values["guidance"], int | float) and 0 <= values["guidance"] <= 30, "guidance",
-              "a number from 0 to 30")
+        check(isinstance(values["guidance"], int | float) and not isinstance(values["guidance"], bool)
+              and 0 <= values["guidance"] <= 30, "guidance", "a number from 0 to 30")
         values["guidance"] = float(values["guidance"])
     if "sampler" in values:
         check(values["sampler"] in SAMPLERS, "sampler", f"one of {', '.join(SAMPLERS)}")
     if "clip_skip" in values:
-        check(isinstance(values["clip_skip"], int) and 1 <= values["clip_skip"] <= 12, "clip_skip",
+        check(_whole(values["clip_skip"]) and 1 <= values["clip_skip"] <= 12, "clip_skip",
               "a whole number from 1 to 12")
     for key in ("vae", "negative_prompt"):
         if key in values:
             check(isinstance(values[key], str), key, "text")
+    if "negative_prompt" in values:
+        check(len(values["negative_prompt"]) <= MAX_NEGATIVE, "negative_prompt",
+              f"at most {MAX_NEGATIVE} characters")
     if values.get("vae"):
-        vae = path.parent / values["vae"]
-        check(vae.exists(), "vae", f"a VAE folder or file in {path.parent}")
+        folder = path.parent.resolve()
+        vae = (folder / values["vae"]).resolve()
+        check(vae.is_relative_to(folder) and (vae.is_dir() or vae.suffix.lower() in CHECKPOINT_SUFFIXES)
+              and vae.exists(), "vae", f"a VAE folder, .safetensors or .ckpt file inside {path.parent}")
         values["vae"] = str(vae)
     for key in ("name", "description"):
         if key in table:
@@ -298,6 +309,11 @@ def _described(model: Model, table: dict, path: Path) -> Model:
                   "text of at most 100 characters" if key == "name" else "text of at most 300 characters")
     return replace(model, title=table.get("name", ""), description=table.get("description", ""),
                    defaults=Defaults(**values))
+
+
+def _whole(value: object) -> bool:
+    """A whole number in TOML: an integer, not a boolean (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def aspect_size(aspect: str, pixels: int, limits: Limits | None = None) -> tuple[int, int]:

@@ -168,8 +168,10 @@ class GenerateRequest:
     frames: int = DEFAULT_FRAMES
     # The style preset whose text was added to the prompts, shown with the result.
     style: str = ""
-    # Safety: flag images scoring above this (None: the classifier's default, `SAFETY_SCALES`).
+    # Safety: flag images scoring above this (None: the classifier's default, `SAFETY_SCALES`)...
     nsfw_threshold: float | None = None
+    # ...on this classifier's scale: a model whose engine scores with another uses its own default.
+    nsfw_scale: str | None = None
     # A flagged image's bytes come back only if the channel may show it (spoiler/off in an
     # age-restricted channel); otherwise they never leave the engine.
     keep_flagged: bool = False

@@ -19,6 +19,9 @@ from dreambot.models import Catalogue, Model
 log = logging.getLogger(__name__)
 
 GB = 1024 ** 3
+# A model that failed to load is refused at once for this long, without unloading anything for it:
+# a member asking again and again must not make the engine reload its other models each time.
+FAILED_SECONDS = 300.0
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
 
 
@@ -38,10 +41,11 @@ def default_budget(device: torch.device) -> int:
 
 
 def footprint(engine) -> int:
-    """The bytes an engine's weights take: every module of its pipeline (and upscaler)."""
+    """The bytes an engine's weights take: every module of its pipeline (the SD_UPSCALER that all
+    models share is loaded once, beside the cache)."""
     seen: set[int] = set()
     total = 0
-    for pipe in (engine.pipe, engine.upscaler):
+    for pipe in (engine.pipe,):
         for component in (getattr(pipe, "components", None) or {}).values():
             if isinstance(component, torch.nn.Module):
                 for tensor in (*component.parameters(), *component.buffers()):
@@ -56,9 +60,16 @@ def on_disk(source: str) -> int | None:
     path = Path(source).expanduser()
     if path.is_file():
         return path.stat().st_size
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES and f.is_file()
-                   and f.parent.name not in ("loras", "embeddings"))
+    if path.is_dir():  # each component's weights once: .safetensors over .bin, the full-precision variant
+        total = 0
+        for component in (child for child in path.iterdir() if child.is_dir()):
+            if component.name in ("loras", "embeddings"):
+                continue
+            files = [f for f in component.iterdir() if f.suffix in WEIGHT_SUFFIXES and f.is_file()]
+            chosen = [f for f in files if f.suffix == ".safetensors"] or files
+            plain = [f for f in chosen if len(f.suffixes) == 1] or chosen  # not model.fp16.safetensors
+            total += sum(f.stat().st_size for f in plain)
+        return total
     return None
 
 
@@ -73,6 +84,7 @@ class ModelCache:
         self._held: OrderedDict[str, object] = OrderedDict()
         self._sizes: dict[str, int] = {}
         self._load_seconds: dict[str, float] = {}
+        self._failed: dict[str, float] = {}  # model -> when it last failed to load
 
     @property
     def held(self) -> tuple[str, ...]:
@@ -80,8 +92,12 @@ class ModelCache:
         return tuple(self._held)
 
     def model(self, name: str) -> Model:
-        """The catalogue's model of that name ("" : the default), or InvalidRequest."""
-        return self._catalogue().resolve(name)
+        """The catalogue's model of that name ("": the default), or InvalidRequest (naming no other
+        model: a member's channel may not show them all)."""
+        model = self._catalogue().get(name)
+        if model is None:
+            raise InvalidRequest(f"The model “{name[:100]}” is no longer installed; pick another (see /models).")
+        return model
 
     def get(self, name: str, loading: Callable[[str, float | None], None] | None = None):
         """The engine of model `name` ("": the default), loaded now if need be. `loading(model,
@@ -90,6 +106,10 @@ class ModelCache:
         if model.name in self._held:
             self._held.move_to_end(model.name)
             return self._held[model.name]
+        failed = self._failed.get(model.name)
+        if failed is not None and time.monotonic() - failed < FAILED_SECONDS:
+            raise ModelUnavailable(f"The model “{model.name}” could not be loaded; the server's operators can see "
+                                   "why in the log.")
         guess = self._sizes.get(model.name) or on_disk(model.source) or 0
         self._make_room(guess)
         if loading is not None:
@@ -98,9 +118,12 @@ class ModelCache:
         try:
             engine = self._load(model)
         except Exception as error:
-            log.exception("could not load model %s (%s)", model.name, model.source)
+            log.exception("could not load model %s (%s); refusing it for %.0f s", model.name, model.source,
+                          FAILED_SECONDS)
+            self._failed[model.name] = time.monotonic()
             raise ModelUnavailable(f"The model “{model.name}” could not be loaded; the server's operators can see "
                                    "why in the log.") from error
+        self._failed.pop(model.name, None)
         self._load_seconds[model.name] = time.perf_counter() - started
         self._sizes[model.name] = footprint(engine)
         self._held[model.name] = engine
@@ -108,6 +131,11 @@ class ModelCache:
         log.info("model %s loaded in %.1f s (%.2f GB); holding %s", model.name, self._load_seconds[model.name],
                  self._sizes[model.name] / GB, ", ".join(self._held))
         return engine
+
+    def hold(self, engine) -> None:
+        """An engine loaded by the caller (the default model, at start), now held as the most recent."""
+        self._held[engine.model] = engine
+        self._sizes[engine.model] = footprint(engine)
 
     def _make_room(self, needed: int) -> None:
         """Unload the least recently used models until `needed` more bytes fit the budget; the

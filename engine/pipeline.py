@@ -52,9 +52,11 @@ class Engine:
     _pipes: dict[Mode, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, settings: EngineSettings, model: Model | None = None) -> Engine:
+    def load(cls, settings: EngineSettings, model: Model | None = None,
+             upscaler: StableDiffusionLatentUpscalePipeline | None = None) -> Engine:
         """The engine of one model of the catalogue (SD_MODEL's unless told), with its own defaults
-        (clip skip, VAE), its own embeddings and the installed LoRAs."""
+        (clip skip, VAE), its own embeddings and the installed LoRAs. `upscaler`: SD_UPSCALER's
+        pipeline when the caller loaded it already (every model of an engine shares one)."""
         model = model or Model(name=loading.model_name(settings.sd_model), source=settings.sd_model)
         device = loading.resolve_device(settings.sd_device)
         dtype = loading.resolve_dtype(settings.sd_dtype, device)
@@ -69,7 +71,8 @@ class Engine:
         pipe.to(device)
         safety = loading.pick_safety_checker(pipe, settings.sd_safety_checker, model.name)
         pipe.set_progress_bar_config(disable=True)
-        upscaler = loading.load_upscaler(settings.sd_upscaler, dtype, device) if settings.sd_upscaler else None
+        if upscaler is None and settings.sd_upscaler:
+            upscaler = loading.load_upscaler(settings.sd_upscaler, dtype, device)
         embeddings = install_embeddings(pipe, [*settings.bundled("embeddings", model.source),
                                                Path(settings.embeddings_dir)])
         catalogue = settings.adapters()
@@ -96,8 +99,13 @@ class Engine:
         return self._pipes[mode]
 
     def nsfw_threshold(self, request: GenerateRequest) -> float:
-        """The request's safety threshold, within the bounds of this engine's classifier."""
-        return SAFETY_SCALES[self.safety.name].check(request.nsfw_threshold)
+        """The request's safety threshold, within the bounds of this engine's classifier; its default
+        when the threshold was set on another classifier's scale (models differ in their classifier:
+        a checkpoint's own, or open_nsfw)."""
+        scale = SAFETY_SCALES[self.safety.name]
+        if request.nsfw_scale not in (None, self.safety.name):
+            return scale.default
+        return scale.check(request.nsfw_threshold)
 
     def generate(self, job_id: int, request: GenerateRequest, progress: Progress = quiet) -> GenerateResult:
         """One job alone (the CLI's, a benchmark's); raises what stops it, InvalidRequest for a request

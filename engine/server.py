@@ -100,11 +100,12 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
         watched = settings.watched_catalogue()
         budget = int(settings.model_cache_gb * 1024 ** 3) if settings.model_cache_gb else \
             default_budget(resolve_device(settings.sd_device))
-        cache = ModelCache(watched.current, partial(Engine.load, settings), budget)
-        engine = cache.get("")  # the default model: a model that cannot load stops the engine here
+        engine = Engine.load(settings, watched.current().resolve(None))  # a model that cannot load stops here
+        cache = ModelCache(watched.current, partial(Engine.load, settings, upscaler=engine.upscaler), budget)
+        cache.hold(engine)
     except Exception as error:
         log.exception("the engine could not start")
-        send(Fatal(message=str(error.__cause__ or error)))  # for the operator: the loader's own words
+        send(Fatal(message=str(error)))
         return 1
     send(Ready(model=engine.model, device=str(engine.device), dtype=str(engine.dtype).removeprefix("torch."),
                safety_checker=engine.safety.name, protocol=PROTOCOL_VERSION))

@@ -20,7 +20,16 @@ from bot.delivery import Origin
 from bot.moderation import Refused, check_source, from_source, reachable_from
 from bot.queue import QueueFull, Reservation
 from bot.replies import reply_privately
-from bot.requests import MemberSettings, from_options, pick_model, prompts, size_of, source_picture, styled
+from bot.requests import (
+    MemberSettings,
+    from_options,
+    pick_model,
+    prompts,
+    size_of,
+    source_picture,
+    styled,
+    usable,
+)
 from bot.store import JobRow
 from bot.views import model_choices
 from dreambot.models import ASPECTS
@@ -372,14 +381,14 @@ class Dream(commands.Cog):
         member's, the channel's or the server's (`requests.pick_model`); `size` (width, height,
         aspect) for modes that draw from noise. Checked against the limits (Discord enforces the
         option bounds, but a Discord-compatible server or an old client need not)."""
-        member = MemberSettings.from_stored(await self.bot.store.member_settings(interaction.user.id))
+        catalogue, limits = self.bot.models.current(), self.bot.settings.limits
+        # Their own defaults, less any that no longer apply (a model removed, limits lowered since).
+        member = usable(MemberSettings.from_stored(await self.bot.store.member_settings(interaction.user.id)),
+                        catalogue, self.bot.styles, limits)
         place = await self.bot.moderation.place(interaction.guild_id, interaction.channel)
-        chosen = pick_model(self.bot.models.current(), model, member, place)
-        limits = self.bot.settings.limits
+        chosen = pick_model(catalogue, model, member, place)
         if size is not None:
             fields["width"], fields["height"] = size_of(chosen, limits, *size, member)
-        if member.style not in self.bot.styles:  # a style the operator has since removed
-            member = dataclasses.replace(member, style=None)
         return from_options(self.bot.styles, limits, self.bot.settings.wildcards_dir, prompt, negative, steps,
                             guidance, seed, sampler, style, lora=lora, lora_weight=lora_weight, model=chosen,
                             member=member, **fields)

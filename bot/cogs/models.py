@@ -88,7 +88,8 @@ class Models(commands.Cog):
 
     @settings.autocomplete("model")
     async def model_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
-        return model_choices(self.bot.models.current(), typed, lambda name: True)
+        place = await self.bot.moderation.place(interaction.guild_id, interaction.channel)
+        return model_choices(self.bot.models.current(), typed, place.allows)  # what this channel shows
 
     @settings.autocomplete("style")
     async def style_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:

@@ -291,8 +291,8 @@ class Mod(commands.GroupCog, group_name="mod", group_description="Moderate Dream
         if model and found is None:
             raise UserError(f"There is no model named “{render.escape(model[:100])}” ({catalogue.offered()}).")
         if action == "list":
-            await self.reply(interaction, render.model_settings(await store.guild_settings(guild_id),
-                                                                await store.channel_models(guild_id), catalogue))
+            await self.reply(interaction, render.clip(render.model_settings(
+                await store.guild_settings(guild_id), await store.channel_models(guild_id), catalogue)))
             return
         if action == "default":
             name = found.name if found else None
@@ -336,8 +336,11 @@ class Mod(commands.GroupCog, group_name="mod", group_description="Moderate Dream
             await self.announce(interaction, f"the models allowed in <#{target_id}>",
                                 "every model" if old.allowed is None else ", ".join(old.allowed) or "none",
                                 "every model" if new is None else ", ".join(new) or "none")
-        await self.reply(interaction, f"<#{target_id}> now allows "
-                         f"{'every model' if new is None else ', '.join(new) or 'no model'}.")
+        later = (" Models added to the bot later are not allowed there until you allow them."
+                 if action == "disallow" and allowed is None else "")
+        await self.reply(interaction, render.clip(f"<#{target_id}> now allows "
+                                                  f"{'every model' if new is None else ', '.join(new) or 'no model'}."
+                                                  + later))
 
     @model.autocomplete("model")
     async def model_names(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:

@@ -9,6 +9,7 @@ import pytest
 
 from bot.moderation import Moderation, PromptBlocked, Refused, configured_mode, effective_mode, reachable
 from bot.store import GuildSettings, Store
+from dreambot.models import Catalogue, Model
 from dreambot.request import GenerateRequest
 
 
@@ -56,6 +57,29 @@ async def test_admit_sets_the_channels_policy_on_the_request(moderation) -> None
     # Direct messages: the strictest mode at the classifier's default, whatever any server set.
     request, policy = await rules.admit(7, None, None, GenerateRequest(prompt="a fox"), "opennsfw")
     assert (policy.mode, request.nsfw_threshold, request.keep_flagged) == ("block", None, False)
+
+
+async def test_a_threshold_travels_with_the_classifier_it_was_set_for(moderation) -> None:
+    rules, store = moderation
+    await store.set_guild_setting(1, "nsfw_threshold", 0.3, actor_id=5)
+    request, _ = await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a fox"), "opennsfw")
+    assert (request.nsfw_threshold, request.nsfw_scale) == (0.3, "opennsfw")  # a model scored otherwise: its default
+
+
+async def test_a_job_with_no_model_of_its_own_is_checked_as_the_default(tmp_path: Path) -> None:
+    """Requests recorded before there were several models name none: re-rolled or restored in a
+    channel that no longer allows the default, they are refused (the rule: `check_model`)."""
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    catalogue = Catalogue({"old": Model("old", "o"), "new": Model("new", "n")}, default="old")
+    rules = Moderation(store, models=lambda: catalogue)
+    await store.set_channel_models(1, 10, allowed=("new",), actor_id=5)
+    with pytest.raises(Refused, match="“old” is not used in this channel"):
+        await rules.check_model(GenerateRequest(prompt="a fox"), 1, Channel(10))
+    await rules.check_model(GenerateRequest(prompt="a fox", model="new"), 1, Channel(10))
+    await rules.check_model(GenerateRequest(prompt="a fox"), 1, Channel(11))  # unrestricted
+    with pytest.raises(Refused):  # a thread follows its channel
+        await rules.check_model(GenerateRequest(prompt="a fox"), 1, Channel(12, parent_id=10))
+    await store.close()
 
 
 async def test_a_threshold_set_for_another_classifier_falls_back_to_the_default(moderation) -> None:

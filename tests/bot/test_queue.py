@@ -101,8 +101,16 @@ def test_cancel_a_queued_job_and_batches_take_compatible_jobs_in_fair_order() ->
     assert queue.cancel(4) and not queue.cancel(4)
     assert queue.next() == 1
     assert not queue.cancel(1)  # running: the engine stops it, not the queue
-    assert queue.take(lambda job: job != 3, limit=2) == [5, 2]
-    assert queue.order() == [3]
+    # Member 1's job 2 would serve member 1 twice while member 2 waits: not in this batch.
+    assert queue.take(lambda job: job != 3, limit=2) == [5]
+    assert queue.order() == [3, 2]
+
+
+def test_a_lone_members_jobs_still_batch_together() -> None:
+    queue = FairQueue(max_per_member=5)
+    for job in (1, 2, 3):
+        queue.submit(job, 1)
+    assert queue.next() == 1 and queue.take(lambda job: True, limit=3) == [2, 3]
 
 
 def test_a_retried_job_goes_first() -> None:
@@ -137,30 +145,40 @@ def test_a_preferred_model_goes_first_where_fairness_allows() -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_grouping_never_lets_a_member_be_passed_twice(seed: int) -> None:
-    """Whatever jobs arrive and whatever the engine prefers, no waiting member sees any other
-    member served twice since its own last turn: round robin's bound."""
+    """Whatever jobs arrive and whatever the engine prefers, batches included, no waiting member
+    sees any other member served twice since its own last turn: round robin's bound."""
     rng = random.Random(seed)
     queue = FairQueue(max_per_member=100, max_queued=10_000)
     model, member_of = {}, {}
     passed: dict[int, dict[int, int]] = {}  # waiting member -> other member -> services since its turn
     job_ids = itertools.count(1)
     held = "a"
+
+    def served(job: int) -> None:
+        member = member_of[job]
+        for waiting, counts in passed.items():
+            if waiting != member:
+                counts[member] = counts.get(member, 0) + 1
+                assert counts[member] <= 1, f"member {waiting} saw member {member} served twice while it waited"
+        passed.pop(member, None)
+        if member in {member_of[j] for j in queue.order()}:
+            passed[member] = {}
+
     for _ in range(300):
         for _ in range(rng.randrange(3)):  # arrivals
             job, member = next(job_ids), rng.randrange(6)
             queue.submit(job, member_id=member)
             model[job], member_of[job] = rng.choice("ab"), member
             passed.setdefault(member, {})
-        job = queue.next(lambda j, held=held: model[j] == held)
-        if job is None:
+        first = queue.next(lambda j, held=held: model[j] == held)
+        if first is None:
             continue
-        served = member_of[job]
-        for waiting, counts in passed.items():
-            if waiting != served:
-                counts[served] = counts.get(served, 0) + 1
-                assert counts[served] <= 1, f"member {waiting} saw member {served} served twice while it waited"
-        passed.pop(served, None)
-        if served in {member_of[j] for j in queue.order()}:
-            passed[served] = {}
-        held = model[job]  # the engine now holds this job's model
-        queue.done(job)
+        served(first)
+        # The rest of a batch: jobs of the same model, as JobQueue takes them.
+        batch = [first]
+        for job in queue.take(lambda j, same=model[first]: model[j] == same, limit=rng.randrange(3)):
+            served(job)
+            batch.append(job)
+        held = model[first]  # the engine now holds this job's model
+        for job in batch:
+            queue.done(job)

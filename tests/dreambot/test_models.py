@@ -112,13 +112,19 @@ guidance = 0
 @pytest.mark.parametrize(("text", "said"), [
     ("[models.anime]\nsampler = \"Fast\"", "sampler must be one of"),
     ("[models.anime]\nsteps = 0", "steps must be a whole number from 1 to 500"),
-    ("[models.anime]\nsize = 500", "width must be a multiple of 8"),
+    ("[models.anime]\nsize = 500", "size must be a multiple of 8"),
     ("[models.anime]\ncfg = 7", "unknown keys ['cfg']"),
     ("[models.ghost]\nsteps = 4", "[models.ghost] names no model"),
-    ("[models.anime]\nvae = \"missing.safetensors\"", "vae must be a VAE folder or file"),
+    ("[models.anime]\nvae = \"missing.safetensors\"", "vae must be a VAE folder, .safetensors or .ckpt file"),
     ("default = \"ghost\"", "default = 'ghost' names no model"),
     ("models = 3", "each model is a table"),
     ("[models.anime\n", "is not valid TOML"),
+    ("[models.anime]\nsteps = true", "steps must be a whole number"),
+    ("[models.anime]\nclip_skip = true", "clip_skip must be a whole number"),
+    ("[models.anime]\nvae = \"../../../../etc/passwd\"", "vae must be a VAE folder, .safetensors or .ckpt file inside"),
+    ("[models.anime]\nnegative_prompt = \"" + "x" * 1001 + "\"", "negative_prompt must be at most 1000"),
+    ("[models.ANIME]\nsource = \"org/anime\"", "already holds a model of that name"),
+    ("[models.anime]\nsize = 1000000000", "size must be a multiple of 8"),
 ])
 def test_a_mistake_in_models_toml_is_named(models_dir: Path, text: str, said: str) -> None:
     (models_dir / "models.toml").write_text(text)

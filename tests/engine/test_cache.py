@@ -62,12 +62,17 @@ def test_models_load_on_first_use_and_the_least_recently_used_goes_first(models_
 
 
 def test_an_unknown_or_broken_model_fails_its_jobs_only(models_dir: Path) -> None:
-    cache, _ = cache_of(models_dir, budget=10**12)
+    cache, loads = cache_of(models_dir, budget=10**12)
+    cache.get("tiny")
     with pytest.raises(ModelUnavailable) as broken:
         cache.get("broken")
     assert str(broken.value) == ("The model “broken” could not be loaded; the server's operators can see why in the "
                                  "log.")  # no path, no traceback for members
-    with pytest.raises(Exception, match="There is no model named “nope”"):
+    held = cache.held
+    with pytest.raises(ModelUnavailable):  # refused at once for a while: nothing unloaded, nothing retried
+        cache.get("broken")
+    assert cache.held == held and loads.count("broken") == 1
+    with pytest.raises(Exception, match="The model “nope” is no longer installed"):  # naming no other model
         cache.get("nope")
 
 
@@ -95,6 +100,14 @@ def test_the_server_says_when_a_job_waits_for_a_load_and_what_it_holds(models_di
     _run(cache, unknown, held, sent.append)
     [error] = sent
     assert isinstance(error, EngineError) and error.kind == "invalid" and "nope" in error.message
+
+
+def test_a_threshold_set_on_another_classifiers_scale_gives_way_to_this_ones_default(models_dir: Path) -> None:
+    cache, _ = cache_of(models_dir, budget=10**12)
+    engine = cache.get("tiny")  # open_nsfw: 0.05 to 0.95, default 0.5
+    on_its_scale = GenerateRequest(prompt="a fox", nsfw_threshold=0.2, nsfw_scale="opennsfw")
+    on_another = GenerateRequest(prompt="a fox", nsfw_threshold=0.08, nsfw_scale="checkpoint")
+    assert engine.nsfw_threshold(on_its_scale) == 0.2 and engine.nsfw_threshold(on_another) == 0.5
 
 
 def test_the_catalogue_offers_what_claims_to_be_a_model(models_dir: Path) -> None:
