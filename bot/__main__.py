@@ -96,7 +96,7 @@ async def run(settings: BotSettings, styles: dict[str, Style], models: Watched, 
                      cooldown_seconds=settings.cooldown_seconds, max_batch=settings.max_batch)
     bot = DreamBot(settings=settings, store=store, engine=engines[0], queue=queue,
                    images=ImageStore(settings.images_dir), styles=styles, models=models,
-                   moderation=Moderation(store, settings.installed().current, models.current),
+                   moderation=Moderation(store, settings.installed(models.current()).current, models.current),
                    force_sync=force_sync)
     try:
         async with bot:

@@ -368,7 +368,7 @@ def models_list(catalogue, holding: set[str], place, limit: int = MESSAGE_LIMIT)
         width, height = model.size
         size = f"{width}×{height}" if width and height else "native size"
         parts = [f"**{escape(model.name)}**" + (f" — {escape(model.title)}" if model.title else ""),
-                 model.label.rpartition(" · ")[2] if model.family else "family unknown until loaded", size,
+                 model.family_label or "family unknown until loaded", size,
                  f"{model.defaults.steps or DEFAULT_STEPS} steps",
                  "loaded now" if model.name.lower() in holding else "loads when first used"]
         if model.name == catalogue.default:

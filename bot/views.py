@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Protocol, cast
 
 import discord
@@ -18,7 +19,7 @@ from bot.moderation import FilterMode, Moderation, is_moderator
 from bot.replies import reply_privately
 from bot.requests import MemberSettings, checked_settings, first, pick_model, size_of, usable
 from bot.store import Store
-from dreambot.models import ASPECTS, Catalogue, Watched, aspect_size
+from dreambot.models import ASPECTS, Catalogue, Model, Place, Watched, aspect_size
 from dreambot.request import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -305,6 +306,11 @@ ALL_BUTTONS = (ResultButton, HistoryButton, ForgetButton)
 # -- models: the suggestions, and a member's own defaults (/settings) ------------------------------
 
 
+# The fixed choices of the options that take a sampler or an aspect ratio (/dream and its kin, /settings).
+SAMPLER_CHOICES = [discord.app_commands.Choice(name=name, value=name) for name in SAMPLERS]
+ASPECT_CHOICES = [discord.app_commands.Choice(name=name, value=name) for name in ASPECTS]
+
+
 def model_choices(catalogue: Catalogue, typed: str, allowed: Callable[[str], bool]
                   ) -> list[discord.app_commands.Choice[str]]:
     """The models `allowed` here whose name or display name holds what was typed, each shown with
@@ -337,19 +343,32 @@ GUIDANCE_BY = 1.0
 DEFAULT = "-"  # a select's "no setting of my own" value
 
 
+async def member_defaults(bot: SettingsHost, user_id: int, guild_id: int | None, channel
+                          ) -> tuple[Catalogue, MemberSettings, Place]:
+    """The models offered now, a member's own defaults less those that no longer apply (a model
+    removed, limits lowered since: `usable`), and what the server and channel say of models."""
+    catalogue = bot.models.current()
+    member = usable(MemberSettings.from_stored(await bot.store.member_settings(user_id)), catalogue, bot.styles,
+                    bot.settings.limits)
+    return catalogue, member, await bot.moderation.place(guild_id, channel)
+
+
+def model_here(catalogue: Catalogue, member: MemberSettings, place: Place) -> Model:
+    """The model a job of theirs here would use with no `model` option: `pick_model`'s, or the
+    bot's default where the channel allows no model at all (the panel still shows something)."""
+    try:
+        return pick_model(catalogue, None, member, place)
+    except InvalidRequest:
+        return catalogue.resolve(None)
+
+
 async def settings_panel(bot: SettingsHost, user_id: int, guild_id: int | None, channel
                          ) -> tuple[str, discord.ui.View]:
     """A member's own defaults and what a job of theirs here would use, with selects and buttons to
     change them (`SettingsSelect`, `SettingsButton`); for an ephemeral message."""
-    catalogue = bot.models.current()
+    catalogue, member, place = await member_defaults(bot, user_id, guild_id, channel)
     limits = bot.settings.limits
-    member = usable(MemberSettings.from_stored(await bot.store.member_settings(user_id)), catalogue, bot.styles,
-                    limits)
-    place = await bot.moderation.place(guild_id, channel)
-    try:
-        model = pick_model(catalogue, None, member, place)
-    except InvalidRequest:
-        model = catalogue.resolve(None)
+    model = model_here(catalogue, member, place)
     text = render.member_settings(member, model, catalogue.get(member.model) if member.model else None,
                                   size_of(model, limits, None, None, None, member), model.defaults)
     view = discord.ui.View(timeout=None)
@@ -422,18 +441,12 @@ class SettingsButton(discord.ui.DynamicItem[discord.ui.Button],
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = cast(SettingsHost, interaction.client)
-        if self.field == "reset":
-            await bot.store.set_member_settings(interaction.user.id, {})
-            await _settings_changed(interaction, {})
+        if self.field == "reset":  # every setting back to none of their own
+            await _settings_changed(interaction, dict.fromkeys(asdict(MemberSettings())))
             return
-        catalogue = bot.models.current()
-        member = usable(MemberSettings.from_stored(await bot.store.member_settings(interaction.user.id)), catalogue,
-                        bot.styles, bot.settings.limits)
-        place = await bot.moderation.place(interaction.guild_id, interaction.channel)
-        try:
-            model = pick_model(catalogue, None, member, place)
-        except InvalidRequest:
-            model = catalogue.resolve(None)
+        catalogue, member, place = await member_defaults(bot, interaction.user.id, interaction.guild_id,
+                                                         interaction.channel)
+        model = model_here(catalogue, member, place)
         if self.field == "steps":
             now = first(member.steps, model.defaults.steps, DEFAULT_STEPS)
             most = bot.settings.limits.max_steps

@@ -67,10 +67,14 @@ class Model:
     prediction: str | None = None  # "v_prediction" or "epsilon", when known (SD 2.x comes as both)
 
     @property
+    def family_label(self) -> str:
+        """Its family as members read it ("SD 2.x (v)"); "" while unknown."""
+        return families.label(self.family, self.prediction) if self.family else ""
+
+    @property
     def label(self) -> str:
         """How a member sees it: the display name and the family, e.g. "Anime v3 · SD 1.x"."""
-        family = families.label(self.family, self.prediction) if self.family else ""
-        return " · ".join(part for part in (self.title or self.name, family) if part)
+        return " · ".join(part for part in (self.title or self.name, self.family_label) if part)
 
     @property
     def size(self) -> tuple[int | None, int | None]:

@@ -73,12 +73,17 @@ class EngineSettings(BaseSettings):
         """The LoRAs and embeddings installed: the models' own, then the folders'."""
         return self.installed().current()
 
-    def installed(self) -> Installed:
-        """The same, kept up to date as files are added (`Installed.current`)."""
-        try:
-            sources = [model.source for model in self.catalogue()]
-        except models.ModelsError:
-            sources = [self.sd_model]
+    def installed(self, catalogue: models.Catalogue | None = None) -> Installed:
+        """The same, kept up to date as files are added (`Installed.current`): the folders of the
+        models of `catalogue` (the one the caller holds; else scanned now), then LORA_DIR's and
+        EMBEDDINGS_DIR's."""
+        if catalogue is None:
+            try:
+                catalogue = self.catalogue()
+            except models.ModelsError:
+                catalogue = None
+        sources = [model.source for model in catalogue] if catalogue is not None else [self.sd_model]
+
         def every(what: str) -> list[Path]:
             return [folder for source in sources for folder in self.bundled(what, source)]
         return Installed([*every("loras"), self.lora_dir], [*every("embeddings"), self.embeddings_dir])

@@ -161,7 +161,7 @@ def _generate(args: argparse.Namespace) -> int:
     from engine.progress import Preview
 
     try:
-        engine = Engine.load(settings, model)
+        engine = Engine.load(settings, model, installed=settings.installed(catalogue))
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

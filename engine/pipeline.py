@@ -16,7 +16,7 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline
 from PIL import Image
 
-from dreambot.adapters import Catalogue
+from dreambot.adapters import Catalogue, Installed
 from dreambot.models import Model
 from dreambot.request import MAX_SEED, SAFETY_SCALES, GenerateRequest, InvalidRequest, Mode
 from dreambot.settings import EngineSettings
@@ -53,10 +53,12 @@ class Engine:
 
     @classmethod
     def load(cls, settings: EngineSettings, model: Model | None = None,
-             upscaler: StableDiffusionLatentUpscalePipeline | None = None) -> Engine:
+             upscaler: StableDiffusionLatentUpscalePipeline | None = None, installed: Installed | None = None
+             ) -> Engine:
         """The engine of one model of the catalogue (SD_MODEL's unless told), with its own defaults
         (clip skip, VAE), its own embeddings and the installed LoRAs. `upscaler`: SD_UPSCALER's
-        pipeline when the caller loaded it already (every model of an engine shares one)."""
+        pipeline, and `installed`: the LoRAs and embeddings, when the caller has them already (every
+        model of an engine shares one of each)."""
         model = model or Model(name=loading.model_name(settings.sd_model), source=settings.sd_model)
         device = loading.resolve_device(settings.sd_device)
         dtype = loading.resolve_dtype(settings.sd_dtype, device)
@@ -75,13 +77,14 @@ class Engine:
             upscaler = loading.load_upscaler(settings.sd_upscaler, dtype, device)
         embeddings = install_embeddings(pipe, [*settings.bundled("embeddings", model.source),
                                                Path(settings.embeddings_dir)])
-        catalogue = settings.adapters()
+        installed = installed or settings.installed()
+        catalogue = installed.current()
         log.info("loaded %s on %s (%s), safety checker: %s%s; %d LoRA(s) installed", model.name, device, dtype,
                  safety.name, f", upscaler: {settings.sd_upscaler}" if upscaler else "", len(catalogue.loras))
         return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=model.name,
                    scheduler_config=dict(pipe.scheduler.config), upscaler=upscaler,
                    upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "", embeddings=embeddings,
-                   loras=Loras(catalogue, rescan=settings.adapters), clip_skip=clip_skip)
+                   loras=Loras(catalogue, rescan=installed.current), clip_skip=clip_skip)
 
     @property
     def native_size(self) -> int:

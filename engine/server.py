@@ -100,8 +100,11 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
         watched = settings.watched_catalogue()
         budget = int(settings.model_cache_gb * 1024 ** 3) if settings.model_cache_gb else \
             default_budget(resolve_device(settings.sd_device))
-        engine = Engine.load(settings, watched.current().resolve(None))  # a model that cannot load stops here
-        cache = ModelCache(watched.current, partial(Engine.load, settings, upscaler=engine.upscaler), budget)
+        # One scan of the models, the LoRAs and the embeddings for every model this engine loads.
+        installed = settings.installed(watched.current())
+        engine = Engine.load(settings, watched.current().resolve(None), installed=installed)  # or stop here
+        cache = ModelCache(watched.current, partial(Engine.load, settings, upscaler=engine.upscaler,
+                                                    installed=installed), budget)
         cache.hold(engine)
     except Exception as error:
         log.exception("the engine could not start")

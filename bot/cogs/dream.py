@@ -20,19 +20,9 @@ from bot.delivery import Origin
 from bot.moderation import Refused, check_source, from_source, reachable_from
 from bot.queue import QueueFull, Reservation
 from bot.replies import reply_privately
-from bot.requests import (
-    MemberSettings,
-    from_options,
-    pick_model,
-    prompts,
-    size_of,
-    source_picture,
-    styled,
-    usable,
-)
+from bot.requests import from_options, pick_model, prompts, size_of, source_picture, styled
 from bot.store import JobRow
-from bot.views import model_choices
-from dreambot.models import ASPECTS
+from bot.views import ASPECT_CHOICES, SAMPLER_CHOICES, member_defaults, model_choices
 from dreambot.prompt import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
 from dreambot.request import (
     DEFAULT_FRAMES,
@@ -42,7 +32,6 @@ from dreambot.request import (
     DIRECTIONS,
     MAX_SEED,
     MIN_SIZE,
-    SAMPLERS,
     GenerateRequest,
     InvalidRequest,
     Mode,
@@ -88,8 +77,6 @@ COMMON = dict(
     model="Which model draws it (see /models; default: yours from /settings, or this channel's)",
 )
 ASPECT = "Aspect ratio at the model's native pixel count (instead of width and height)"
-ASPECT_CHOICES = [app_commands.Choice(name=name, value=name) for name in ASPECTS]
-SAMPLER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SAMPLERS]
 
 
 class Dream(commands.Cog):
@@ -381,11 +368,9 @@ class Dream(commands.Cog):
         member's, the channel's or the server's (`requests.pick_model`); `size` (width, height,
         aspect) for modes that draw from noise. Checked against the limits (Discord enforces the
         option bounds, but a Discord-compatible server or an old client need not)."""
-        catalogue, limits = self.bot.models.current(), self.bot.settings.limits
-        # Their own defaults, less any that no longer apply (a model removed, limits lowered since).
-        member = usable(MemberSettings.from_stored(await self.bot.store.member_settings(interaction.user.id)),
-                        catalogue, self.bot.styles, limits)
-        place = await self.bot.moderation.place(interaction.guild_id, interaction.channel)
+        catalogue, member, place = await member_defaults(self.bot, interaction.user.id, interaction.guild_id,
+                                                         interaction.channel)
+        limits = self.bot.settings.limits
         chosen = pick_model(catalogue, model, member, place)
         if size is not None:
             fields["width"], fields["height"] = size_of(chosen, limits, *size, member)

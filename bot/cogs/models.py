@@ -12,9 +12,16 @@ from discord.ext import commands
 
 from bot import render
 from bot.replies import UserError
-from bot.views import SettingsButton, SettingsSelect, change_settings, model_choices, settings_panel
-from dreambot.models import ASPECTS
-from dreambot.request import MIN_SIZE, SAMPLERS, InvalidRequest
+from bot.views import (
+    ASPECT_CHOICES,
+    SAMPLER_CHOICES,
+    SettingsButton,
+    SettingsSelect,
+    change_settings,
+    model_choices,
+    settings_panel,
+)
+from dreambot.request import MIN_SIZE, InvalidRequest
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -52,8 +59,7 @@ class Models(commands.Cog):
         negative=f"Your negative prompt (“{CLEAR}” removes it)",
         reset="Forget all your defaults",
     )
-    @app_commands.choices(sampler=[app_commands.Choice(name=name, value=name) for name in SAMPLERS],
-                          aspect=[app_commands.Choice(name=name, value=name) for name in ASPECTS])
+    @app_commands.choices(sampler=SAMPLER_CHOICES, aspect=ASPECT_CHOICES)
     async def settings(
         self,
         interaction: discord.Interaction,

@@ -152,8 +152,8 @@ from engine.pipeline import Engine
 engine.server.PREVIEW_SECONDS = 0.0
 load = Engine.load.__func__
 
-def load_then_fail_once(cls, settings, model=None):
-    engine = load(cls, settings, model)
+def load_then_fail_once(cls, settings, model=None, **shared):
+    engine = load(cls, settings, model, **shared)
     unet = engine.pipe.unet
     def out_of_memory(*args, **kwargs):
         del unet.forward
