@@ -44,6 +44,10 @@ class GenerateResult:
     # picture, whole and in parts, and what the result keeps of it pixel-exact, on its own). Above the
     # threshold, every picture of the job is flagged. None for modes with no input picture.
     source_score: float | None = None
+    # How the prompt was read: its tokens, and the chunks of the text encoder's length (75 for CLIP)
+    # they took; None where the model's prompts are not read in chunks.
+    prompt_tokens: int | None = None
+    prompt_chunks: int | None = None
 
     @property
     def all_flagged(self) -> bool:

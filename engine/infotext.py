@@ -32,3 +32,17 @@ def infotext(request: GenerateRequest, *, seed: int, width: int, height: int, mo
         fields += f", Style: {request.style}"
     lines.append(fields)
     return "\n".join(lines)
+
+
+def prompts_of(text: str) -> tuple[str, str] | None:
+    """The prompt and negative prompt of parameters AUTOMATIC1111 (or Dreambot) wrote: the prompt's
+    lines, then "Negative prompt: …", then a last line of fields starting with "Steps: ". None
+    when the text is not such parameters."""
+    lines = text.split("\n")
+    if len(lines) < 2 or not lines[-1].startswith("Steps: "):
+        return None
+    said = lines[:-1]
+    for index, line in enumerate(said):
+        if line.startswith("Negative prompt: "):
+            return "\n".join(said[:index]), "\n".join([line.removeprefix("Negative prompt: "), *said[index + 1:]])
+    return "\n".join(said), ""

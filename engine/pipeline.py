@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
+from transformers.utils import logging as transformers_logging
 
 from dreambot.adapters import Catalogue, Installed
 from dreambot.models import Model
@@ -59,6 +61,7 @@ class Engine:
         (clip skip, VAE), its own embeddings and the installed LoRAs. `upscaler`: SD_UPSCALER's
         pipeline, and `installed`: the LoRAs and embeddings, when the caller has them already (every
         model of an engine shares one of each)."""
+        quiet_library_progress_bars()
         model = model or Model(name=loading.model_name(settings.sd_model), source=settings.sd_model)
         device = loading.resolve_device(settings.sd_device)
         dtype = loading.resolve_dtype(settings.sd_dtype, device)
@@ -231,8 +234,11 @@ class Engine:
             results.append(ImageResult(data=data, seed=seed, nsfw_content_detected=flagged, nsfw_score=score,
                                        format=file_format))
         checked = time.perf_counter()
+        tokens, chunks = prompts.reading(self.pipe, request.prompt, self.embeddings) or (None, None)
         return GenerateResult(
             job_id=job_id,
+            prompt_tokens=tokens,
+            prompt_chunks=chunks,
             images=tuple(results),
             seed=seeds[0],
             width=made.width,
@@ -245,6 +251,14 @@ class Engine:
                 "total": round(time.perf_counter() - started, 3),
             },
         )
+
+
+def quiet_library_progress_bars() -> None:
+    """Turn off the libraries' own progress bars (loading components, weights, downloads): the
+    engine reports progress through its one callback, which the CLI draws as its bar and the server
+    sends to the bot; theirs would only clutter the terminal, or the bot's log."""
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # and huggingface_hub's, for downloads
 
 
 def _seeded(request: GenerateRequest) -> GenerateRequest:

@@ -77,6 +77,15 @@ def chunks(pipe: DiffusionPipeline, text: str, embeddings: Embeddings = NONE,
     return cut
 
 
+def reading(pipe: DiffusionPipeline, text: str, embeddings: Embeddings = NONE) -> tuple[int, int] | None:
+    """How a prompt is read: its tokens and the chunks they take (BREAKs included); None for a
+    pipeline whose prompts are not encoded here."""
+    if not weighted(pipe):
+        return None
+    cut = chunks(pipe, text, embeddings)
+    return sum(len(chunk) for chunk in cut), len(cut)
+
+
 def count(pipe: DiffusionPipeline, *texts: str, embeddings: Embeddings = NONE) -> int:
     """How many chunks the longest of `texts` takes (jobs sharing a call must agree on it)."""
     return max(len(chunks(pipe, text, embeddings, tokenizer)) for text in texts

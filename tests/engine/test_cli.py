@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
+
+from engine.infotext import prompts_of
+from tools import shapes
 
 
 def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -96,10 +100,36 @@ def test_generate_in_each_mode(tmp_path: Path, monkeypatch, capsys) -> None:
     assert Image.open(tmp_path / "anim.gif").n_frames == 3
 
 
+def test_a_picture_without_a_prompt_keeps_its_own(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Upscaling (or repainting) a picture with a prompt that does not describe it draws something
+    else into it: without --prompt, the prompts the picture's parameters carry are used."""
+    code, err = in_process(monkeypatch, capsys, "generate", "--prompt", "an orange triangle on a blue background",
+                           "--negative", "green", "--seed", "3", "--steps", "20", "--out", "made/", cwd=tmp_path,
+                           SD_MODEL="shapes")
+    assert code == 0, err
+    code, err = in_process(monkeypatch, capsys, "generate", "--image", "made/dream-3.png", "--upscale", "--seed", "3",
+                           "--steps", "20", "--out", "big.png", cwd=tmp_path, SD_MODEL="shapes")
+    assert code == 0, err
+    assert "the prompt of made/dream-3.png: 'an orange triangle on a blue background', negative 'green'" in err
+    big = Image.open(tmp_path / "big.png")
+    assert big.text["parameters"].startswith("an orange triangle on a blue background\nNegative prompt: green\n")
+    assert shapes.classify(big.convert("RGB").resize((64, 64))) == ("orange", "triangle", "blue")
+    Image.new("RGB", (64, 64)).save(tmp_path / "plain.png")
+    code, err = in_process(monkeypatch, capsys, "generate", "--image", "plain.png", "--upscale", "--out", "x.png",
+                           cwd=tmp_path, SD_MODEL="shapes")
+    assert code == 2 and "give --prompt: plain.png carries no parameters to take it from." in err
+
+
+def test_parameters_give_back_their_prompts() -> None:
+    assert prompts_of("a cat\nin a hat\nNegative prompt: dogs\nand mice\nSteps: 20, Seed: 1") == (
+        "a cat\nin a hat", "dogs\nand mice")
+    assert prompts_of("a cat\nSteps: 20, Seed: 1") == ("a cat", "")
+    assert prompts_of("just a comment") is None
+
+
 def test_generate_refuses_bad_mode_options(tmp_path: Path, monkeypatch, capsys) -> None:
     Image.new("RGB", (60, 64)).save(tmp_path / "odd.png")
-    for options, message in ((["--mask", "m.png"], "--mask needs --image"),
-                             (["--image", "odd.png"], "is 60x64; its sides must be multiples of 8"),
+    for options, message in ((["--image", "odd.png"], "is 60x64; its sides must be multiples of 8"),
                              (["--image", "missing.png"], "cannot read the image missing.png")):
         code, err = in_process(monkeypatch, capsys, "generate", "--prompt", "x", "--out", "x.png", *options,
                                cwd=tmp_path, SD_MODEL="shapes")
@@ -119,3 +149,105 @@ def test_generate_takes_a_model_of_the_catalogue_with_its_defaults(tiny_model: P
     code, out = in_process(monkeypatch, capsys, "generate", "--model", "nope", "--prompt", "a fox", "--out", "x.png",
                            cwd=tmp_path, MODELS_DIR=str(models), SD_MODEL="mine")
     assert code == 2 and "there is no model named 'nope' (installed: mine" in out
+
+
+# Each: flags that contradict each other, or one that means nothing without another, and what the
+# one line of the refusal must name.
+REFUSED = [
+    (["--image", "in.png", "--upscale", "--outpaint", "left"], ["--outpaint", "--upscale", "run twice"]),
+    (["--image", "in.png", "--mask", "m.png", "--outpaint", "all"], ["--mask", "--outpaint", "give one"]),
+    (["--image", "in.png", "--mask", "m.png", "--upscale"], ["--mask", "--upscale", "give one"]),
+    (["--mask", "m.png", "--end-prompt", "a blue square"], ["--mask", "--end-prompt", "give one"]),
+    (["--upscale", "--end-seed", "3"], ["--upscale", "--end-seed", "give one"]),
+    (["--image", "in.png", "--end-prompt", "a blue square"], ["--end-prompt", "--image", "drop one"]),
+    (["--mask", "m.png"], ["--mask needs --image"]),
+    (["--outpaint", "left"], ["--outpaint needs --image"]),
+    (["--upscale"], ["--upscale needs --image"]),
+    (["--strength", "0.5"], ["--strength needs --image"]),
+    (["--strength", "0.5", "--end-prompt", "a blue square"], ["--strength needs --image"]),
+    (["--image", "in.png", "--amount", "16"], ["--amount needs --outpaint"]),
+    (["--frames", "4"], ["--frames needs --end-prompt or --end-seed"]),
+    (["--end-seed", "3", "--count", "2"], ["--count", "--end-seed", "drop --count"]),
+    (["--image", "in.png", "--width", "64"], ["--width", "--image", "resize the image"]),
+    (["--image", "in.png", "--upscale", "--height", "64"], ["--height", "--image", "resize the image"]),
+    (["--image", "in.png", "--aspect", "16:9"], ["--aspect", "--image", "resize the image"]),
+    (["--aspect", "16:9", "--width", "64"], ["--aspect", "--width", "give --aspect, or --width and --height"]),
+]
+
+
+@pytest.mark.parametrize(("options", "named"), REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
+def test_generate_refuses_conflicting_flags_before_loading(options: list[str], named: list[str], tmp_path: Path,
+                                                           monkeypatch, capsys) -> None:
+    from engine.pipeline import Engine
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "in.png")
+    Image.new("L", (64, 64)).save(tmp_path / "m.png")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model loaded before the flags were checked")
+
+    monkeypatch.setattr(Engine, "load", no_load)
+    with pytest.raises(SystemExit) as exited:
+        in_process(monkeypatch, capsys, "generate", "--prompt", "a red circle", "--out", "x.png", *options,
+                   cwd=tmp_path, SD_MODEL="shapes")
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    [line] = [line for line in err.splitlines() if "error:" in line]  # argparse's: usage, then one line
+    assert all(word in line for word in named), line
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_writes_into_a_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    def generate(out: str, *options: str) -> int:
+        code, err = in_process(monkeypatch, capsys, "generate", "--prompt", "a red circle on a white background",
+                               "--steps", "2", "--out", out, *options, cwd=tmp_path, SD_MODEL="shapes")
+        assert code == 0, err
+        return code
+
+    # A path ending in a separator is a folder, made if need be; the picture is named as the bot names it.
+    generate(f"new{os.sep}deeper{os.sep}", "--seed", "5")
+    assert sorted(p.name for p in (tmp_path / "new" / "deeper").iterdir()) == ["dream-5.png"]
+    assert Image.open(tmp_path / "new" / "deeper" / "dream-5.png").size == (64, 64)
+    # An existing folder, with or without the separator: one file per picture, each by its seed,
+    # and a folder never overwrites what it holds.
+    (tmp_path / "pictures").mkdir()
+    generate("pictures", "--seed", "5", "--count", "2")
+    generate("pictures", "--seed", "5", "--end-seed", "9", "--frames", "2")
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["dream-5.gif", "dream-5.png", "dream-6.png"]
+    generate(f"pictures{os.sep}", "--seed", "6")
+    assert (tmp_path / "pictures" / "dream-6-2.png").is_file()
+    assert Image.open(tmp_path / "pictures" / "dream-5.gif").n_frames == 2
+    # A file name is still the file written, overwritten if it exists.
+    generate("pictures/mine.png", "--seed", "6")
+    generate("pictures/mine.png", "--seed", "7")
+    assert "Seed: 7," in Image.open(tmp_path / "pictures" / "mine.png").text["parameters"]
+
+
+def test_generate_refuses_a_folder_that_is_a_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "taken.png").write_bytes(b"mine")
+    with pytest.raises(SystemExit) as exited:
+        in_process(monkeypatch, capsys, "generate", "--prompt", "a red circle", "--out", f"taken.png{os.sep}",
+                   cwd=tmp_path, SD_MODEL="shapes")
+    assert exited.value.code == 2 and "is a file" in capsys.readouterr().err
+    assert (tmp_path / "taken.png").read_bytes() == b"mine"
+
+
+def test_generate_shows_one_progress_bar_its_own(tiny_model: Path, tmp_path: Path) -> None:
+    # A fresh process: loading a model is where the libraries draw theirs ("Loading pipeline components").
+    done = run("generate", "--prompt", "a fox", "--steps", "3", "--sampler", "Heun", "--out", "fox.png", cwd=tmp_path,
+               SD_MODEL=str(tiny_model))
+    assert done.returncode == 0, done.stderr
+    # Each redraw of a bar is a line here (text mode reads tqdm's carriage returns as newlines).
+    redraws = [line for line in done.stderr.splitlines() if "|" in line or "it/s" in line]
+    assert all(line.startswith("generating:") for line in redraws), done.stderr
+    assert len([line for line in redraws if "%|" in line and " 0%|" in line]) == 1, done.stderr  # one bar
+    assert "5/5" in redraws[-1], redraws[-1]  # to the steps the sampler ran (Heun: 2n - 1)
+    assert "Loading" not in done.stderr
+
+
+def test_generate_refuses_a_strength_the_dedicated_upscaler_would_ignore(tmp_path: Path, monkeypatch, capsys) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "in.png")
+    code, err = in_process(monkeypatch, capsys, "generate", "--prompt", "a red circle", "--image", "in.png",
+                           "--upscale", "--strength", "0.3", "--out", "x.png", cwd=tmp_path, SD_MODEL="shapes",
+                           SD_UPSCALER="org/an-upscaler-never-loaded")
+    assert code == 2 and "--strength does not apply to SD_UPSCALER's upscaler" in err, err

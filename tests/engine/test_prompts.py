@@ -88,9 +88,16 @@ def test_words_past_the_encoders_length_change_the_picture(shapes: Engine) -> No
 def test_jobs_with_prompts_of_other_lengths_still_get_their_own_pictures(tiny: Engine) -> None:
     requests = [GenerateRequest(prompt=text, seed=5, num_inference_steps=2, keep_flagged=True)
                 for text in ("a fox", f"a fox, {FILLER}")]
-    alone = [tiny.generate(k, request).images[0].data for k, request in enumerate(requests)]
+    alone = [tiny.generate(k, request) for k, request in enumerate(requests)]
     together = tiny.generate_batch([Job(k, request) for k, request in enumerate(requests)])
-    assert [result.images[0].data for result in together] == alone  # type: ignore[union-attr]
+    assert [result.images[0].data for result in together] == [r.images[0].data for r in alone]  # type: ignore
+    # Each result says how its own prompt was read (/info shows it): the long one whole, in chunks.
+    tokens, chunks = prompts.reading(tiny.pipe, f"a fox, {FILLER}")  # type: ignore[misc]
+    assert chunks >= 2 and tokens > 75 * (chunks - 1)
+    assert [(r.prompt_tokens, r.prompt_chunks) for r in alone] == [prompts.reading(tiny.pipe, "a fox"),
+                                                                   (tokens, chunks)]
+    assert [(r.prompt_tokens, r.prompt_chunks) for r in together] == [(r.prompt_tokens, r.prompt_chunks)  # type: ignore
+                                                                      for r in alone]
 
 
 # SDXL: both text encoders' penultimate hidden states side by side, the second's pooled embedding.
