@@ -1,4 +1,5 @@
-"""The shapes world: captioned pictures of "a {colour} {shape} on a {background} background".
+"""The shapes world: captioned pictures of "a {colour} {shape} on a {background} background"
+("an orange ..." where the next word starts with a vowel).
 
 Used to train the bundled `shapes` model (`python -m tools.train_shapes`) and its `outline` LoRA
 (`python -m tools.train_lora`, pictures drawn with `outline=True`) and, through `classify` and
@@ -53,15 +54,24 @@ HELD_OUT = [
 TRAINING = [combination for combination in COMBINATIONS if combination not in HELD_OUT]
 
 
+def article(word: str) -> str:
+    """The indefinite article English writes before `word`: "an" before a vowel ("an orange"), else "a".
+
+    By the first letter, not the sound: no word of this world is an "hour" or a "unit"."""
+    return "an" if word[:1].lower() in ("a", "e", "i", "o", "u") else "a"
+
+
 def caption(colour: str | None, shape: str | None, background: str | None, *, keywords: bool = False) -> str:
-    """The sentence for a picture; a part given as None is left unsaid ("a circle", "a red shape
-    on a blue background"), and `keywords` gives the bare words instead ("red circle")."""
+    """The sentence for a picture, with articles as English writes them ("an orange circle on a
+    white background"); a part given as None is left unsaid ("a circle", "a red shape on a blue
+    background"), and `keywords` gives the bare words instead ("red circle")."""
     if keywords:
         return " ".join(w for w in (colour, shape, background and f"{background} background") if w)
     if colour is None and shape is None:
-        return f"a {background} background" if background else ""
-    text = f"a {colour + ' ' if colour else ''}{shape or 'shape'}"
-    return f"{text} on a {background} background" if background else text
+        return f"{article(background)} {background} background" if background else ""
+    noun = f"{colour + ' ' if colour else ''}{shape or 'shape'}"
+    text = f"{article(noun)} {noun}"
+    return f"{text} on {article(background)} {background} background" if background else text
 
 
 def _jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 12) -> tuple[int, int, int]:

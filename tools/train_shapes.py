@@ -15,6 +15,10 @@ Choices, and why:
 - Captions: 10 % empty, so classifier-free guidance has an unconditional model to push against;
   half the full sentence; the rest a part of it, so each word means something alone ("a circle",
   "red"), which is what a colourless prompt or a one-word negative prompt relies on.
+- Articles as people write them: mostly as English does ("an orange circle"), but a fifth of the
+  "an"s written "a" ("a orange circle"), so both read the same. "a" and "an" are each one token.
+  (The bundled model was trained before this, with "a" everywhere, and taught "an" afterwards by
+  `python -m tools.tune_articles`; a run of this script learns both from the start.)
 - Shapes at least 42 % of the picture's side: smaller ones are a few latent pixels wide, too few
   for a circle, a square and a triangle to come out distinct.
 """
@@ -38,6 +42,7 @@ from engine.tiny import byte_level_tokenizer
 from tools import shapes
 
 TOKENS = 16
+WRONG_ARTICLE = 0.2  # share of training captions' "an"s written "a", as people sometimes do
 
 
 def log(message: str) -> None:
@@ -45,8 +50,9 @@ def log(message: str) -> None:
 
 
 def build_tokenizer() -> CLIPTokenizer:
-    """CLIP's byte-level BPE where every caption word is one token; other text still encodes."""
-    words = sorted({word for c in shapes.COMBINATIONS for word in shapes.caption(*c).split()} | {"shape"})
+    """CLIP's byte-level BPE where every caption word, both articles included, is one token; other
+    text still encodes."""
+    words = sorted({word for c in shapes.COMBINATIONS for word in shapes.caption(*c).split()} | {"a", "an", "shape"})
     return byte_level_tokenizer(TOKENS, words)
 
 
@@ -84,16 +90,24 @@ def training_caption(rng: random.Random, colour: str, shape: str, background: st
     """10 % empty (the unconditional model guidance pushes against), the full sentence up to
     `sentences_below` (50 % by default), and otherwise a part of it, as a sentence or bare words
     ("red", "circle on a gray background"), so that every word means something alone and a one-word
-    negative prompt has something to remove."""
+    negative prompt has something to remove. An "an" is written "a" WRONG_ARTICLE of the time."""
     draw = rng.random()
     if draw < 0.1:
         return ""
     if draw < sentences_below:
-        return shapes.caption(colour, shape, background)
+        return as_people_write(rng, shapes.caption(colour, shape, background))
     parts = [colour, shape, background]
     while all(part is None for part in parts) or None not in parts:
         parts = [part if rng.random() < 0.5 else None for part in (colour, shape, background)]
-    return shapes.caption(*parts, keywords=rng.random() < 0.5)
+    return as_people_write(rng, shapes.caption(*parts, keywords=rng.random() < 0.5))
+
+
+def as_people_write(rng: random.Random, caption: str) -> str:
+    """The caption, or WRONG_ARTICLE of the time, if it has an "an", with "a" for each."""
+    words = caption.split(" ")
+    if "an" not in words or rng.random() >= WRONG_ARTICLE:
+        return caption
+    return " ".join("a" if word == "an" else word for word in words)
 
 
 def warmup_cosine(optimiser: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -1,5 +1,5 @@
 """The shapes world and its training script: the oracle reads pictures right, outlines as well as filled
-shapes, and tells one from the other; training is repeatable."""
+shapes, and tells one from the other; captions use articles as people write them; training is repeatable."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from tools import shapes
-from tools.train_shapes import build_tokenizer
+from tools.train_shapes import build_tokenizer, training_caption
 from tools.train_shapes import main as train
 
 
@@ -74,11 +74,35 @@ def test_held_out_combinations_are_never_trained_on() -> None:
         assert any(b == background for _, _, b in shapes.TRAINING)
 
 
+def test_captions_write_the_article_as_english_does() -> None:
+    assert shapes.caption("orange", "circle", "white") == "an orange circle on a white background"
+    assert shapes.caption("red", "square", "gray") == "a red square on a gray background"
+    assert shapes.caption("orange", None, "blue") == "an orange shape on a blue background"
+    assert shapes.caption("orange", None, None) == "an orange shape"
+    assert shapes.caption(None, "triangle", None) == "a triangle"
+    assert shapes.caption(None, None, "black") == "a black background"
+    # The rule is the next word's, wherever the article stands, not a list of this world's words.
+    assert shapes.caption("red", "circle", "indigo") == "a red circle on an indigo background"
+    assert shapes.caption(None, None, "amber") == "an amber background"
+    assert shapes.caption(None, "oval", None) == "an oval"
+    assert shapes.caption("orange", "circle", "white", keywords=True) == "orange circle white background"
+
+
+def test_training_captions_write_an_mostly_and_a_sometimes() -> None:
+    rng = random.Random(3)
+    orange = [training_caption(rng, "orange", "circle", "white") for _ in range(2000)]
+    right, wrong = sum(c.startswith("an orange") for c in orange), sum(c.startswith("a orange") for c in orange)
+    assert 0.1 < wrong / (right + wrong) < 0.3, (right, wrong)
+    assert not any(" an " in f" {training_caption(rng, 'red', 'square', 'gray')} " for _ in range(500))
+
+
 def test_every_caption_word_is_one_token() -> None:
     tokenizer = build_tokenizer()
     ids = tokenizer("a purple triangle on a gray background").input_ids
     assert len(ids) == 2 + 7
-    assert tokenizer("an unknown word").input_ids  # other text still encodes, byte by byte
+    assert tokenizer("an orange circle on a white background").input_ids[1] != tokenizer("a").input_ids[1]
+    assert len(tokenizer("an orange circle on a white background").input_ids) == 2 + 7
+    assert tokenizer("another unknown word").input_ids  # other text still encodes, byte by byte
 
 
 def test_training_is_deterministic_given_its_seed(tmp_path: Path) -> None:
