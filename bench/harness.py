@@ -142,7 +142,7 @@ async def dream(fake: FakeDiscord, member: dict, prompt: str, **options) -> Inte
 
 # A posted result's files ("SPOILER_" when blurred); a progress notice may carry "preview.jpg".
 RESULT_FILE = re.compile(r"(SPOILER_)?dream-\d+-\d+\.(png|gif)")
-# What the bot shows while a job waits or runs (queued notice, step i of n); anything else it says
+# What the bot shows while a job waits or runs (queued notice, progress bar); anything else it says
 # about a job is its last word.
 INTERMEDIATE = ("🎨", "🖌️")
 

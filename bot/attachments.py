@@ -121,6 +121,17 @@ def attachment_origins(api_base: str | None) -> frozenset[str]:
     return DISCORD_CDN | {own} if own else DISCORD_CDN
 
 
+def declared(attachment: Attachment, *, max_bytes: int, what: str | None = None,
+             allowed_origins: Collection[str] = DISCORD_CDN) -> None:
+    """What can be refused before fetching anything (the command's answer has not even begun): a
+    link that is not Discord's, a declared size over the limit. Raises AttachmentError."""
+    if _origin(attachment.url) not in allowed_origins:
+        raise AttachmentError(f"Could not download {_named(attachment.filename, what)}: its link is not Discord's, "
+                              "so the bot did not fetch it; attach the file to the command itself.")
+    if attachment.size > max_bytes:
+        raise _too_big(attachment.filename, what, attachment.size, max_bytes)
+
+
 async def download(
     session: aiohttp.ClientSession,
     attachment: Attachment,
@@ -139,13 +150,9 @@ async def download(
     Content-Length are checked first to refuse early, but the body is counted as it arrives because
     either may lie.
     """
+    declared(attachment, max_bytes=max_bytes, what=what, allowed_origins=allowed_origins)
     name = attachment.filename
     failed = f"Could not download {_named(name, what)}"
-    if _origin(attachment.url) not in allowed_origins:
-        raise AttachmentError(f"{failed}: its link is not Discord's, so the bot did not fetch it; "
-                              "attach the file to the command itself.")
-    if attachment.size > max_bytes:
-        raise _too_big(name, what, attachment.size, max_bytes)
     try:
         async with session.get(
             attachment.url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False

@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import render
 from bot.actions import Actions
 from bot.delivery import Outbox
 from bot.engine_client import EngineClient
@@ -30,11 +31,25 @@ from dreambot.settings import BotSettings
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.cogs.dream", "bot.cogs.results", "bot.cogs.queue", "bot.cogs.history", "bot.cogs.adapters",
-              "bot.cogs.models", "bot.cogs.moderation", "bot.cogs.admin")
+              "bot.cogs.models", "bot.cogs.moderation", "bot.cogs.admin", "bot.cogs.help")
+# What a member who mentions the bot with anything but `help` reads.
+MENTION_HINT = ("👋 I answer slash commands: type `/dream` and a prompt to make a picture, or `/help` (or "
+                "`@Dreambot help`) for everything I can do.")
 FINGERPRINT_KEY = "commands_fingerprint"
 RETENTION_SWEEP_SECONDS = 3600
 # On SIGTERM or Ctrl-C, running jobs get this long to finish; the rest run at the next start.
 SHUTDOWN_GRACE_SECONDS = 30.0
+# What the bot does in a channel, and nothing more: see its messages' channel, post (in threads too),
+# attach the pictures, and read the history its replies point into. Commands and their answers need
+# no permission (the `applications.commands` scope). Manage Messages is optional: with it a refused
+# reaction is taken back.
+INVITE_PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, send_messages_in_threads=True,
+                                         attach_files=True, read_message_history=True)
+
+
+def invite_link(application_id: int) -> str:
+    return discord.utils.oauth_url(application_id, permissions=INVITE_PERMISSIONS,
+                                   scopes=("bot", "applications.commands"))
 
 
 async def watch_loop_lag(period: float, tick: float = 0.02) -> None:
@@ -90,7 +105,8 @@ class DreamBot(commands.Bot):
         force_sync: bool = False,
     ) -> None:
         super().__init__(
-            command_prefix=commands.when_mentioned,
+            command_prefix=commands.when_mentioned,  # `@Dreambot help` only (bot.cogs.help)
+            help_command=None,  # discord.py's own lists prefix commands, of which there is one
             intents=discord.Intents.default(),
             tree_cls=Tree,
             allowed_mentions=discord.AllowedMentions.none(),
@@ -115,7 +131,11 @@ class DreamBot(commands.Bot):
         self.runner = JobRunner(client=self, engine=engine, default_model=settings.sd_model, store=store,
                                 images=images, queue=queue, moderation=moderation, modlog=self.modlog,
                                 outbox=self.outbox, spawn=self.create_task)
-        self.actions = Actions(store=store, images=images, queue=queue, runner=self.runner, limits=settings.limits)
+        self.actions = Actions(store=store, images=images, queue=queue, runner=self.runner, limits=settings.limits,
+                               wildcards=settings.wildcards_dir)
+        for each in queue.engines:  # an engine that stops restarting tells every server's moderators why
+            each.on_down = lambda reason: self.create_task(self.modlog.broadcast(reason, render.engine_down(reason)),
+                                                           name="engine-down")
 
     def create_task(self, coroutine: Coroutine, *, name: str) -> asyncio.Task:
         """A background task that is kept referenced until it ends, and whose failure is logged."""
@@ -195,6 +215,17 @@ class DreamBot(commands.Bot):
         log.info("registered %d command(s) for %s: %s", len(synced), where, ", ".join(c.name for c in synced))
         return True
 
+    async def on_command_error(self, context: commands.Context, error: commands.CommandError) -> None:  # type: ignore[override]
+        """A mention with words the bot has no command for: point at the slash commands."""
+        if isinstance(error, commands.CommandNotFound):
+            try:
+                await context.reply(MENTION_HINT, mention_author=False)
+            except discord.HTTPException:
+                pass
+            return
+        log.error("error in @%s", context.command, exc_info=error)
+
     async def on_ready(self) -> None:
-        log.info("logged in as %s (id %s) in %d server(s)", self.user, self.user and self.user.id, len(self.guilds))
+        log.info("logged in as %s (id %s) in %d server(s); invite it with %s", self.user, self.user and self.user.id,
+                 len(self.guilds), invite_link(self.application_id or 0))
 

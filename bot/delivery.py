@@ -92,8 +92,11 @@ class Outbox:
         return await self._moderation.current_mode(origin.guild_id, await self.current_channel(origin))
 
     async def fail(self, delivery: Delivery, origin: Origin, job_id: int, failure: Failure) -> None:
-        """Say in place of the notice how the job ended; a refusal's reason goes to the member alone."""
+        """Say in place of the notice how the job ended; a refusal's reason goes to the member alone,
+        an operator's reason (a path, an exception) to the server's mod-log, once per reason."""
         await delivery.finish(render.failure(job_id, failure))
+        if failure.kind in render.OPERATORS_FAILURES:
+            await self._modlog.post_once(origin.guild_id, failure.message, render.failure_detail(job_id, failure))
         if failure.kind is FailureKind.REFUSED and failure.public and origin.interaction is not None:
             try:
                 await origin.interaction.followup.send(f"🚫 {failure.message} (job {job_id})", ephemeral=True)
@@ -200,12 +203,16 @@ class Delivery:
         self._preview: bytes | None = None
         self._shown_progress: Progress | None = None
         self._shown_position: int | None = None
+        self._shown_starting = False  # whether the notice says the engine is starting
         self._started: float | None = None
+        self._first_step = 0
+        self._shown_text: str | None = None  # the notice as last shown: an edit that changes nothing is not sent
         self.finished = False  # set with the outcome: no notice may be edited in after it
 
     async def show(self, content: str, view: discord.ui.View | None = None) -> discord.Message | None:
         """The queued notice (with its Cancel button); returns its message. Failing to show it must
         not stop the job."""
+        self._shown_text = content
         try:
             if self.origin.interaction is not None:
                 return await self.origin.interaction.edit_original_response(content=content, view=view)
@@ -227,15 +234,15 @@ class Delivery:
         if progress.loading:  # waiting for its model: the steps' clock has not started
             self._progress = progress
             return
-        if self._started is None:
-            self._started = time.monotonic()
+        if self._started is None:  # the pace is measured from the first step reported
+            self._started, self._first_step = time.monotonic(), progress.step
         self._progress = progress
         if progress.preview and self.previews is not FilterMode.BLOCK:
             self._preview = progress.preview
 
     async def keep_fresh(self, queue: JobQueue, ticket: Ticket, notes: tuple[str, ...]) -> None:
         """Until the job ends: while queued, its place and the estimated wait when they change; while
-        running, step i of n and a preview. At most one edit every EDIT_SECONDS (further apart for
+        running, a progress bar with the time left and a preview. At most one edit every EDIT_SECONDS (further apart for
         jobs far back in the queue), well within Discord's rate limits."""
         job_id = ticket.job.job_id
         while not ticket.result.done():
@@ -248,16 +255,26 @@ class Delivery:
                 if progress.loading:
                     await self._update(render.loading(job_id, progress.loading, progress.seconds), None)
                     continue
-                elapsed = time.monotonic() - (self._started or time.monotonic())
-                await self._update(render.running(job_id, progress.step, progress.total, elapsed),
+                await self._update(render.running(job_id, progress.step, progress.total, self._time_left(progress)),
                                    await self._allowed_preview())
                 continue
-            position = queue.position(job_id)
+            position, starting = queue.position(job_id), queue.starting()
             far_back = position >= 10 and time.monotonic() - self._last_edit < FAR_BACK_EDIT_SECONDS
-            if position == self._shown_position or far_back:
+            # The next job's notice counts down a cold start; the others change with their place, and
+            # when the engine is ready (the start's line goes).
+            unchanged = position == self._shown_position and (starting is not None) == self._shown_starting
+            if (unchanged and not (position == 0 and starting)) or far_back:
                 continue
-            self._shown_position = position
-            await self._update(render.queued(job_id, position, queue.estimate(position), notes), None)
+            self._shown_position, self._shown_starting = position, starting is not None
+            await self._update(render.queued(job_id, position, queue.estimate(position), notes, starting=starting),
+                               None)
+
+    def _time_left(self, progress: Progress) -> float | None:
+        """Seconds left at the pace of the steps so far; None until a step has been timed."""
+        steps = progress.step - self._first_step
+        if self._started is None or steps <= 0:
+            return None
+        return (time.monotonic() - self._started) / steps * (progress.total - progress.step)
 
     async def _allowed_preview(self) -> bytes | None:
         """The latest preview, if the channel still shows flagged pictures now: a preview is drawn
@@ -280,8 +297,9 @@ class Delivery:
         name = "SPOILER_preview.jpg" if self.previews is FilterMode.SPOILER else "preview.jpg"
         files = [discord.File(io.BytesIO(preview), filename=name)] if preview else []
         async with self._edit:
-            if self.finished:
+            if self.finished or (content == self._shown_text and not files):
                 return
+            self._shown_text = content
             self._last_edit = time.monotonic()
             try:
                 if self.origin.interaction is not None:

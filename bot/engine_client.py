@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from bot.outcome import Failure, FailureKind, Outcome
 from dreambot import wire
+from dreambot.models import name_of
 from dreambot.wire import (
     PROTOCOL_VERSION,
     Batch,
@@ -49,9 +50,15 @@ class EngineUnavailable(RuntimeError):
 
 
 class EngineClient:
+    """One engine process. `model`: the name of the model a start loads (the default; else SD_MODEL's
+    name); `expected_start`: how long a start took last time (or an estimate), for `starting`;
+    `on_started(seconds)`: told each measured start, to remember it; `on_down(reason)`: told once
+    when the engine failed to start twice the same way and is no longer restarted."""
+
     def __init__(
         self, env: Mapping[str, str], command: list[str] | None = None, stall_seconds: float = STALL_SECONDS,
-        job_timeout: float = JOB_TIMEOUT_SECONDS,
+        job_timeout: float = JOB_TIMEOUT_SECONDS, *, model: str = "", expected_start: float | None = None,
+        on_started: Callable[[float], Awaitable[None]] | None = None, on_down: Callable[[str], None] | None = None,
     ) -> None:
         self._env = dict(env)
         self._command = command or [sys.executable, "-m", "engine", "serve"]
@@ -70,12 +77,33 @@ class EngineClient:
         self._stall_reason: str | None = None
         self.info: Ready | None = None
         self.last_error: str | None = None
+        self.model = model or name_of(self._env.get("SD_MODEL", "")) or "the default model"
+        self.expected_start = expected_start
+        self.on_started = on_started
+        self.on_down = on_down
+        # Why the engine is down for good (it failed to start twice the same way); None while it runs
+        # or is being restarted.
+        self.down: str | None = None
+        self._spawned_at: float | None = None
         # The models the engine holds now, the most recently used last (`wire.Loaded`).
         self.models: tuple[str, ...] = ()
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process and self._process.returncode is None else None
+
+    @property
+    def starting(self) -> tuple[str, float | None] | None:
+        """While the engine process is up but not Ready yet: the model it loads and about how many
+        seconds that has left (from the last start measured, else an estimate; 0 once past it; None
+        if unknown). None otherwise."""
+        process = self._process
+        if process is None or process.returncode is not None or self._spawned_at is None:
+            return None
+        if self.expected_start is None:
+            return self.model, None
+        elapsed = asyncio.get_running_loop().time() - self._spawned_at
+        return self.model, max(self.expected_start - elapsed, 0.0)
 
     def start(self) -> None:
         """Start the engine in the background and keep it running until `close`."""
@@ -174,25 +202,36 @@ class EngineClient:
                 pass
 
     async def _supervise(self) -> None:
-        failures = 0
+        failures, last_reason = 0, None
         while not self._closing:
             try:
                 started = await self._run_once()
+                reason = self.last_error
             except OSError as error:  # the command itself cannot run
                 log.error("could not start the engine process: %s", error)
-                self._fail_ready(f"the engine process could not be started: {error}")
+                reason = f"the engine process could not be started: {error}"
+                self._fail_ready(reason)
                 started = False
             if self._closing:
                 return
+            if not started and reason is not None and reason == last_reason:
+                # The same failure twice before Ready (a model that cannot load, a missing command):
+                # a third try would fail alike, and restarting for ever would only fill the log.
+                self._go_down(reason)
+                return
             failures = 0 if started else failures + 1
+            last_reason = None if started else reason
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
             log.warning("engine exited; restarting in %.0f s", delay)
             await asyncio.sleep(delay)
 
     async def _run_once(self) -> bool:
-        """Run one engine process to its end; True if it got as far as Ready."""
+        """Run one engine process to its end; True if it got as far as Ready. If it did not,
+        `last_error` says why."""
         if self._ready is None or self._ready.done():
             self._ready = asyncio.get_running_loop().create_future()  # jobs now wait for this attempt
+        self.last_error = None
+        self._spawned_at = asyncio.get_running_loop().time()
         self._process = process = await asyncio.create_subprocess_exec(
             *self._command,
             stdin=asyncio.subprocess.PIPE,
@@ -235,8 +274,22 @@ class EngineClient:
         else:
             # An engine that cannot load its model would make jobs wait forever: fail them now,
             # and keep failing new ones at once until the next attempt starts.
-            self._fail_ready(self.last_error or f"the engine process exited with code {code}")
+            self.last_error = self.last_error or f"the engine process exited with code {code} before it was ready"
+            self._fail_ready(self.last_error)
+        self._spawned_at = None
         return became_ready
+
+    def _go_down(self, reason: str) -> None:
+        """Stop restarting: jobs fail at once with `reason`, the log and `on_down` say why."""
+        self.down = reason
+        self._fail_ready(reason)
+        log.error("the image engine is down: it failed to start twice in a row the same way, so it is not restarted "
+                  "until the bot is (fix the cause first): %s", reason)
+        if self.on_down is not None:
+            try:
+                self.on_down(reason)
+            except Exception:
+                log.exception("could not report that the engine is down")
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None and self._ready is not None
@@ -251,10 +304,14 @@ class EngineClient:
                 return
             if isinstance(message, Ready):
                 self.info, self.last_error = message, None
-                log.info("engine ready: %s on %s (%s), safety checker %s",
-                         message.model, message.device, message.dtype, message.safety_checker)
+                took = None if self._spawned_at is None else asyncio.get_running_loop().time() - self._spawned_at
+                self._spawned_at = None
+                log.info("engine ready: %s on %s (%s), safety checker %s%s", message.model, message.device,
+                         message.dtype, message.safety_checker, "" if took is None else f", in {took:.1f} s")
                 if not self._ready.done():
                     self._ready.set_result(message)
+                if took is not None:
+                    await self._remember_start(took)
             elif isinstance(message, Loaded):
                 self.models = message.models
             elif isinstance(message, Fatal):
@@ -280,6 +337,14 @@ class EngineClient:
                 except ValueError:  # a kind this bot does not know: an engine of another release
                     kind = FailureKind.INTERNAL
                 self._pending[message.job_id].set_result(Failure(kind, message.message))
+
+    async def _remember_start(self, seconds: float) -> None:
+        self.expected_start = seconds
+        if self.on_started is not None:
+            try:
+                await self.on_started(seconds)
+            except Exception:  # a number for a notice is not worth the engine
+                log.exception("could not remember how long the engine took to start")
 
     def _fail_ready(self, reason: str) -> None:
         if self._ready is None or self._ready.done():

@@ -115,7 +115,8 @@ class JobRunner:
         ticket = self._queue.submit(Job(job_id, request), origin.user.id, delivery.progressed,
                                     reservation=reservation, check=False)
         position = self._queue.position(job_id)
-        text = render.queued(job_id, position, self._queue.estimate(position), notes, restored=restored)
+        text = render.queued(job_id, position, self._queue.estimate(position), notes, restored=restored,
+                             starting=self._queue.starting())
         notice = await delivery.show(text, cancel_view(job_id))
         if notice is not None:
             await self._store.set_notice(job_id, notice.id)

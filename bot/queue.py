@@ -90,10 +90,12 @@ class FairQueue:
                 raise QueueFull(f"Please wait {duration(wait)} before your next job (this server's cooldown).", wait)
         mine = sum(1 for member in self._member.values() if member == member_id) + self.reserved[member_id]
         if mine >= self.max_per_member:
-            raise QueueFull(f"You already have {mine} jobs queued or running, the most allowed; try again when "
+            jobs = "1 job" if mine == 1 else f"{mine} jobs"
+            raise QueueFull(f"You already have {jobs} queued or running, the most allowed; try again when "
                             f"one has finished (in about {duration(estimate)}).", estimate)
         if self.queued_count >= self.max_queued:
-            raise QueueFull(f"The queue is full ({self.max_queued} jobs); try again in about {duration(estimate)}.",
+            held = "1 job" if self.max_queued == 1 else f"{self.max_queued} jobs"
+            raise QueueFull(f"The queue is full: it holds {held} at most; try again in about {duration(estimate)}.",
                             estimate)
 
     def submit(self, job_id: int, member_id: int, *, front: bool = False, check: bool = True) -> None:
@@ -324,6 +326,14 @@ class JobQueue:
 
     def ticket(self, job_id: int) -> Ticket | None:
         return self._tickets.get(job_id)
+
+    def starting(self) -> tuple[str, float | None] | None:
+        """While no engine is ready because every one is still starting (a cold start): the model
+        the soonest loads and about how long it has left; None once one can take jobs."""
+        starts = [engine.starting for engine in self.engines]
+        if not starts or any(start is None for start in starts):
+            return None
+        return min((start for start in starts if start is not None), key=lambda start: (start[1] is None, start[1]))
 
     def queued(self) -> list[int]:
         return self.fair.order()

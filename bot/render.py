@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bot.outcome import Failure, FailureKind
 from dreambot.request import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, GenerateRequest, Mode
 from dreambot.wire import GenerateResult
@@ -17,27 +19,47 @@ def escape(text: str) -> str:
     return out.replace("@", "@\u200b")
 
 
+def when(stamp: str, style: str = "f") -> str:
+    """A stored UTC time ("2026-12-01T10:00:00.000Z") in Discord's timestamp markup, which each
+    member's client shows in their own time zone and language: style "f" a date and time, "R"
+    relative ("3 hours ago")."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"<t:{int(moment.timestamp())}:{style}>"
+
+
 def clip(text: str, most: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= most else text[: max(most - 1, 0)] + "…"
 
 
 
 # What each button/reaction action is called where members read it.
-ACTIONS = {"reroll": "re-roll", "vary": "variation", "upscale": "upscale", "left": "extension to the left",
-           "right": "extension to the right", "up": "extension upwards", "down": "extension downwards",
-           "inpaint": "inpainting", "outpaint": "outpainting", "interpolate": "animation"}
+ACTIONS = {"reroll": "re-roll", "edit": "edit", "vary": "variation", "upscale": "upscale",
+           "left": "extension to the left", "right": "extension to the right", "up": "extension upwards",
+           "down": "extension downwards", "inpaint": "inpainting", "outpaint": "outpainting",
+           "interpolate": "animation"}
 
 
 def queued(job_id: int, ahead: int, wait: float | None = None, notes: tuple[str, ...] = (), *,
-           restored: bool = False) -> str:
-    """The notice while a job waits: its place in the queue and, when known, the estimated wait."""
+           restored: bool = False, starting: tuple[str, float | None] | None = None) -> str:
+    """The notice while a job waits: its place in the queue and, when known, the estimated wait;
+    during a cold start (`starting`: the model the engine loads, and about how long that has left),
+    that the engine is loading it."""
     again = " again after a restart" if restored else ""
-    if ahead == 0:
+    if ahead == 0 and starting is not None:
+        model, left = starting
+        about = "" if left is None else " (any moment now)" if left < 1 else f" (about {duration(left)})"
+        text = (f"📦 Job {job_id} is next{again}: the image engine is starting, loading the model "
+                f"{escape(model)}{about}…")
+    elif ahead == 0:
         text = f"🎨 Job {job_id} is next{again}: starting shortly…"
     else:
         jobs = "job" if ahead == 1 else "jobs"
         text = f"🎨 Job {job_id} is queued{again}: {ahead} {jobs} ahead of yours"
         text += f", about {duration(wait)} to wait." if wait else "."
+        if starting is not None:  # no countdown here: it would cost an edit of every waiting job's notice
+            text += f"\n📦 The image engine is starting: loading the model {escape(starting[0])}."
     return "\n".join((text, *(f"ℹ️ {note}" for note in notes)))
 
 
@@ -47,8 +69,27 @@ def loading(job_id: int, model: str, seconds: float | None) -> str:
     return f"📦 Job {job_id}: loading the model {escape(model)}{about}; it starts right after."
 
 
-def running(job_id: int, step: int, total: int, elapsed: float) -> str:
-    return f"🖌️ Job {job_id}: step {step} of {total} ({elapsed:.0f} s)"
+BAR = 12  # cells of the progress bar
+
+
+def bar(done: float) -> str:
+    """A text progress bar, `done` from 0 to 1: ▰▰▰▱▱▱."""
+    filled = min(BAR, max(0, int(done * BAR)))
+    return "▰" * filled + "▱" * (BAR - filled)
+
+
+def running(job_id: int, step: int, total: int, left: float | None) -> str:
+    """The notice while a job runs: a bar with its share done and, once the pace is known, the time
+    left. Steps are not counted out: a sampler may take more than were asked (Heun), and image-to-image
+    runs only a strength's share of them, so a count would contradict the summary's."""
+    done = step / total if total else 0.0
+    if step >= total:
+        after = "finishing"  # the decode and the safety check
+    elif left is None:
+        after = "starting"
+    else:
+        after = f"about {duration(left)} left"
+    return f"🖌️ Job {job_id}: {bar(done)} {int(done * 100)} % · {after}"
 
 
 def duration(seconds: float) -> str:
@@ -64,18 +105,30 @@ def timed_out(job_id: int, reason: str) -> str:
     return (f"⏱️ Job {job_id}: {reason}. Try fewer steps, a smaller size or fewer images.")
 
 
-def mode_details(request: GenerateRequest) -> list[str]:
-    """What a mode did, in a few words for the summary line."""
+# The actions whose name already says which mode ran ("variation of job 12" is image-to-image).
+NAMES_THE_MODE = {"vary": Mode.IMG2IMG, "inpaint": Mode.INPAINT, "outpaint": Mode.OUTPAINT, "left": Mode.OUTPAINT,
+                  "right": Mode.OUTPAINT, "up": Mode.OUTPAINT, "down": Mode.OUTPAINT, "upscale": Mode.UPSCALE,
+                  "interpolate": Mode.INTERPOLATE}
+
+
+def mode_details(request: GenerateRequest, origin: str = "", *, named: bool = False) -> list[str]:
+    """What a mode did, in a few words for the summary line; without the mode's name where it is
+    said already: by `origin` ("inpainting of job 1 · strength 1", not "… · inpainting, strength 1"),
+    or by the caller (`named`)."""
+    named = named or any(origin.startswith(ACTIONS[action]) for action, mode in NAMES_THE_MODE.items()
+                         if mode is request.mode)
     strength = request.denoising_strength
     if request.mode is Mode.IMG2IMG:
-        return [f"img2img, strength {strength:g}"]
+        return [f"strength {strength:g}" if named else f"img2img, strength {strength:g}"]
     if request.mode is Mode.INPAINT:
-        return [f"inpainting, strength {strength:g}"]
+        return [f"strength {strength:g}" if named else f"inpainting, strength {strength:g}"]
     if request.mode is Mode.OUTPAINT:
         side = "every side" if request.direction == "all" else request.direction
-        return [f"outpainted {request.amount} px {side}"]
+        if origin.startswith("extension"):  # "extension to the left of job 1": the side is said too
+            return [f"{request.amount} px"]
+        return [f"{request.amount} px {side}" if named else f"outpainted {request.amount} px {side}"]
     if request.mode is Mode.UPSCALE:
-        return ["upscaled 2×"]  # by SD_UPSCALER, or img2img at a strength the PNG records
+        return ["2×" if named else "upscaled 2×"]  # by SD_UPSCALER, or img2img at a strength the PNG records
     if request.mode is Mode.INTERPOLATE:
         return [f"{request.frames} frames"]
     return []
@@ -96,7 +149,7 @@ def summary(job_id: int, request: GenerateRequest, result: GenerateResult, *, or
     details = " · ".join(
         [
             *([origin] if origin else []),  # our own words
-            *mode_details(request),
+            *mode_details(request, origin),
             *([f"Style {escape(request.style)}"] if request.style else []),
             f"Seed {seeds}",
             f"{request.num_inference_steps} steps",
@@ -114,12 +167,14 @@ def summary(job_id: int, request: GenerateRequest, result: GenerateResult, *, or
     elif flagged and nsfw_mode == "spoiler":
         which = "This image was" if len(result.images) == 1 else f"{flagged} of {len(result.images)} images were"
         notice += f"\n⚠️ {which} flagged by the safety filter and posted behind a spoiler. Open at your discretion."
-    room = MESSAGE_LIMIT - len(details) - len(notice) - 60
+    room = MESSAGE_LIMIT - len(details) - len(notice) - 140
     negative = request.negative_prompt
     ends_elsewhere = request.mode is Mode.INTERPOLATE and request.end_prompt not in (None, request.prompt)
     end = request.end_prompt if ends_elsewhere else ""
     shares = 1 + bool(negative) + bool(end)
     prompt_room = room // shares
+    if any(len(escape(text)) > prompt_room for text in (request.prompt, negative, end or "")):
+        notice += f"\nℹ️ The prompts are cut short here; `/info job:{job_id}` gives them whole."
     lines = [f"**{clip(escape(request.prompt), prompt_room)}**"]
     if end:
         lines[0] += f" → **{clip(escape(end), prompt_room)}**"
@@ -156,8 +211,10 @@ def crashed(job_id: int) -> str:
     )
 
 
-def engine_unavailable(job_id: int, reason: str) -> str:
-    return f"😿 Sorry, the image engine is not available right now (job {job_id}): {reason}"
+def engine_unavailable(job_id: int) -> str:
+    """The engine is down or starting over after failing: why is the operator's (paths, errors), and
+    goes to the log and the mod-log (`failure_detail`), never to the channel."""
+    return f"😿 Sorry, the image engine is down (job {job_id}); moderators have been told."
 
 
 def failure(job_id: int, failure: Failure) -> str:
@@ -168,7 +225,7 @@ def failure(job_id: int, failure: Failure) -> str:
     if kind is FailureKind.REFUSED:  # the channel reads no more than it may know; the member hears why
         return f"🚫 {failure.public or failure.message} (job {job_id})"
     if kind is FailureKind.UNAVAILABLE:
-        return engine_unavailable(job_id, failure.message)
+        return engine_unavailable(job_id)
     if kind is FailureKind.CRASHED:
         return crashed(job_id)
     if kind is FailureKind.TIMED_OUT:
@@ -178,21 +235,88 @@ def failure(job_id: int, failure: Failure) -> str:
     return failed(job_id)
 
 
-def info(job, *, origin: str = "") -> str:
-    """Everything about a job that someone needs to make it again (`job` is a store.JobRow)."""
+# The failures whose message is for the operator (a path, an exception, an exit code): members read
+# an apology (`failure`), the failing job's server's moderators the message (`failure_detail`).
+OPERATORS_FAILURES = (FailureKind.UNAVAILABLE, FailureKind.CRASHED, FailureKind.INTERNAL)
+# What members read of a stored error (`shown_error`) whose kind's message is not theirs.
+SHOWN_ERRORS = {FailureKind.UNAVAILABLE: "the image engine was down",
+                FailureKind.CRASHED: "the image engine crashed while making it",
+                FailureKind.INTERNAL: "something went wrong on our side"}
+
+
+def failure_detail(job_id: int, failure: Failure) -> str:
+    """What the mod-log reads when a job failed for an operator's reason: the reason itself."""
+    what = {FailureKind.UNAVAILABLE: "the image engine is down", FailureKind.CRASHED: "the image engine crashed",
+            FailureKind.INTERNAL: "something went wrong"}.get(failure.kind, str(failure.kind))
+    return (f"⚠️ Job {job_id} failed: {what}. Members are told only that; the reason, for the bot's operator "
+            f"(the bot's log has more): `{clip(failure.message, 1500).replace('`', 'ˋ')}`")
+
+
+def engine_down(reason: str) -> str:
+    """What every mod-log reads once when the engine failed to start twice the same way."""
+    return ("🛑 The image engine is down: it failed to start twice in a row the same way, so it is not being "
+            "restarted, and members' jobs fail at once with an apology. The bot's operator needs to fix the cause "
+            f"and restart the bot. The reason: `{clip(reason, 1500).replace('`', 'ˋ')}`")
+
+
+def shown_error(error: str, *, mine: bool = True) -> str:
+    """A job's stored error (`kind: message`, `bot.queue`) as members may read it: the message where
+    it is theirs (an invalid request, out of memory, a time limit, a refusal), else an apology for
+    its kind. A refusal's reason (a ban, say) is the job's member's alone (`mine`): anyone else
+    reads what the channel read. The stored error keeps the detail for the operator."""
+    kind, _, message = error.partition(": ")
+    try:
+        known = FailureKind(kind)
+    except ValueError:
+        return error  # the bot's own words (a job the last run left: `JobQueue.abandon`)
+    if known is FailureKind.REFUSED and not mine:
+        return "stopped under this server's rules"
+    return SHOWN_ERRORS.get(known, message or error)
+
+
+# What /info shows of each prompt in its message; a longer one comes whole in a file (`prompts_file`).
+INFO_PROMPT, INFO_NEGATIVE, INFO_END = 700, 500, 300
+
+
+def prompts_clipped(job) -> bool:
+    """Whether /info's message cannot hold the job's prompts whole."""
     request = job.request
-    lines = [f"**Job {job.id}** by <@{job.user_id}> · {job.status} · {job.created_at[:19].replace('T', ' ')} UTC"]
+    return (len(escape(request.prompt)) > INFO_PROMPT or len(escape(request.negative_prompt)) > INFO_NEGATIVE
+            or len(escape(request.end_prompt or "")) > INFO_END)
+
+
+def prompts_file(job) -> str:
+    """The job's prompts in full, as plain text, for a file beside /info's message."""
+    request = job.request
+    parts = [f"Prompt: {request.prompt}", f"Negative prompt: {request.negative_prompt}"]
+    if request.mode is Mode.INTERPOLATE and request.end_prompt:
+        parts.append(f"End prompt: {request.end_prompt}")
+    return "\n\n".join(parts) + "\n"
+
+
+def info(job, *, origin: str = "", mine: bool = True) -> str:
+    """Everything about a job that someone needs to make it again (`job` is a store.JobRow);
+    `mine`: read by the job's own member (who alone reads why it was refused)."""
+    request = job.request
+    asked = f"{when(job.created_at)} ({when(job.created_at, 'R')})"
+    lines = [f"**Job {job.id}** by <@{job.user_id}> · {job.status} · {asked}"]
     if origin:
         lines.append(origin)
     said = "Prompt (the style's words included)" if request.style else "Prompt"
-    lines.append(f"{said}: {clip(escape(request.prompt), 700)}")
+    lines.append(f"{said}: {clip(escape(request.prompt), INFO_PROMPT)}")
+    if job.prompt_chunks:
+        chunks = "1 chunk" if job.prompt_chunks == 1 else f"{job.prompt_chunks} chunks"
+        tokens = "1 token" if job.prompt_tokens == 1 else f"{job.prompt_tokens} tokens"
+        lines.append(f"Read whole: {tokens}, in {chunks} of the text encoder's length")
     if request.negative_prompt:
-        lines.append(f"Negative: {clip(escape(request.negative_prompt), 500)}")
+        lines.append(f"Negative: {clip(escape(request.negative_prompt), INFO_NEGATIVE)}")
     interpolation = request.mode is Mode.INTERPOLATE
     if interpolation and request.end_prompt:
-        lines.append(f"End prompt: {clip(escape(request.end_prompt), 300)}")
+        lines.append(f"End prompt: {clip(escape(request.end_prompt), INFO_END)}")
+    if prompts_clipped(job):
+        lines.append("The prompts are too long for one message: they are in full in the attached file.")
     parts = [
-        f"Mode {request.mode}", *mode_details(request)[:1],
+        f"Mode {request.mode}", *mode_details(request, named=True),
         *([f"Style {escape(request.style)}"] if request.style else []),
         f"Seed {request.seed}" + (f" (image i uses {request.seed} + i)" if request.num_images > 1 else ""),
         *([f"End seed {request.end_seed}"] if interpolation and request.end_seed is not None else []),
@@ -204,7 +328,7 @@ def info(job, *, origin: str = "") -> str:
     ]
     lines.append(" · ".join(parts))
     if job.error:
-        lines.append(f"Error: {clip(escape(job.error), 300)}")
+        lines.append(f"Error: {clip(escape(shown_error(job.error, mine=mine)), 300)}")
     return clip("\n".join(lines), MESSAGE_LIMIT)
 
 
@@ -273,7 +397,7 @@ def history(jobs, *, total: int, page: int, pages: int, whose: str) -> str:
     for job in jobs:
         status = job.shown_status
         link = jump_link(job)
-        head = f"**Job {job.id}** · {status} · {job.created_at[:16].replace('T', ' ')} UTC"
+        head = f"**Job {job.id}** · {status} · {when(job.created_at, 'R')}"
         if link and not job.deleted_at:
             head += f" · [jump to it]({link})"
         size = f" · {job.width}×{job.height}" if job.width else ""
@@ -282,7 +406,7 @@ def history(jobs, *, total: int, page: int, pages: int, whose: str) -> str:
                   f"{request.mode} · seed {request.seed} · {request.num_inference_steps} steps · "
                   f"CFG {request.guidance_scale:g} · {request.scheduler}{size}"]
         if job.error:
-            lines.append(f"Error: {clip(escape(job.error), 80)}")
+            lines.append(f"Error: {clip(escape(shown_error(job.error)), 80)}")
     return clip("\n".join(lines), MESSAGE_LIMIT)
 
 
@@ -353,7 +477,7 @@ def audit(rows) -> str:
             change = " → ".join(mention.format(v) if v else "(none)" for v in (row.old_value, row.new_value))
         else:
             change = escape(f"{row.old_value or '(none)'} → {row.new_value or '(none)'}")
-        lines.append(f"{row.created_at[:16].replace('T', ' ')} · <@{row.actor_id}> · "
+        lines.append(f"{when(row.created_at, 'R')} · <@{row.actor_id}> · "
                      f"{AUDITED.get(row.action, row.action)}{target}: {clip(change, 200)}")
     return clip("\n".join(lines), MESSAGE_LIMIT)
 

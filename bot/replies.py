@@ -20,11 +20,14 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
         if not interaction.response.is_done():
             await interaction.response.send_message(message, ephemeral=True)
             return
-        # A public "thinking…" placeholder would show the refusal to everyone: remove it first.
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException:
-            pass
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            # A public "thinking…" placeholder would show the refusal to everyone: remove it first.
+            # (A button's deferral has no placeholder: its "original response" is the message it is
+            # on, a result that must stay.)
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                pass
         await interaction.followup.send(message, ephemeral=True)
     except discord.HTTPException:
         log.exception("could not answer interaction %s", interaction.id)

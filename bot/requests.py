@@ -221,12 +221,17 @@ def first(*values):
     return next(value for value in values if value is not None)
 
 
-async def source_picture(images: ImageStore, job: JobRow, index: int) -> bytes:
-    """Picture `index` of a finished job, as posted, to start a new job from."""
+def startable(job: JobRow, index: int) -> None:
+    """Raise InvalidRequest unless picture `index` of `job` was made and shown (it may be started from)."""
     if job.status != "done":
         raise InvalidRequest(f"Job {job.id} is {job.status}; wait for its picture first.")
     if not job.shown(index):
         raise InvalidRequest(f"Job {job.id} has no picture {index + 1} to start from.")
+
+
+async def source_picture(images: ImageStore, job: JobRow, index: int) -> bytes:
+    """Picture `index` of a finished job, as posted, to start a new job from."""
+    startable(job, index)
     source = await images.result(job.id, index)
     if source is None:
         raise InvalidRequest(f"Picture {index + 1} of job {job.id} is no longer stored.")
@@ -283,6 +288,33 @@ async def derived(images: ImageStore, limits: Limits, job: JobRow, action: str, 
     upscale_strength = Mode.UPSCALE.default_strength or 1.0
     return replace(base, mode=Mode.UPSCALE, strength=None, seed=picture_seed(job.request.seed, index),
                    num_inference_steps=enough_steps(job, upscale_strength)).validated(limits)
+
+
+async def edited(images: ImageStore, limits: Limits, job: JobRow, prompt: str, negative_prompt: str, seed: str,
+                 wildcards: Path | None = None) -> GenerateRequest:
+    """The request the Edit form starts from `job`: everything the job had (its input pictures too),
+    with the prompts and seed the member typed. The stored prompts already hold the job's style's
+    words and its wildcards' picks, so nothing is added to them again; a wildcard or `{a|b}` typed
+    in the form is drawn by the seed, as in a command."""
+    request = await stored_inputs(images, job)
+    if request is None:
+        raise InvalidRequest(f"The picture job {job.id} started from is no longer stored; "
+                             "start again with the command.")
+    drawn = typed_seed(seed)
+    return replace(request, prompt=wildcards_expand(prompt, drawn, wildcards),
+                   negative_prompt=wildcards_expand(negative_prompt, drawn, wildcards, "negative prompt"),
+                   seed=drawn).validated(limits)
+
+
+def typed_seed(text: str) -> int:
+    """A seed as a member types it in a form: a whole number in range, or nothing for a new random one."""
+    text = text.strip()
+    if not text:
+        return new_seed()
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEED:
+        raise InvalidRequest(f"The seed must be a whole number from 0 to {MAX_SEED}, not “{text[:20]}”; "
+                             "leave it empty for a random one.")
+    return int(text)
 
 
 def enough_steps(job: JobRow, strength: float) -> int:

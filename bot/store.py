@@ -80,6 +80,9 @@ class JobRow:
     started_at: str | None
     finished_at: str | None
     deleted_at: str | None
+    # How the engine read the prompt: its tokens and the encoder-length chunks they took (None: unknown).
+    prompt_tokens: int | None = None
+    prompt_chunks: int | None = None
 
     @property
     def shown_status(self) -> str:
@@ -267,14 +270,16 @@ class Store:
         await self._write(
             f"""
             UPDATE jobs SET status = '{UNDELIVERED}', width = ?, height = ?, model = ?, nsfw_flags = ?,
-                            nsfw_scores = ?, source_score = ?, engine_seconds = ?, finished_at = {_NOW}
+                            nsfw_scores = ?, source_score = ?, engine_seconds = ?, prompt_tokens = ?,
+                            prompt_chunks = ?, finished_at = {_NOW}
             WHERE id = ?
             """,
             (
                 result.width, result.height, result.model,
                 json.dumps([image.nsfw_content_detected for image in result.images]),
                 json.dumps([image.nsfw_score for image in result.images]),
-                result.source_score, result.timings.get("total"), job_id,
+                result.source_score, result.timings.get("total"), result.prompt_tokens, result.prompt_chunks,
+                job_id,
             ),
         )
 
@@ -414,6 +419,12 @@ class Store:
         ) as cursor:
             channels = {channel_id: mode for channel_id, mode in await cursor.fetchall()}
         return GuildSettings(**(dict(row) if row else {"guild_id": guild_id}), channel_modes=channels)
+
+    async def modlog_channels(self) -> dict[int, int]:
+        """Every server's mod-log channel, by server id, for the servers that chose one."""
+        async with self._db.execute("SELECT guild_id, modlog_channel_id FROM guild_settings "
+                                    "WHERE modlog_channel_id IS NOT NULL ORDER BY guild_id") as cursor:
+            return {row[0]: row[1] for row in await cursor.fetchall()}
 
     async def set_guild_setting(self, guild_id: int, name: str, value, *, actor_id: int, target: str | None = None):
         """Change one server setting and audit it; returns the old value."""
@@ -605,6 +616,18 @@ class Store:
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    async def engine_start_seconds(self, model: str, device: str) -> float | None:
+        """How long the last start of an engine of this default model (its source) on this device
+        took, from its spawn to Ready; None if it never started here."""
+        value = await self.get_meta(f"engine_start_seconds:{device}:{model}")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    async def set_engine_start_seconds(self, model: str, device: str, seconds: float) -> None:
+        await self.set_meta(f"engine_start_seconds:{device}:{model}", f"{seconds:.3f}")
 
 
 def _signed(bits: int) -> int:

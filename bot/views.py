@@ -1,4 +1,4 @@
-"""Every button Dreambot posts, and the views that hold them. Each button is a `DynamicItem`
+"""Every button Dreambot posts, the views that hold them, and the Edit form. Each button is a `DynamicItem`
 whose custom id carries what it acts on (a job and picture, whose history and which page), so it
 works on every past message, after a restart too, with no state in memory. A button reaches the
 behaviour it starts through the services on the client (`Host`), never through a cog."""
@@ -13,7 +13,7 @@ from typing import Protocol, cast
 
 import discord
 
-from bot import render
+from bot import help, render
 from bot.images import ImageStore
 from bot.moderation import FilterMode, Moderation, is_moderator
 from bot.replies import reply_privately
@@ -30,12 +30,14 @@ from dreambot.request import (
     Mode,
 )
 from dreambot.settings import BotSettings
+from dreambot.wildcards import names as wildcard_names
 from dreambot.wire import GenerateResult, ImageResult
 
 log = logging.getLogger(__name__)
 
 LOOKS = {
     "reroll": ("Re-roll", "🔁", discord.ButtonStyle.secondary),
+    "edit": ("Edit", "🖋️", discord.ButtonStyle.secondary),  # the job again with prompts and seed changed (a form)
     "vary": ("Vary", "🔀", discord.ButtonStyle.secondary),
     "upscale": ("Upscale", "⬆️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
@@ -53,11 +55,14 @@ EVERYWHERE = 0  # the "server" of a member's own history: every server and direc
 
 
 class ResultActions(Protocol):
-    """What the buttons on a result do (`bot.actions.Actions`)."""
+    """What the buttons on a result, and its Edit form, do (`bot.actions.Actions`)."""
 
     async def act(self, action: str, job_id: int, index: int | None, *, member: discord.abc.User,
                   can_manage: bool, channel, guild_id: int | None, message,
                   interaction: discord.Interaction | None = None) -> str | None: ...
+
+    async def edit(self, job_id: int, prompt: str, negative_prompt: str, seed: str, *, member: discord.abc.User,
+                   channel, guild_id: int | None, message, interaction: discord.Interaction) -> str | None: ...
 
 
 class Host(Protocol):
@@ -78,7 +83,7 @@ def host(interaction: discord.Interaction) -> Host:
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"dream:(?P<action>reroll|vary|upscale|delete|cancel|left|right|up|down):(?P<job>[0-9]{1,20})"
+    template=r"dream:(?P<action>reroll|edit|vary|upscale|delete|cancel|left|right|up|down):(?P<job>[0-9]{1,20})"
              r"(?::(?P<index>[0-9]{1,2}))?",
 ):
     """A button on a result message (or on a queued job's notice: Cancel)."""
@@ -111,6 +116,72 @@ class ResultButton(
             await reply_privately(interaction, refusal)
 
 
+TEXT_INPUT_LIMIT = 4000  # Discord's most for one text input
+SEED_TYPED_LIMIT = 20  # longer than any seed, so that a wrong one gets our answer, not the form's
+
+
+class EditModal(discord.ui.Modal):
+    """The Edit button's form: the job's prompt, negative prompt and seed, pre-filled, to run the job
+    again with them changed (Midjourney's Remix). Its custom id carries the job id, and every submit
+    is handled from that id (`submitted`), never by the object shown: discord.py keeps a modal only
+    in memory, and a member may submit the form after the bot restarted."""
+
+    TEMPLATE = re.compile(r"dream:edited:(?P<job>[0-9]{1,20})")
+
+    def __init__(self, job_id: int, prompt: str, negative_prompt: str, seed: int | None, *, longest: int) -> None:
+        """`longest`: the longest prompt this server takes (a form holds at most TEXT_INPUT_LIMIT)."""
+        super().__init__(title=f"Edit job {job_id}", custom_id=f"dream:edited:{job_id}")
+        # A job stored before the limit was lowered still opens: its prompt is refused only if it is sent so.
+        most = min(TEXT_INPUT_LIMIT, max(longest, len(prompt), len(negative_prompt)))
+        self.add_item(discord.ui.TextInput(label="Prompt", custom_id="prompt", style=discord.TextStyle.paragraph,
+                                           default=prompt, max_length=most))
+        self.add_item(discord.ui.TextInput(label="Negative prompt", custom_id="negative",
+                                           style=discord.TextStyle.paragraph, default=negative_prompt or None,
+                                           required=False, max_length=most, placeholder="What to leave out"))
+        self.add_item(discord.ui.TextInput(label="Seed", custom_id="seed", style=discord.TextStyle.short,
+                                           default=None if seed is None else str(seed), required=False,
+                                           max_length=SEED_TYPED_LIMIT, placeholder="Empty: a new random seed"))
+
+    async def show(self, interaction: discord.Interaction) -> None:
+        # Stopped first, so discord.py does not keep it waiting in memory: `submitted` handles every
+        # submit alike, before a restart and after.
+        self.stop()
+        await interaction.response.send_modal(self)
+
+    @classmethod
+    async def submitted(cls, interaction: discord.Interaction) -> None:
+        """Run a submitted Edit form (`Actions.edit` checks everything again); other modals are not ours."""
+        data = cast(dict, interaction.data or {})
+        match = cls.TEMPLATE.fullmatch(str(data.get("custom_id", "")))
+        if interaction.type is not discord.InteractionType.modal_submit or match is None:
+            return
+        job_id = int(match["job"])
+        try:
+            typed = typed_values(data.get("components") or [])
+            refusal = await host(interaction).actions.edit(
+                job_id, typed.get("prompt", ""), typed.get("negative", ""), typed.get("seed", ""),
+                member=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
+                message=interaction.message, interaction=interaction)
+        except Exception:
+            log.exception("edit form of job %s failed", job_id)
+            refusal = f"😿 Sorry, that did not work (job {job_id}). It has been logged; please try again."
+        if refusal is not None:
+            await reply_privately(interaction, refusal)
+
+
+def typed_values(components: list) -> dict[str, str]:
+    """A submitted modal's text inputs by custom id, from rows (and Discord's newer labels) as sent."""
+    values: dict[str, str] = {}
+    for component in components:
+        if "components" in component:
+            values.update(typed_values(component["components"]))
+        elif "component" in component:
+            values.update(typed_values([component["component"]]))
+        elif "custom_id" in component and isinstance(component.get("value"), str):
+            values[component["custom_id"]] = component["value"]
+    return values
+
+
 def on_its_result(message, job_id: int) -> bool:
     """Whether `message` is a result (or notice) whose own buttons act on `job_id`."""
     for row in getattr(message, "components", None) or ():
@@ -135,10 +206,10 @@ def cancel_view(job_id: int) -> discord.ui.View:
 
 def result_view(job_id: int, request: GenerateRequest, result: GenerateResult,
                 nsfw_mode: FilterMode | str = FilterMode.BLOCK, *, reusable: bool = True) -> discord.ui.View:
-    """Re-roll and Delete for every result; Vary and Upscale for each picture shown (V1-V4 and
+    """Re-roll, Edit and Delete for every result; Vary and Upscale for each picture shown (V1-V4 and
     U1-U4 when there are several, as members know them from Midjourney); a single picture also
     gets ⬅️ ➡️ 🔼 🔽 to extend it that way. Pictures that could not be stored (`reusable` False)
-    get only Re-roll and Delete."""
+    get only Re-roll, Edit and Delete."""
     view = discord.ui.View(timeout=None)
     shown = [index for index, image in enumerate(result.images) if shown_under(image, nsfw_mode)]
     if request.mode is Mode.INTERPOLATE or not reusable:
@@ -160,6 +231,7 @@ def result_view(job_id: int, request: GenerateRequest, result: GenerateResult,
                                        row=v_rows + position // per_row))
         rows = 2 * v_rows
     view.add_item(ResultButton("reroll", job_id, row=rows))
+    view.add_item(ResultButton("edit", job_id, row=rows))
     view.add_item(ResultButton("delete", job_id, row=rows))
     return view
 
@@ -466,3 +538,72 @@ async def _settings_changed(interaction: discord.Interaction, changes: dict) -> 
         return
     text, view = await settings_panel(bot, interaction.user.id, interaction.guild_id, interaction.channel)
     await interaction.response.edit_message(content=text, view=view)
+
+
+# -- /help -------------------------------------------------------------------------------------
+
+
+async def help_facts(bot: SettingsHost, guild_id: int | None, channel) -> help.Facts:
+    """What /help says of this bot's limits, and of the models and safety filter where it is read."""
+    settings, limits = bot.settings, bot.settings.limits
+    catalogue, place = bot.models.current(), await bot.moderation.place(guild_id, channel)
+    offered = [model for model in catalogue if place.allows(model.name)]
+    return help.Facts(
+        max_prompt_length=limits.max_prompt_length, max_steps=limits.max_steps, max_width=limits.max_width,
+        max_height=limits.max_height, max_images=limits.max_images, max_frames=limits.max_frames,
+        max_attachment_mb=settings.max_attachment_mb, jobs_per_member=settings.max_jobs_per_member,
+        cooldown_seconds=settings.cooldown_seconds, styles=tuple(bot.styles),
+        wildcards=tuple(wildcard_names(settings.wildcards_dir)), models=len(offered),
+        default_model=model_here(catalogue, MemberSettings(), place).name if offered else "",
+        filter_mode=await bot.moderation.current_mode(guild_id, channel), in_dm=guild_id is None)
+
+
+async def help_message(bot: SettingsHost, guild_id: int | None, channel, page: int, owner: int
+                       ) -> tuple[str, discord.ui.View]:
+    """Page `page` of /help for where it is read, with buttons to the others (`HelpButton`)."""
+    page = max(0, min(page, len(help.HELP_PAGES) - 1))
+    view = discord.ui.View(timeout=None)
+    for number in range(len(help.HELP_PAGES)):
+        view.add_item(HelpButton(number, owner, current=number == page))
+    return help.page(await help_facts(bot, guild_id, channel), page), view
+
+
+class HelpButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"help:(?P<page>[0-9]{1,2}):(?P<owner>[0-9]{1,20})",
+):
+    """One of /help's page buttons. On a message only its owner sees (or asked for), the page turns
+    in place; anyone else pressing it on a public answer (`@Dreambot help`) gets their own copy."""
+
+    TITLES = ("Commands", "Options", "Prompt syntax", "Buttons")
+
+    def __init__(self, page: int, owner: int, *, current: bool = False) -> None:
+        title = self.TITLES[page] if page < len(self.TITLES) else str(page + 1)
+        super().__init__(discord.ui.Button(
+            label=f"{page + 1} · {title}", custom_id=f"help:{page}:{owner}", disabled=current,
+            style=discord.ButtonStyle.primary if current else discord.ButtonStyle.secondary))
+        self.page, self.owner = page, owner
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> HelpButton:
+        return cls(int(match["page"]), int(match["owner"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = cast(SettingsHost, interaction.client)
+        try:
+            text, view = await help_message(bot, interaction.guild_id, interaction.channel, self.page,
+                                            interaction.user.id)
+        except Exception:
+            log.exception("help page %s failed", self.page)
+            await reply_privately(interaction, "😿 Sorry, that did not work. It has been logged; please try again.")
+            return
+        # Turned in place only on a help message, for whoever asked for it; anyone else, or a page
+        # button forged onto another message, gets a copy of their own.
+        on_help = any(str(getattr(item, "custom_id", "")).startswith("help:")
+                      for row in getattr(interaction.message, "components", None) or ()
+                      for item in getattr(row, "children", ()))
+        if interaction.user.id == self.owner and on_help:
+            await interaction.response.edit_message(content=text, view=view)
+        else:
+            await interaction.response.send_message(text, view=view, ephemeral=True)

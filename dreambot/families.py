@@ -32,6 +32,11 @@ SDXL_CLIP = "conditioner.embedders.0.transformer.text_model.embeddings.token_emb
 SDXL_OPEN_CLIP = "conditioner.embedders.1.model.token_embedding.weight"  # OpenCLIP ViT-bigG
 INPAINTING_CHANNELS = 9  # latents, mask, masked picture
 
+# The parts of a diffusers folder that hold weights (the tokenizers and the scheduler are configs
+# alone), and the weight files diffusers and transformers read, sharded ones included.
+WEIGHTED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2", "safety_checker", "image_encoder")
+WEIGHT_FILES = (".safetensors", ".bin")
+
 # safetensors' own limit on its JSON header; real checkpoints' headers are a few hundred kB.
 MAX_HEADER_BYTES = 100_000_000
 
@@ -172,6 +177,35 @@ def family_of_folder(path: str | Path) -> str | None:
     if base is None or channels not in (4, INPAINTING_CHANNELS):
         return None
     return f"{base}-inpaint" if channels == INPAINTING_CHANNELS else base
+
+
+def pipeline_class_of_folder(path: str | Path) -> str:
+    """The pipeline a diffusers folder's model_index.json names ("StableDiffusionPipeline"); "" when
+    it names none or cannot be read."""
+    return str(_json(Path(path) / "model_index.json").get("_class_name", ""))
+
+
+def missing_parts(path: str | Path) -> list[str]:
+    """What a diffusers folder lacks of the parts its model_index.json names, as an operator reads it
+    ("unet/", "the weights in vae/"): a half-copied folder or an interrupted download; [] when whole.
+    Only the presence of files is checked, not their contents."""
+    path = Path(path)
+    index = _json(path / "model_index.json")
+    missing = []
+    for name in sorted(key for key in index if not key.startswith("_") and _component(index, key)):
+        folder = path / name
+        if not folder.is_dir():
+            missing.append(f"{name}/")
+        elif name in WEIGHTED_PARTS and not _holds_weights(folder):
+            missing.append(f"the weights in {name}/")
+    return missing
+
+
+def _holds_weights(folder: Path) -> bool:
+    try:
+        return any(file.name.endswith(WEIGHT_FILES) and file.is_file() for file in folder.iterdir())
+    except OSError:
+        return False
 
 
 def prediction_type_of_folder(path: str | Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -30,6 +31,18 @@ MAX_NEGATIVE = 1000
 ASPECTS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9")
 # How far a size may be from the asked ratio (the sides are whole multiples of 8 or 64).
 ASPECT_TOLERANCE = 0.05
+# A model hub id as the engine takes one: org/name (`is_hub_id`).
+HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
+# The pipeline SD_UPSCALER must be (the engine loads it as one).
+UPSCALER_PIPELINE = "StableDiffusionLatentUpscalePipeline"
+# An engine's start, before one was measured (`start_estimate`). The fixed part: starting Python,
+# importing torch, diffusers and transformers and initialising the device take 5-15 s on the
+# machines this project runs on (the upper end: a first CUDA start). The rate: reading safetensors
+# from a local SSD and moving them to the device runs at several hundred MB/s with a warm page cache;
+# 100 MB/s errs on the long side for a cold cache, a hard disk or a network share, and for a single
+# checkpoint file, which is converted as it loads. An SD 1.5 in float16 (2 GB): about 35 s.
+START_FIXED_SECONDS = 15.0
+START_BYTES_PER_SECOND = 100e6
 
 
 class ModelsError(ValueError):
@@ -209,6 +222,132 @@ def name_of(source: str) -> str:
     """The name a model is known by: its folder's name, its file's stem, or a hub id's last part."""
     path = Path(source.rstrip("/\\"))
     return path.stem if path.suffix.lower() in CHECKPOINT_SUFFIXES else (path.name or source)
+
+
+def is_hub_id(source: str) -> bool:
+    """Whether a source that is no local path reads as a model hub id (org/name), which the engine
+    downloads: one slash, no leading ".", "/" or "~", no backslash, no checkpoint suffix (x.safetensors
+    is a file that is missing, not a repository)."""
+    return HUB_ID.fullmatch(source) is not None and not source.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def source_problem(source: str, builtin: dict[str, Path] | None = None) -> str | None:
+    """What keeps `source` (SD_MODEL, a models.toml source) from loading as a Stable Diffusion model,
+    in words for an operator (what is wrong, then what to do), or None. A diffusers folder must have
+    its model_index.json, be of a known family and hold the parts it names; a .safetensors file must
+    be a whole checkpoint of a known family (its header says); a .ckpt is a pickle, which only the
+    engine opens. A hub id passes as it is (the engine downloads it; nothing here can tell)."""
+    path = Path(source).expanduser()
+    if not path.exists() and builtin and source in builtin:
+        path = builtin[source]
+    if path.is_dir():
+        return _folder_problem(path)
+    if path.is_file():
+        return _file_problem(path)
+    if path.exists():
+        return "is neither a folder nor a file: point it at a diffusers folder or a .safetensors or .ckpt file"
+    if is_hub_id(source):
+        return None
+    return (f"does not exist (looked for {path.absolute()}): point it at a diffusers folder or a .safetensors or "
+            ".ckpt file, or give a model hub id such as org/name")
+
+
+def upscaler_problem(source: str) -> str | None:
+    """The same for SD_UPSCALER, which the engine loads as a diffusers latent upscaler: a folder
+    (whose model_index.json names that pipeline) or a hub id; None when it looks usable."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        kind = families.pipeline_class_of_folder(path)
+        if not (path / "model_index.json").is_file():
+            return ("is a folder without model_index.json, so not a diffusers model: point it at the folder of a "
+                    "latent upscaler such as stabilityai/sd-x2-latent-upscaler")
+        if kind != UPSCALER_PIPELINE:
+            return (f"is a diffusers folder of another kind ({kind or 'no pipeline named'}), not a latent upscaler "
+                    f"({UPSCALER_PIPELINE}) such as stabilityai/sd-x2-latent-upscaler")
+        return _parts_problem(path)
+    if path.exists():
+        return ("is a file: it takes the folder of a diffusers latent upscaler or a model hub id such as "
+                "stabilityai/sd-x2-latent-upscaler")
+    if is_hub_id(source):
+        return None
+    return (f"does not exist (looked for {path.absolute()}): point it at the folder of a latent upscaler, give a "
+            "model hub id such as stabilityai/sd-x2-latent-upscaler, or leave it empty")
+
+
+def _folder_problem(path: Path) -> str | None:
+    if not (path / "model_index.json").is_file():
+        try:
+            inside = sorted(child.name for child in path.iterdir()
+                            if (child / "model_index.json").is_file() or child.suffix.lower() in CHECKPOINT_SUFFIXES)
+        except OSError as error:
+            return f"cannot be read ({error.strerror or error})"
+        hint = (f"; it holds models ({', '.join(inside[:3])}{', …' if len(inside) > 3 else ''}): to offer them, "
+                "set MODELS_DIR to this folder instead") if inside else ""
+        return ("is a folder without model_index.json, so not a diffusers model: point it at the folder that holds "
+                f"model_index.json, or at a .safetensors or .ckpt file{hint}")
+    if families.family_of_folder(path) is None:
+        kind = families.pipeline_class_of_folder(path) or "no pipeline named"
+        return (f"is a diffusers folder of another kind ({kind}), not a Stable Diffusion 1.x, 2.x or XL model with "
+                "its text encoder")
+    return _parts_problem(path)
+
+
+def _parts_problem(path: Path) -> str | None:
+    missing = families.missing_parts(path)
+    if missing:
+        return (f"lacks {', '.join(missing)}, which its model_index.json names: the copy or download is incomplete; "
+                "copy or download it again")
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES:
+        return "is a file but not a .safetensors or .ckpt checkpoint: point it at one, or at a diffusers folder"
+    try:
+        if path.stat().st_size == 0:
+            return "is an empty file (an interrupted download?): download it again"
+        if suffix == ".ckpt":
+            return None  # a pickle: only the engine unpickles it (tensors only) and learns its family then
+        shapes, _ = families.read_safetensors_header(path)
+    except (OSError, families.CheckpointHeaderError) as error:
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+        return f"cannot be read as a checkpoint ({reason}): download it again"
+    if families.family_of(shapes) is None:
+        return ("is not a whole Stable Diffusion 1.x, 2.x or XL checkpoint (a VAE, a LoRA, a refiner or another kind "
+                "of model?): point it at a model's checkpoint")
+    return None
+
+
+def weights_on_disk(source: str, builtin: dict[str, Path] | None = None) -> int | None:
+    """The bytes of weights a start reads for a local model: the file, or each part's weights once
+    (.safetensors over .bin, the full-precision files over variants such as model.fp16.safetensors,
+    as the engine loads them); None for a hub id or anything missing."""
+    path = Path(source).expanduser()
+    if not path.exists() and builtin and source in builtin:
+        path = builtin[source]
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        if not path.is_dir():
+            return None
+        total = 0
+        for part in (child for child in path.iterdir() if child.is_dir() and child.name not in ("loras", "embeddings")):
+            files = [f for f in part.iterdir() if f.name.endswith(families.WEIGHT_FILES) and f.is_file()]
+            chosen = [f for f in files if f.suffix == ".safetensors"] or files
+            plain = [f for f in chosen if len(f.suffixes) == 1] or chosen
+            total += sum(f.stat().st_size for f in plain)
+        return total
+    except OSError:
+        return None
+
+
+def start_estimate(source: str, builtin: dict[str, Path] | None = None) -> float | None:
+    """About how long an engine takes from its start to Ready with this default model, before one
+    was ever measured: a fixed cost plus its weights at a conservative read rate; None for a hub id
+    (a download takes what the network allows)."""
+    size = weights_on_disk(source, builtin)
+    return None if size is None else START_FIXED_SECONDS + size / START_BYTES_PER_SECOND
 
 
 def _model_at(path: Path, name: str | None = None) -> Model | None:

@@ -23,6 +23,11 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BUILTIN_MODELS = {"shapes": Path(__file__).resolve().parent.parent / "engine" / "models" / "shapes"}
 
 
+class StartupError(ValueError):
+    """A setting that would keep the engine from ever starting: the message names the setting, says
+    what is wrong and how to fix it (`EngineSettings.checked_catalogue`)."""
+
+
 class EngineSettings(BaseSettings):
     """What the engine process (and `python -m engine`) needs."""
 
@@ -49,6 +54,8 @@ class EngineSettings(BaseSettings):
     lora_dir: Path = Path("data/loras")
     # Wildcards: WILDCARDS_DIR/name.txt, one choice per line, named in a prompt as __name__.
     wildcards_dir: Path = Path("data/wildcards")
+    # Both processes log at this level; at DEBUG the engine adds the traceback of a model that fails to load.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def catalogue(self) -> models.Catalogue:
         """The models this server offers (`dreambot.models.scan`); raises models.ModelsError."""
@@ -58,6 +65,37 @@ class EngineSettings(BaseSettings):
     def watched_catalogue(self) -> models.Watched:
         """The catalogue, kept up to date as models are added (`models.Watched.current`)."""
         return models.Watched(self.models_dir, self.catalogue)
+
+    def checked_catalogue(self) -> models.Watched:
+        """`watched_catalogue`, once the default model and SD_UPSCALER are known to be there and shaped
+        like models: a wrong path is found at start, not at each member's job. Reads folders, JSON
+        configs and safetensors headers only, so both processes check before loading anything.
+        Raises StartupError naming the setting, what is wrong and what to do."""
+        try:
+            watched = self.watched_catalogue()
+        except models.ModelsError as error:
+            raise StartupError(f"MODELS_DIR {error}") from None
+        catalogue = watched.current()
+        default = catalogue.resolve(None)
+        if default.source == self.sd_model:  # SD_MODEL is a model of its own (a path, a built-in, a hub id)
+            problem = models.source_problem(self.sd_model, BUILTIN_MODELS)
+            missing = problem and not Path(self.sd_model).expanduser().exists()
+            if missing and not re.search(r"[/\\~]", self.sd_model) and "." not in self.sd_model:
+                # A bare word: a model's name, misspelt or not installed, rather than a path.
+                others = [model.name for model in catalogue if model is not default]
+                installed = ", ".join(others[:10]) + (", …" if len(others) > 10 else "")
+                problem = (f"names no model in MODELS_DIR {self.models_dir} (installed: {installed or 'none'}), "
+                           "nor a folder or file here, nor a model hub id such as org/name: set SD_MODEL to one of "
+                           "those")
+            if problem:
+                raise StartupError(f"SD_MODEL {self.sd_model!r} {problem}")
+        elif problem := models.source_problem(default.source, BUILTIN_MODELS):  # a model of MODELS_DIR
+            named = f"SD_MODEL {self.sd_model!r}" if "sd_model" in self.model_fields_set else \
+                f"MODELS_DIR {self.models_dir}: the default model {default.name!r}"
+            raise StartupError(f"{named} (source {default.source!r}) {problem}")
+        if self.sd_upscaler and (problem := models.upscaler_problem(self.sd_upscaler)):
+            raise StartupError(f"SD_UPSCALER {self.sd_upscaler!r} {problem}")
+        return watched
 
     def bundled(self, what: str, source: str | None = None) -> list[Path]:
         """The folder of `what` (embeddings, loras) that comes inside a model's own folder (SD_MODEL's
@@ -127,7 +165,6 @@ class BotSettings(EngineSettings):
     sd_devices: str | None = None
     # Every this many seconds, log the event loop's lag (p50/p99/max); 0: off. For bench/loop_lag.py.
     loop_probe_seconds: float = Field(0.0, ge=0, le=3600)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("discord_token")
     @classmethod

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from dreambot import wire
 from dreambot.request import InvalidRequest
-from dreambot.settings import EngineSettings
+from dreambot.settings import EngineSettings, StartupError
 from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, Job, Loaded, Progress, Ready
 from engine.progress import JobCancelled, Preview
 
@@ -90,14 +90,24 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
         out.write(wire.encode(message))
         out.flush()
 
+    logging.getLogger("engine").setLevel(settings.log_level)
+    # A model that is not there, or not shaped like one, is said in one line before torch is even
+    # imported (the bot checked the same at its start; an operator may run this alone).
+    try:
+        watched = settings.checked_catalogue()
+    except StartupError as error:
+        line = f"invalid settings: {error}"
+        print(line, file=sys.stderr)
+        send(Fatal(message=line))
+        return 2
+
     from engine.cache import ModelCache, default_budget  # after the fd swap: importing torch may print
-    from engine.loading import resolve_device
+    from engine.loading import ModelLoadError, resolve_device
     from engine.pipeline import Engine
 
     _keep_prompts_out_of_the_log()
 
     try:
-        watched = settings.watched_catalogue()
         budget = int(settings.model_cache_gb * 1024 ** 3) if settings.model_cache_gb else \
             default_budget(resolve_device(settings.sd_device))
         # One scan of the models, the LoRAs and the embeddings for every model this engine loads.
@@ -107,8 +117,18 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
                                                     installed=installed), budget)
         cache.hold(engine)
     except Exception as error:
-        log.exception("the engine could not start")
-        send(Fatal(message=str(error)))
+        torch = sys.modules.get("torch")  # loaded by now; this module never imports it
+        out_of_memory = torch is not None and isinstance(error, torch.OutOfMemoryError)
+        if isinstance(error, ModelLoadError | OSError) or out_of_memory:
+            # The model's files or the device: the operator's to fix, said in one line (the bot shows
+            # it); the traceback only at LOG_LEVEL=DEBUG.
+            reason = str(error) if isinstance(error, ModelLoadError) else f"{type(error).__name__}: {error}"
+            log.error("the engine could not start: %s", reason)
+            log.debug("the engine could not start", exc_info=True)
+        else:  # a bug, ours or a library's: the whole traceback
+            reason = f"{type(error).__name__}: {error}"
+            log.exception("the engine could not start")
+        send(Fatal(message=reason))
         return 1
     send(Ready(model=engine.model, device=str(engine.device), dtype=str(engine.dtype).removeprefix("torch."),
                safety_checker=engine.safety.name, protocol=PROTOCOL_VERSION))

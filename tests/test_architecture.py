@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("bot", "bot.outcome", "bot.store", "bot.images", "bot.fingerprint", "bot.prompt_filter", "bot.styles",
                 "bot.replies")),
     ("members' text", ("bot.render",)),
+    ("help pages", ("bot.help",)),
     ("engine client, attachments", ("bot.engine_client", "bot.attachments")),
     ("queue, moderation, requests", ("bot.queue", "bot.moderation", "bot.modlog", "bot.requests")),
     ("views", ("bot.views",)),

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, TypeVar
 
 import discord
 from discord import app_commands
@@ -20,7 +20,7 @@ from bot.delivery import Origin
 from bot.moderation import Refused, check_source, from_source, reachable_from
 from bot.queue import QueueFull, Reservation
 from bot.replies import reply_privately
-from bot.requests import from_options, pick_model, prompts, size_of, source_picture, styled
+from bot.requests import from_options, pick_model, prompts, size_of, source_picture, startable, styled
 from bot.store import JobRow
 from bot.views import ASPECT_CHOICES, SAMPLER_CHOICES, member_defaults, model_choices
 from dreambot.prompt import MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 # The request, notes on what was done to the member's pictures, and (job, picture) it started from.
 Built = tuple[GenerateRequest, tuple[str, ...], tuple[Optional[int], Optional[int]]]
 Build = Callable[[], Awaitable[Built]]
+
+T = TypeVar("T")
+# The checks that run before the public "thinking…" get this long; past it the bot defers first and
+# finishes them after (Discord drops an interaction not answered within 3 seconds).
+DEFER_DEADLINE_SECONDS = 2.0
 
 Range = app_commands.Range
 # Bounds that come from the operator's settings are set per bot when the cog is made (`_bound`);
@@ -133,13 +138,20 @@ class Dream(commands.Cog):
         model: Optional[str] = None,
         aspect: Optional[str] = None,
     ) -> None:
+        async def check() -> None:
+            if image is None and strength is not None:
+                raise InvalidRequest("Strength only applies with an image to start from; attach one or leave "
+                                     "strength out.")
+            if image is not None:
+                self.declared(image, "The image")
+            await self.request(interaction, prompt, negative, steps, guidance, seed, sampler, style, lora=lora,
+                               lora_weight=lora_weight, model=model, num_images=1 if count is None else count,
+                               size=(width, height, aspect) if image is None else None)
+
         async def build() -> Built:
             notes = []
             fields: dict = {"num_images": 1 if count is None else count}
             if image is None:
-                if strength is not None:
-                    raise InvalidRequest("Strength only applies with an image to start from; attach one or leave "
-                                         "strength out.")
                 fields["size"] = (width, height, aspect)
             else:
                 fitted, notice = await asyncio.to_thread(self.fit, await self.load_picture(image, "The image"))
@@ -150,13 +162,13 @@ class Dream(commands.Cog):
             return await self.request(interaction, prompt, negative, steps, guidance, seed, sampler, style, lora=lora,
                                       lora_weight=lora_weight, model=model, **fields), tuple(notes), (None, None)
 
-        await self.start(interaction, build, "dream", (prompt, negative))
+        await self.start(interaction, check, build, "dream", (prompt, negative))
 
     @app_commands.command(name="inpaint", description="Repaint the white part of a mask on your image or a result")
     @app_commands.describe(
         image="The picture to change: PNG, JPEG, WebP or GIF (or give job)",
         job="Or the job number of a result to change (shown under it)",
-        picture="With job: which of its pictures, 1-4 (default 1)",
+        picture="With job: which of its pictures, from 1 (default 1)",
         mask="Same size as the image: white where to repaint, black where to keep",
         prompt="What to paint in the masked area (default: the job's prompt)",
         strength=f"How much of the masked area to repaint, 0.01-1 (default {Mode.INPAINT.default_strength:g})",
@@ -182,6 +194,11 @@ class Dream(commands.Cog):
         lora_weight: Optional[LoraWeight] = None,
         model: Optional[str] = None,
     ) -> None:
+        async def check() -> None:
+            self.declared(mask, "The mask")
+            await self.options(interaction, image, job, picture, prompt, negative, steps, guidance, seed, sampler,
+                               style, lora=lora, lora_weight=lora_weight, model=model)
+
         async def build() -> Built:
             source, parent, index = await self.starting_picture(interaction, image, job, picture)
             said, negative_said = prompts(prompt, negative, parent)
@@ -196,13 +213,13 @@ class Dream(commands.Cog):
                                    image=await as_png(fitted), mask=await as_png(fitted_mask), strength=strength)
             return request, notes, (parent and parent.id, index)
 
-        await self.start(interaction, build, "inpaint", (prompt, negative))
+        await self.start(interaction, check, build, "inpaint", (prompt, negative))
 
     @app_commands.command(name="outpaint", description="Extend your image or a result beyond its edges")
     @app_commands.describe(
         image="The picture to extend: PNG, JPEG, WebP or GIF (or give job)",
         job="Or the job number of a result to extend (shown under it)",
-        picture="With job: which of its pictures, 1-4 (default 1)",
+        picture="With job: which of its pictures, from 1 (default 1)",
         prompt="What the extended picture shows (default: the job's prompt)",
         direction="Which side to extend (default: all)",
         amount="How many pixels to add, a multiple of 8 (default: a quarter of the picture)",
@@ -229,13 +246,18 @@ class Dream(commands.Cog):
         lora_weight: Optional[LoraWeight] = None,
         model: Optional[str] = None,
     ) -> None:
-        async def build() -> Built:
-            side = direction or "all"
+        side = direction or "all"
+
+        async def check() -> None:
             if side not in DIRECTIONS:
                 raise InvalidRequest(f"Unknown direction {side!r}; choose one of: {', '.join(DIRECTIONS)}.")
             if amount is not None and amount % 8:
                 raise InvalidRequest(f"The amount must be a multiple of 8 (got {amount}; "
                                      f"try {amount - amount % 8 or 8}).")
+            await self.options(interaction, image, job, picture, prompt, negative, steps, guidance, seed, sampler,
+                               style, lora=lora, lora_weight=lora_weight, model=model)
+
+        async def build() -> Built:
             source, parent, index = await self.starting_picture(interaction, image, job, picture)
             said, negative_said = prompts(prompt, negative, parent)
             if amount is None:
@@ -254,13 +276,13 @@ class Dream(commands.Cog):
                                    image=await as_png(fitted), direction=side, amount=grow)
             return request, tuple(n for n in (notice,) if n), (parent and parent.id, index)
 
-        await self.start(interaction, build, "outpaint", (prompt, negative))
+        await self.start(interaction, check, build, "outpaint", (prompt, negative))
 
     @app_commands.command(name="interpolate", description="Animate from one prompt (or seed) to another, as a GIF")
     @app_commands.describe(
         prompt="Where the animation starts (default: the job's prompt)",
         job="Or start from a result: its job number (its prompt and seed)",
-        picture="With job: which of its pictures, 1-4 (default 1)",
+        picture="With job: which of its pictures, from 1 (default 1)",
         end_prompt="Where it ends (default: the same prompt, with end_seed)",
         end_seed="The seed it ends on (default: the start seed)",
         frames=f"Number of frames (default {DEFAULT_FRAMES})",
@@ -295,8 +317,9 @@ class Dream(commands.Cog):
         async def build() -> Built:
             parent = index = None
             start_seed, size = seed, (width, height, aspect)
-            if job is not None:
-                parent, index, _ = await self.earlier_result(interaction, job, picture)
+            if job is not None:  # its prompt and seed, not its picture: nothing to read from disk
+                parent, index = await self.result_to_start_from(interaction, job), 0 if picture is None else picture - 1
+                startable(parent, index)
                 if start_seed is None:
                     assert parent.request.seed is not None
                     start_seed = picture_seed(parent.request.seed, index)  # that picture's own seed
@@ -310,46 +333,56 @@ class Dream(commands.Cog):
                                          frames=DEFAULT_FRAMES if frames is None else frames, size=size)
             return request, (), (parent and parent.id, index)
 
-        await self.start(interaction, build, "interpolate", (prompt, negative, end_prompt))
+        # Every check is cheap here (no attachment, no picture read): building the request is the check.
+        await self.start(interaction, build, build, "interpolate", (prompt, negative, end_prompt))
 
     # -- the path every command takes ------------------------------------------------------------
 
-    async def start(self, interaction: discord.Interaction, build: Build, action: str,
-                    texts: tuple[Optional[str], ...] = ()) -> None:
-        """Defer, refuse what can be refused cheaply (a ban, the prompt filter on the words given, the
-        member's limits, the cooldown) before downloading anything, then build and check the request
-        and run the job."""
-        # Defer before anything else: Discord allows 3 seconds for the first answer.
-        await interaction.response.defer(thinking=True)
+    async def start(self, interaction: discord.Interaction, check: Callable[[], Awaitable[object]], build: Build,
+                    action: str, texts: tuple[Optional[str], ...] = ()) -> None:
+        """Refuse what can be refused before anyone sees anything (a ban, the prompt filter on the words
+        given, the member's limits and cooldown, every option: `check`), privately; only then show the
+        public "thinking…", download the pictures, build the request and run the job."""
         runner = self.bot.runner
         origin = Origin(user=interaction.user, channel=interaction.channel, guild_id=interaction.guild_id,
                         interaction=interaction)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEFER_DEADLINE_SECONDS
+
+        async def in_time(step: Awaitable[T]) -> T:
+            """`step`, deferring (publicly) first if it has not finished by the deadline: a slow check
+            (a busy prompt filter, say) must not cost the answer Discord waits 3 seconds for."""
+            task = asyncio.ensure_future(step)
+            if not interaction.response.is_done():
+                done, _ = await asyncio.wait({task}, timeout=max(deadline - loop.time(), 0.0))
+                if not done:
+                    log.info("/%s: checks took over %.1f s; deferred before they ended", action,
+                             DEFER_DEADLINE_SECONDS)
+                    await interaction.response.defer(thinking=True)
+            return await task
+
         try:
             prompt, negative, end = (*texts, None, None, None)[:3]
-            await runner.admit(origin, GenerateRequest(prompt=prompt or "", negative_prompt=negative or "",
-                                                       end_prompt=end))
+            await in_time(runner.admit(origin, GenerateRequest(prompt=prompt or "", negative_prompt=negative or "",
+                                                               end_prompt=end)))
             with self.bot.queue.reserve(interaction.user.id) as reservation:  # held while we download
+                await in_time(options_typed(action, check()))
+                if not interaction.response.is_done():
+                    await interaction.response.defer(thinking=True)
                 await self.prepare_and_run(interaction, origin, build, action, reservation)
         except Refused as refusal:
             await reply_privately(interaction, f"🚫 {refusal}")
-        except InvalidRequest as error:  # a LoRA that is not installed, named in the prompt as typed
+        except (AttachmentError, InvalidRequest) as error:
             await reply_privately(interaction, f"⚠️ {error}")
         except QueueFull as full:
             await reply_privately(interaction, f"⏳ {full}")
 
     async def prepare_and_run(self, interaction: discord.Interaction, origin: Origin, build: Build, action: str,
                               reservation: Reservation) -> None:
+        """After the deferral: the pictures downloaded and checked, the request built (AttachmentError,
+        InvalidRequest: answered by `start`), the job run."""
         runner = self.bot.runner
-        try:
-            request, notes, (parent_job_id, parent_image) = await build()
-        except (AttachmentError, InvalidRequest) as error:
-            await reply_privately(interaction, f"⚠️ {error}")
-            return
-        except TypeError:
-            # A Discord-compatible server that sends text for a number; logged in case it is our bug.
-            log.warning("/%s: an option of the wrong type", action, exc_info=True)
-            await reply_privately(interaction, "⚠️ One of the options has a value of the wrong type.")
-            return
+        request, notes, (parent_job_id, parent_image) = await options_typed(action, build())
         request, policy = await runner.admit(origin, request)  # Refused, InvalidRequest: answered by start()
         if parent_job_id is not None and request.mode is not Mode.INTERPOLATE:
             source = await self.bot.store.get_job(parent_job_id)
@@ -412,15 +445,46 @@ class Dream(commands.Cog):
                                                value=adapter.name))
         return choices[:25]
 
+    async def options(self, interaction: discord.Interaction, image: Optional[discord.Attachment],
+                      job: Optional[int], picture: Optional[int], prompt, negative, steps, guidance, seed, sampler,
+                      style, *, lora, lora_weight, model) -> None:
+        """The options of a command that starts from a picture, checked before anything is fetched:
+        one picture (an attachment or a result), one this member may start from, and every other
+        option as a request would read them. Raises InvalidRequest or AttachmentError."""
+        if (image is None) == (job is None):
+            raise InvalidRequest("Attach an image, or give the job number of a result to start from (not both).")
+        parent = None
+        if image is not None:
+            self.declared(image, "The image")
+        else:
+            assert job is not None
+            parent = await self.result_to_start_from(interaction, job)
+            startable(parent, 0 if picture is None else picture - 1)
+        said, negative_said = prompts(prompt, negative, parent)
+        await self.request(interaction, said, negative_said, steps, guidance, seed, sampler, style, lora=lora,
+                           lora_weight=lora_weight, model=model)
+
+    def declared(self, attachment: discord.Attachment, what: str) -> None:
+        """An attachment's link and declared size, before fetching it (`attachments.declared`)."""
+        attachments.declared(attachment, max_bytes=int(self.bot.settings.max_attachment_mb * 1_000_000), what=what,
+                             allowed_origins=attachments.attachment_origins(self.bot.settings.discord_api_base))
+
+    async def result_to_start_from(self, interaction: discord.Interaction, job_id: int) -> JobRow:
+        """A result of this server's history this member may start from (a `job` option)."""
+        job = await self.bot.store.get_job(job_id)
+        # A job this member may not see reads like one that never was: its number says nothing to a prober.
+        if job is None or not await reachable_from(self.bot.store, job, interaction):
+            raise InvalidRequest(f"There is no job {job_id} in this server's history to start from.")
+        if job.deleted_at is not None:
+            raise InvalidRequest(f"Job {job_id}'s result was deleted, so nothing can start from it.")
+        if job.request.mode is Mode.INTERPOLATE:
+            raise InvalidRequest(f"Job {job_id} is an animation; start from a picture.")
+        return job
+
     async def earlier_result(self, interaction: discord.Interaction, job_id: int, picture: Optional[int]
                              ) -> tuple[JobRow, int, bytes]:
         """A result of this server's history to start from (a `job` option): its row and picture."""
-        job = await self.bot.store.get_job(job_id)
-        # An erased job reads like one that never was: its number says nothing to whoever probes it.
-        if job is None or job.deleted_at is not None or not await reachable_from(self.bot.store, job, interaction):
-            raise InvalidRequest(f"There is no job {job_id} in this server's history to start from.")
-        if job.request.mode is Mode.INTERPOLATE:
-            raise InvalidRequest(f"Job {job_id} is an animation; start from a picture.")
+        job = await self.result_to_start_from(interaction, job_id)
         index = 0 if picture is None else picture - 1
         return job, index, await source_picture(self.bot.images, job, index)
 
@@ -459,6 +523,16 @@ class Dream(commands.Cog):
             raise InvalidRequest(f"That much outpainting leaves no room under this server's size limit of "
                                  f"{settings.max_width}×{settings.max_height}; use a smaller amount.")
         return attachments.fit_size(image, max_width=width, max_height=height, min_size=MIN_SIZE)
+
+
+async def options_typed(action: str, step: Awaitable[T]) -> T:
+    """`step`, with a TypeError from reading the options said as the member's problem: a
+    Discord-compatible server that sends text for a number (logged in case it is our bug)."""
+    try:
+        return await step
+    except TypeError:
+        log.warning("/%s: an option of the wrong type", action, exc_info=True)
+        raise InvalidRequest("One of the options has a value of the wrong type.") from None
 
 
 async def as_png(image) -> bytes:

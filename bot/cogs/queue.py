@@ -60,8 +60,9 @@ class Queue(commands.Cog):
         visible = await may_reach(self.bot.store, job, interaction.user, interaction.channel, interaction.guild_id,
                                   interaction.permissions)
         said = f" · {render.clip(render.escape(job.request.prompt), 80)}" if visible else ""
-        step = f" · step {ticket.step[0]} of {ticket.step[1]}" if ticket and ticket.step else ""
-        return f"{marker} Job {job.id} · <@{job.user_id}> · {job.request.mode}{step}{said}"
+        done = f" · {100 * ticket.step[0] // max(ticket.step[1], 1)} %" if ticket and ticket.step else ""
+        return (f"{marker} Job {job.id} · <@{job.user_id}> · {job.request.mode}{done} · asked "
+                f"{render.when(job.created_at, 'R')}{said}")
 
 
 async def setup(bot: DreamBot) -> None:

@@ -1,9 +1,10 @@
 """What members do with a posted result besides its buttons (`bot.views`, `bot.actions`):
-reactions that do what the buttons do, and /info or the "Dream info" message command to read
-everything needed to make it again."""
+reactions that do what the buttons do, the Edit button's form when it is submitted, and /info or
+the "Dream info" message command to read everything needed to make it again."""
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from discord.ext import commands
 from bot import render
 from bot.moderation import reachable_from
 from bot.store import JobRow
-from bot.views import ResultButton
+from bot.views import EditModal, ResultButton
 
 if TYPE_CHECKING:
     from bot.bot import DreamBot
@@ -56,8 +57,20 @@ class Results(commands.Cog):
         if job.deleted_at is not None:
             await interaction.response.send_message(f"Job {job.id}'s result was deleted.", ephemeral=True)
             return
-        text = render.info(job, origin=render.origin(job.action, job.parent_job_id, job.parent_image))
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        text = render.info(job, origin=render.origin(job.action, job.parent_job_id, job.parent_image),
+                           mine=interaction.user.id == job.user_id)
+        # Prompts too long for the message come whole in a file: what is shown is never silently cut.
+        files = [discord.File(io.BytesIO(render.prompts_file(job).encode()), filename=f"job-{job.id}-prompts.txt")] \
+            if render.prompts_clipped(job) else []
+        await interaction.response.send_message(text, ephemeral=True, files=files,
+                                                allowed_mentions=discord.AllowedMentions.none())
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # discord.py routes a modal's submit only to a modal object it keeps in memory; the Edit
+        # form's is routed here by its custom id, so one opened before a restart still works.
+        if interaction.type is discord.InteractionType.modal_submit:
+            await EditModal.submitted(interaction)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:

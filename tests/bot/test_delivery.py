@@ -176,7 +176,55 @@ async def test_a_job_waiting_for_its_model_says_so_then_shows_its_steps(monkeypa
     notice.progressed(Progress(job_id=7, step=1, total=20))
     while len(shown) < 2:
         await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    notice.progressed(Progress(job_id=7, step=11, total=20))  # ten steps in about 0.2 s: 9 more, 0.18 s
+    while len(shown) < 3:
+        await asyncio.sleep(0.01)
+    notice.progressed(Progress(job_id=7, step=20, total=20))
+    while len(shown) < 4:
+        await asyncio.sleep(0.01)
     ticket.result.set_result(None)
     await pump
     assert shown[0] == "📦 Job 7: loading the model anime (about 12 s); it starts right after."
-    assert shown[1].startswith("🖌️ Job 7: step 1 of 20")
+    assert shown[1:] == ["🖌️ Job 7: ▱▱▱▱▱▱▱▱▱▱▱▱ 5 % · starting", "🖌️ Job 7: ▰▰▰▰▰▰▱▱▱▱▱▱ 55 % · about 1 s left",
+                         "🖌️ Job 7: ▰▰▰▰▰▰▰▰▰▰▰▰ 100 % · finishing"]
+
+
+async def test_the_progress_bar_and_the_time_left() -> None:
+    from bot import render
+
+    assert render.running(3, 0, 25, None) == "🖌️ Job 3: ▱▱▱▱▱▱▱▱▱▱▱▱ 0 % · starting"
+    assert render.running(3, 12, 25, 20.4) == "🖌️ Job 3: ▰▰▰▰▰▱▱▱▱▱▱▱ 48 % · about 20 s left"
+    assert render.running(3, 24, 25, 130) == "🖌️ Job 3: ▰▰▰▰▰▰▰▰▰▰▰▱ 96 % · about 2 min left"
+    assert render.running(3, 8, 8, 0) == "🖌️ Job 3: ▰▰▰▰▰▰▰▰▰▰▰▰ 100 % · finishing"
+
+
+async def test_the_first_notice_is_not_sent_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queued notice is shown once; keep_fresh edits it only when its place or wait changes."""
+    from types import SimpleNamespace
+
+    from bot import delivery, render
+    from bot.delivery import Delivery, Origin
+
+    monkeypatch.setattr(delivery, "EDIT_SECONDS", 0.01)
+    shown: list[str] = []
+
+    async def edit_original_response(content: str, **_) -> None:
+        shown.append(content)
+
+    origin = Origin(user=SimpleNamespace(id=1, mention="<@1>"), channel=None, guild_id=None,
+                    interaction=SimpleNamespace(edit_original_response=edit_original_response))
+    notice = Delivery(origin)
+    place = {"position": 1}
+    queue = SimpleNamespace(position=lambda job_id: place["position"], estimate=lambda position: 30.0)
+    await notice.show(render.queued(7, 1, 30.0))
+    ticket = SimpleNamespace(job=SimpleNamespace(job_id=7), result=asyncio.get_running_loop().create_future())
+    pump = asyncio.create_task(notice.keep_fresh(queue, ticket, ()))
+    await asyncio.sleep(0.2)
+    assert shown == [render.queued(7, 1, 30.0)]  # nothing changed: nothing sent again
+    place["position"] = 0
+    while len(shown) < 2:
+        await asyncio.sleep(0.01)
+    ticket.result.set_result(None)
+    await pump
+    assert shown[1] == render.queued(7, 0, 30.0)

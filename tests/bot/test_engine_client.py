@@ -6,7 +6,11 @@ import asyncio
 import os
 import sys
 import textwrap
+from pathlib import Path
 
+import pytest
+
+from bot import engine_client
 from bot.engine_client import EngineClient, engine_environment
 from bot.outcome import Failure, FailureKind
 from dreambot.request import GenerateRequest
@@ -21,8 +25,18 @@ ENGINE = textwrap.dedent("""
     out = sys.stdout.buffer
     def send(m):
         out.write(wire.encode(m)); out.flush()
+    if "STARTS" in os.environ:  # one line per start
+        with open(os.environ["STARTS"], "a") as starts:
+            starts.write("started\\n")
+        attempt = len(open(os.environ["STARTS"]).readlines())
     if mode == "fatal":
         send(Fatal("SD_MODEL 'x' is not a model")); sys.exit(1)
+    if mode == "fatal-varies":  # a different reason each time: it may be passing trouble
+        send(Fatal(f"attempt {attempt} failed")); sys.exit(1)
+    if mode == "exit":  # gone before Ready, saying nothing
+        sys.exit(3)
+    if mode == "slow-start":
+        time.sleep(1)
     version = PROTOCOL_VERSION - 1 if mode == "old" else PROTOCOL_VERSION
     send(Ready(model="stand-in", device="cpu", dtype="float32", safety_checker="none", protocol=version))
     for line in sys.stdin.buffer:
@@ -46,6 +60,8 @@ ENGINE = textwrap.dedent("""
                     send(EngineError(each.job_id, "no such thing", "invalid"))
                 else:
                     send(GenerateResult(each.job_id, (), each.request.seed, 8, 8, "stand-in"))
+        elif mode == "die":  # a job that takes the engine down with it
+            os._exit(3)
         elif mode == "wrong-job":
             send(GenerateResult(job.job_id + 1, (), 1, 8, 8, "stand-in"))
             send(GenerateResult(job.job_id, (), 1, 8, 8, "stand-in"))
@@ -203,3 +219,99 @@ async def test_each_engine_takes_the_next_job_when_it_is_free(tmp_path) -> None:
         for engine in engines:
             await engine.close()
         await store.close()
+
+
+@pytest.fixture
+def quick_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_client, "RESTART_DELAYS", (0.05,) * 5)
+
+
+def starts(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def test_an_engine_that_fails_to_start_twice_the_same_way_stays_down(tmp_path: Path, quick_restarts) -> None:
+    told = []
+    engine = EngineClient({**os.environ, "MODE": "fatal", "STARTS": str(tmp_path / "starts")},
+                          command=[sys.executable, "-c", ENGINE], on_down=told.append)
+    engine.start()
+    try:
+        for _ in range(400):
+            if engine.down is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.down == "SD_MODEL 'x' is not a model" and told == [engine.down]
+        await asyncio.sleep(0.5)  # no third start
+        assert starts(tmp_path / "starts") == 2 and engine.pid is None and engine.starting is None
+        failed(await asyncio.wait_for(engine.generate(JOB), 1), FailureKind.UNAVAILABLE, "SD_MODEL 'x' is not a model")
+    finally:
+        await engine.close()
+
+
+async def test_an_engine_that_exits_before_ready_twice_stays_down(tmp_path: Path, quick_restarts) -> None:
+    engine = EngineClient({**os.environ, "MODE": "exit", "STARTS": str(tmp_path / "starts")},
+                          command=[sys.executable, "-c", ENGINE])
+    engine.start()
+    try:
+        for _ in range(400):
+            if engine.down is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.down == "the engine process exited with code 3 before it was ready"
+        assert starts(tmp_path / "starts") == 2
+    finally:
+        await engine.close()
+
+
+async def test_an_engine_failing_in_different_ways_is_still_restarted(tmp_path: Path, quick_restarts) -> None:
+    engine = EngineClient({**os.environ, "MODE": "fatal-varies", "STARTS": str(tmp_path / "starts")},
+                          command=[sys.executable, "-c", ENGINE])
+    engine.start()
+    try:
+        for _ in range(600):
+            if starts(tmp_path / "starts") >= 4:
+                break
+            await asyncio.sleep(0.05)
+        assert starts(tmp_path / "starts") >= 4 and engine.down is None
+    finally:
+        await engine.close()
+
+
+async def test_an_engine_that_crashes_after_ready_is_restarted_each_time(tmp_path: Path, quick_restarts) -> None:
+    told = []
+    engine = EngineClient({**os.environ, "MODE": "die", "STARTS": str(tmp_path / "starts")},
+                          command=[sys.executable, "-c", ENGINE], on_down=told.append)
+    engine.start()
+    try:
+        for _ in range(3):  # the same crash three times in a row: a job's fault, not the start's
+            await asyncio.wait_for(engine.wait_ready(), 20)
+            failed(await asyncio.wait_for(engine.generate(JOB), 20), FailureKind.CRASHED, "exited with code 3")
+        await asyncio.wait_for(engine.wait_ready(), 20)
+        assert starts(tmp_path / "starts") == 4 and engine.down is None and told == []
+    finally:
+        await engine.close()
+
+
+async def test_a_start_is_shown_while_it_lasts_and_measured(tmp_path: Path) -> None:
+    measured = []
+
+    async def remember(seconds: float) -> None:
+        measured.append(seconds)
+
+    engine = EngineClient({**os.environ, "MODE": "slow-start", "SD_MODEL": str(tmp_path / "anime.safetensors")},
+                          command=[sys.executable, "-c", ENGINE], expected_start=42.0, on_started=remember)
+    assert engine.starting is None  # not started yet
+    engine.start()
+    try:
+        for _ in range(200):
+            if engine.starting is not None:
+                break
+            await asyncio.sleep(0.02)
+        model, left = engine.starting
+        assert model == "anime" and 40.0 < left <= 42.0  # the model's name, never its path; the time left
+        await asyncio.wait_for(engine.wait_ready(), 20)
+        assert engine.starting is None
+        assert len(measured) == 1 and 1.0 <= measured[0] < 20 and engine.expected_start == measured[0]
+    finally:
+        await engine.close()
+

@@ -25,7 +25,7 @@ async def answer(interaction: Interaction) -> str:
 
 def previews(interaction: Interaction, after: float = 0.0) -> list:
     return [reply for reply in interaction.replies
-            if reply.kind == "edit" and reply.files and "step" in reply.content and reply.at > after]
+            if reply.kind == "edit" and reply.files and reply.content.startswith("🖌️") and reply.at > after]
 
 
 async def test_a_channel_that_loses_its_age_restriction_gets_no_more_previews(bot: BotProcess,
@@ -38,7 +38,8 @@ async def test_a_channel_that_loses_its_age_restriction_gets_no_more_previews(bo
     fake.set_nsfw(channel, False)
     await fake.post("the channel is public now", in_channel=channel)  # the bot hears CHANNEL_UPDATE first
     changed = time.monotonic()
-    await interaction.wait_for(lambda reply: "step" not in reply.content and reply.kind == "edit", timeout=120)
+    await interaction.wait_for(lambda reply: reply.kind == "edit" and not reply.content.startswith(("🖌️", "🎨", "📦")),
+                               timeout=120)  # the outcome
     # One edit may already have been on its way; none started after the bot knew.
     assert previews(interaction, after=changed + 1.0) == []
     assert rows(bot, "interaction_id = ?", interaction.id)[0]["nsfw_mode"] in ("off", "block")

@@ -59,7 +59,9 @@ def test_a_member_with_one_job_waits_at_most_one_job_per_other_member() -> None:
 
 @pytest.mark.parametrize(("limits", "submits", "message"), [
     ({"max_per_member": 2}, [(1, 7), (2, 7), (3, 7)], "You already have 2 jobs queued or running"),
-    ({"max_queued": 2}, [(1, 7), (2, 8), (3, 9)], r"The queue is full \(2 jobs\)"),
+    ({"max_per_member": 1}, [(1, 7), (2, 7)], "You already have 1 job queued or running"),
+    ({"max_queued": 2}, [(1, 7), (2, 8), (3, 9)], "The queue is full: it holds 2 jobs at most"),
+    ({"max_queued": 1}, [(1, 7), (2, 8)], "The queue is full: it holds 1 job at most"),
 ])
 def test_caps_refuse_with_when_to_try_again(limits, submits, message) -> None:
     queue = FairQueue(**limits)

@@ -74,3 +74,21 @@ def test_a_change_is_checked_and_stale_settings_never_block_it() -> None:
     assert checked_settings(sized, {"aspect": "1:1"}, CATALOGUE, STYLES, LIMITS).width is None
     assert usable(stale, CATALOGUE, STYLES, LIMITS) == MemberSettings()
     assert request(usable(stale, CATALOGUE, STYLES, LIMITS)).num_inference_steps == 25  # a job still runs
+
+
+async def test_the_edit_form_draws_wildcards_typed_in_it_by_its_seed(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from bot.requests import edited
+    from dreambot.request import GenerateRequest
+
+    (tmp_path / "animal.txt").write_text("fox\ncat\nowl\n")
+    source = GenerateRequest(prompt="a dog", seed=1, num_inference_steps=3)
+    job = SimpleNamespace(id=4, request=source, with_pictures=lambda image, mask: source)
+    drawn = {(await edited(None, Limits(), job, "a __animal__", "{blurry|dark}", str(seed), tmp_path)).prompt
+             for seed in range(12)}
+    assert drawn == {"a fox", "a cat", "a owl"}
+    again = [await edited(None, Limits(), job, "a __animal__", "", "7", tmp_path) for _ in range(2)]
+    assert again[0].prompt == again[1].prompt and again[0].seed == 7 and again[0].num_inference_steps == 3
+    with pytest.raises(InvalidRequest, match="__plant__"):
+        await edited(None, Limits(), job, "a __plant__", "", "7", tmp_path)

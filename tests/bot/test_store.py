@@ -399,6 +399,11 @@ OLD_ROWS = {
         (1, 2, 3, "sd15", "done", "dream", "block", 64, 64,
          '{"prompt": "a fox", "seed": 9, "width": 64, "height": 64, "mode": "txt2img"}'),
         GenerateRequest(prompt="a fox", seed=9, width=64, height=64)),
+    # Schema 8's jobs say nothing of how their prompt was read: /info leaves it unsaid.
+    8: ("user_id, guild_id, channel_id, model, status, action, nsfw_mode, width, height, request",
+        (1, 2, 3, "sd15", "done", "dream", "block", 64, 64,
+         GenerateRequest(prompt="a fox", seed=9, width=64, height=64, model="sd15").to_json()),
+        GenerateRequest(prompt="a fox", seed=9, width=64, height=64, model="sd15")),
 }
 
 
@@ -418,8 +423,35 @@ async def test_upgrading_from_every_earlier_schema_keeps_each_request_as_it_was(
     assert row.with_pictures(b"i" if picture_based else None, b"m" if expected.mode.needs_mask else None) \
         .validated(Limits()) is not None
     assert (row.user_id, row.guild_id, row.channel_id, row.model) == (1, 2, 3, "sd15")
+    assert (row.prompt_tokens, row.prompt_chunks) == (None, None)  # unknown before schema 9: left unsaid
     assert (row.width, row.height) == values[7:9]  # the size it was made at stays with the result
     # Jobs recorded now carry their request whole, a field of a newer release left out when read.
     newer = await store.create_job(expected, user_id=1, guild_id=2, channel_id=3, interaction_id=None, model="m")
     assert (await store.get_job(newer)).request == expected
+    await store.close()
+
+
+async def test_an_engines_start_is_remembered_per_model_and_device(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    store = await Store.open(path)
+    assert await store.engine_start_seconds("/models/anime", "cuda:0") is None
+    await store.set_engine_start_seconds("/models/anime", "cuda:0", 41.25)
+    await store.set_engine_start_seconds("/models/anime", "cuda:0", 38.5)  # the last start counts
+    await store.set_engine_start_seconds("/models/anime", "cpu", 300.0)
+    await store.close()
+    again = await Store.open(path)  # across a restart of the bot
+    assert await again.engine_start_seconds("/models/anime", "cuda:0") == 38.5
+    assert await again.engine_start_seconds("/models/anime", "cpu") == 300.0
+    assert await again.engine_start_seconds("/models/other", "cuda:0") is None
+    await again.close()
+
+
+async def test_the_servers_with_a_mod_log_are_listed(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    await store.set_guild_setting(2, "modlog_channel_id", 21, actor_id=9)
+    await store.set_guild_setting(1, "modlog_channel_id", 11, actor_id=9)
+    await store.set_guild_setting(3, "nsfw_mode", "off", actor_id=9)  # settings, but no mod-log
+    await store.set_guild_setting(4, "modlog_channel_id", 41, actor_id=9)
+    await store.set_guild_setting(4, "modlog_channel_id", None, actor_id=9)  # chosen, then turned off
+    assert await store.modlog_channels() == {1: 11, 2: 21}
     await store.close()

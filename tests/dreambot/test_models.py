@@ -12,7 +12,19 @@ from pathlib import Path
 import pytest
 
 from dreambot.errors import InvalidRequest
-from dreambot.models import ASPECTS, ModelsError, Place, Watched, aspect_size, scan
+from dreambot.models import (
+    ASPECTS,
+    ModelsError,
+    Place,
+    Watched,
+    aspect_size,
+    is_hub_id,
+    scan,
+    source_problem,
+    start_estimate,
+    upscaler_problem,
+    weights_on_disk,
+)
 from dreambot.request import Limits
 
 # The keys (and shapes) that tell each family in the original checkpoint layout.
@@ -165,3 +177,86 @@ def test_a_channel_allows_models_by_name_in_any_case() -> None:
     only = Place(allowed=("Anime",))
     assert only.allows("anime") and not only.allows("base")
     assert only.refusal("base") == "The model “base” is not used in this channel; its moderators allow Anime here."
+
+
+# -- the start-up check of a model's source (`source_problem`, `upscaler_problem`) -------------------
+
+
+def whole(path: Path, pipeline: str = "StableDiffusionPipeline") -> Path:
+    """`folder` with a weight file in each part that has weights, as a finished download has."""
+    folder(path, pipeline)
+    for part in ("unet", "vae"):
+        (path / part / "diffusion_pytorch_model.safetensors").write_bytes(b"w" * 1000)
+        (path / part / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"w" * 500)  # a variant: not read
+    (path / "text_encoder" / "model.safetensors").write_bytes(b"w" * 200)
+    (path / "text_encoder" / "pytorch_model.bin").write_bytes(b"w" * 200)  # .safetensors is read instead
+    return path
+
+
+@pytest.mark.parametrize("source", ["stable-diffusion-v1-5/stable-diffusion-v1-5", "org/name", "a.b/c-d_e"])
+def test_a_hub_id_passes_as_it_is(source: str) -> None:
+    assert is_hub_id(source) and source_problem(source) is None
+
+
+@pytest.mark.parametrize("source", ["./no-such-model", "/no/such/model", "no-such.safetensors", "dir/x.ckpt",
+                                    "~/models/x", "../x", "a/b/c", "C:\\models\\x"])
+def test_a_path_that_does_not_exist_is_an_error(source: str) -> None:
+    assert not is_hub_id(source)
+    assert source_problem(source).startswith("does not exist (looked for ")
+
+
+def test_a_whole_model_passes_and_a_broken_one_is_named(tmp_path: Path) -> None:
+    assert source_problem(str(whole(tmp_path / "good"))) is None
+    assert source_problem("shapes", {"shapes": whole(tmp_path / "built-in")}) is None
+
+    incomplete = whole(tmp_path / "incomplete")
+    (incomplete / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    (incomplete / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    assert "lacks the weights in unet/" in source_problem(str(incomplete))
+    (incomplete / "vae" / "config.json").unlink()
+    (incomplete / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    (incomplete / "vae" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    (incomplete / "vae").rmdir()
+    assert "lacks the weights in unet/, vae/" in source_problem(str(incomplete))
+
+    parent = tmp_path / "models"
+    whole(parent / "inside")
+    said = source_problem(str(parent))
+    assert "without model_index.json" in said and "set MODELS_DIR to this folder" in said
+    assert "another kind (StableDiffusionLatentUpscalePipeline)" in source_problem(
+        str(whole(tmp_path / "upscaler", "StableDiffusionLatentUpscalePipeline")))
+
+
+def test_a_checkpoint_must_be_a_whole_model_of_a_known_family(tmp_path: Path) -> None:
+    sd1 = {UNET: [320, 4, 3, 3], VAE: [3, 128, 3, 3], SD1_CLIP: [49408, 768]}
+    assert source_problem(str(checkpoint(tmp_path / "anime.safetensors", sd1))) is None
+    assert "not a whole Stable Diffusion" in source_problem(str(checkpoint(tmp_path / "vae.safetensors",
+                                                                           {VAE: [3, 128, 3, 3]})))
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    assert "cannot be read as a checkpoint (cut short" in source_problem(str(tmp_path / "cut.safetensors"))
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    assert "empty file" in source_problem(str(tmp_path / "empty.ckpt"))
+    (tmp_path / "old.ckpt").write_bytes(b"PK")  # a pickle: only the engine opens it
+    assert source_problem(str(tmp_path / "old.ckpt")) is None
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "not a .safetensors or .ckpt checkpoint" in source_problem(str(tmp_path / "notes.txt"))
+
+
+def test_sd_upscaler_is_a_latent_upscaler_folder_or_a_hub_id(tmp_path: Path) -> None:
+    assert upscaler_problem("stabilityai/sd-x2-latent-upscaler") is None
+    assert upscaler_problem(str(whole(tmp_path / "up", "StableDiffusionLatentUpscalePipeline"))) is None
+    assert "not a latent upscaler" in upscaler_problem(str(whole(tmp_path / "sd")))
+    assert upscaler_problem("./no-upscaler").startswith("does not exist")
+    assert upscaler_problem(str(checkpoint(tmp_path / "up.safetensors", {VAE: [3, 128, 3, 3]}))).startswith(
+        "is a file")
+
+
+def test_a_start_is_estimated_from_the_weights_it_reads(tmp_path: Path) -> None:
+    model = whole(tmp_path / "model")
+    (model / "loras").mkdir()
+    (model / "loras" / "big.safetensors").write_bytes(b"l" * 10_000)  # the model's own LoRAs load later
+    assert weights_on_disk(str(model)) == 1000 + 1000 + 200  # each part once, no variant, no .bin twin
+    assert weights_on_disk("org/name") is None and start_estimate("org/name") is None
+    file = checkpoint(tmp_path / "anime.safetensors", {UNET: [320, 4, 3, 3]})
+    assert start_estimate(str(file)) == pytest.approx(15.0 + file.stat().st_size / 100e6)
+

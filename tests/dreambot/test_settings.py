@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dreambot.settings import DEFAULT_MODEL, BotSettings, EngineSettings, describe
+from dreambot.settings import DEFAULT_MODEL, BotSettings, EngineSettings, StartupError, describe
+from tests.dreambot.test_models import VAE, checkpoint, whole
 
 SECRET = "MTIzNDU2Nzg5.secret-token-value"
 
@@ -93,3 +94,78 @@ def test_one_engine_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert BotSettings().devices == ["auto"]
     monkeypatch.setenv("SD_DEVICES", " cuda:0, cuda:1 ")
     assert BotSettings().devices == ["cuda:0", "cuda:1"]
+
+
+# -- the models checked at start (`EngineSettings.checked_catalogue`) ------------------------------
+
+
+def checked(tmp_path: Path, **settings) -> str | None:
+    """The start-up check's complaint about these settings (None: it passes)."""
+    try:
+        EngineSettings(_env_file=None, models_dir=tmp_path / "models", **settings).checked_catalogue()
+    except StartupError as error:
+        return str(error)
+    return None
+
+
+def test_a_hub_id_and_a_whole_model_pass_the_start_check(tmp_path: Path) -> None:
+    assert checked(tmp_path) is None  # the default: a hub id, downloaded by the engine
+    assert checked(tmp_path, sd_model="org/some-model", sd_upscaler="stabilityai/sd-x2-latent-upscaler") is None
+    assert checked(tmp_path, sd_model="shapes") is None  # built in
+    assert checked(tmp_path, sd_model=str(whole(tmp_path / "mine"))) is None
+
+
+def test_a_wrong_sd_model_is_named_with_what_is_wrong_and_what_to_do(tmp_path: Path) -> None:
+    said = checked(tmp_path, sd_model="./no-such-model")
+    assert said.startswith("SD_MODEL './no-such-model' does not exist (looked for ")
+    assert "point it at a diffusers folder or a .safetensors or .ckpt file, or give a model hub id" in said
+    assert checked(tmp_path, sd_model="x.safetensors").startswith("SD_MODEL 'x.safetensors' does not exist")
+    vae = checkpoint(tmp_path / "vae.safetensors", {VAE: [3, 128, 3, 3]})
+    assert "is not a whole Stable Diffusion 1.x, 2.x or XL checkpoint" in checked(tmp_path, sd_model=str(vae))
+
+
+def test_a_name_that_is_no_model_lists_the_installed_ones(tmp_path: Path) -> None:
+    whole(tmp_path / "models" / "anime")
+    said = checked(tmp_path, sd_model="anmie")
+    assert said.startswith("SD_MODEL 'anmie' names no model in MODELS_DIR") and "(installed: anime)" in said
+    assert checked(tmp_path, sd_model="anime") is None
+
+
+def test_models_tomls_default_elsewhere_is_checked_too(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    whole(models / "base")
+    (models / "models.toml").write_text('default = "far"\n[models.far]\nsource = "/elsewhere/far.safetensors"\n')
+    said = checked(tmp_path)
+    assert said.startswith(f"MODELS_DIR {models}: the default model 'far' (source '/elsewhere/far.safetensors') "
+                           "does not exist")
+    (models / "models.toml").write_text('default = "far"\n[models.far]\nsource = "org/far"\n')
+    assert checked(tmp_path) is None
+
+
+def test_the_default_model_of_the_folder_must_be_whole(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    (whole(models / "base") / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    (models / "base" / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    assert checked(tmp_path) == (f"MODELS_DIR {models}: the default model 'base' (source '{models / 'base'}') lacks "
+                                 "the weights in unet/, which its model_index.json names: the copy or download is "
+                                 "incomplete; copy or download it again")
+    assert checked(tmp_path, sd_model="base").startswith(f"SD_MODEL 'base' (source '{models / 'base'}') lacks ")
+    assert checked(tmp_path, sd_model="org/other") is None  # the default is another model: the folder's load later
+
+
+def test_a_wrong_sd_upscaler_is_named(tmp_path: Path) -> None:
+    said = checked(tmp_path, sd_upscaler="./upscaler")
+    assert said.startswith("SD_UPSCALER './upscaler' does not exist") and "or leave it empty" in said
+
+
+def test_python_m_bot_stops_at_a_wrong_model_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_"))}
+    env.update(DISCORD_TOKEN=SECRET, SD_MODEL="./no-such-model")
+    done = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"invalid settings: SD_MODEL './no-such-model' does not exist (looked for {tmp_path / 'no-such-model'}): "
+        "point it at a diffusers folder or a .safetensors or .ckpt file, or give a model hub id such as org/name"]
+    assert not (tmp_path / "data").exists()  # stopped before opening the database
+

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dreambot import wire
@@ -55,10 +57,34 @@ def test_ready_progress_result_and_errors_keep_it_serving(tiny_model: Path) -> N
     assert all(isinstance(m, Ready | Loaded | Progress | GenerateResult | EngineError) for m in messages)
 
 
-def test_a_model_that_cannot_load_is_reported_once(tmp_path: Path) -> None:
-    messages = serve(tmp_path / "missing", [])
-    assert len(messages) == 1 and isinstance(messages[0], Fatal)
-    assert "is not an existing folder or checkpoint file" in messages[0].message
+def test_a_model_that_is_not_there_stops_it_with_one_line_before_loading_anything(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "engine", "serve"], input=b"", capture_output=True, timeout=60,
+                          env={**os.environ, "SD_MODEL": str(tmp_path / "missing")})
+    line = (f"invalid settings: SD_MODEL '{tmp_path / 'missing'}' does not exist (looked for {tmp_path / 'missing'}): "
+            "point it at a diffusers folder or a .safetensors or .ckpt file, or give a model hub id such as org/name")
+    assert done.returncode == 2 and done.stderr.decode().splitlines() == [line]
+    assert [wire.decode(out) for out in done.stdout.splitlines()] == [Fatal(message=line)]  # the bot's reason
+
+
+def broken_copy(model: Path, where: Path) -> Path:
+    """The model with its UNet's weights damaged (shaped like a model, but it cannot load)."""
+    shutil.copytree(model, where)
+    (where / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not really weights")
+    return where
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_a_model_that_cannot_load_is_one_line_and_its_traceback_is_for_debugging(tiny_model: Path, tmp_path: Path,
+                                                                                 level: str) -> None:
+    model = broken_copy(tiny_model, tmp_path / "broken")
+    done = subprocess.run([sys.executable, "-m", "engine", "serve"], input=b"", capture_output=True, timeout=300,
+                          env={**os.environ, "SD_MODEL": str(model), "LOG_LEVEL": level})
+    [fatal] = [wire.decode(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1 and isinstance(fatal, Fatal)
+    assert fatal.message.startswith(f"could not load SD_MODEL '{model}': ") and "\n" not in fatal.message
+    log = done.stderr.decode()
+    assert f"ERROR engine: the engine could not start: {fatal.message}" in log
+    assert ("Traceback" in log) is (level == "DEBUG")
 
 
 class Served:

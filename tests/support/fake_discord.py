@@ -6,7 +6,7 @@ context-menu commands, click buttons, react and post messages, each sent over th
 Discord would. Every REST call the bot makes is recorded, and the messages it creates are kept
 as Discord keeps them (edits applied, deletions marked), so later events can target them.
 Discord's rules that bots trip over in production are enforced (one answer per interaction, the
-first followup after a defer, message and command limits, the bot's own permissions).
+first followup after a defer, message, modal and command limits, the bot's own permissions).
 """
 
 from __future__ import annotations
@@ -70,6 +70,17 @@ PRIVATE_THREAD = 12
 APPLICATION_COMMAND = 2
 MESSAGE_COMPONENT = 3
 APPLICATION_COMMAND_AUTOCOMPLETE = 4
+MODAL_SUBMIT = 5
+
+# Interaction response types.
+MODAL = 9
+
+# Discord's limits on a modal and its text inputs.
+MODAL_TITLE_LIMIT = 45
+MODAL_ROWS = 5
+TEXT_INPUT_LABEL_LIMIT = 45
+TEXT_INPUT_LIMIT = 4000  # max_length, min_length and a pre-filled value
+PLACEHOLDER_LIMIT = 100
 
 SELECT_TYPES = (3, 5, 6, 7, 8)  # string, user, role, mentionable and channel selects
 
@@ -189,6 +200,17 @@ class Interaction:
     message_id: int | None = None  # the original response ("@original"), once there is one
     source_message_id: int | None = None  # component interactions: the message clicked
     followup_ids: list[int] = field(default_factory=list)  # messages created by followups
+    modal: dict | None = None  # the modal the bot answered with (response type 9), as sent
+    modal_closed: bool = False  # Discord closed that modal: a submit of it was answered
+    modal_of: Interaction | None = None  # a MODAL_SUBMIT: the interaction whose modal it submits
+
+    @property
+    def modal_values(self) -> dict[str, str]:
+        """The modal's text inputs by custom id, each with what it was pre-filled with ("" if nothing)."""
+        if self.modal is None:
+            raise AssertionError(f"interaction {self.id} was not answered with a modal")
+        return {c["custom_id"]: c.get("value") or "" for row in self.modal["components"]
+                for c in row.get("components") or []}
 
     def first(self, kind: str) -> Reply | None:
         return next((reply for reply in self.replies if reply.kind == kind), None)
@@ -247,8 +269,9 @@ class FakeDiscord:
     `everyone_permissions`, `app_permissions`, `guild_owner_id`, `roles`, `members` and `bot_role`
     are the first server's.
 
-    Members act with invoke / invoke_message_command / invoke_user_command / click / select (each
-    returns the Interaction, whose replies the bot's answers fill), react / unreact and post: in the
+    Members act with invoke / invoke_message_command / invoke_user_command / click / select / submit
+    (each returns the Interaction, whose replies the bot's answers fill; `submit` fills in a modal the
+    bot answered one of them with), react / unreact and post: in the
     default channel, in another channel or thread of any server (`in_channel=`), in a DM with the bot
     (`invoke(..., in_dm=True)`), or where the message they act on is; an interaction carries its
     server's id, locale and permissions (the member's and the bot's). Guild commands are registered
@@ -611,6 +634,46 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": component["type"], "values": [str(v) for v in values]}
         return await self._interact(MESSAGE_COMPONENT, data, user, message=message)
 
+    async def submit(self, shown: Interaction, values: dict[str, str] | None = None, user: dict | None = None
+                     ) -> Interaction:
+        """The member the bot showed a modal to (in answer to `shown`, `shown.modal`) submits it, having typed
+        `values` by the text inputs' custom ids; the inputs not named keep what they were pre-filled with.
+        As Discord's client: only that member sees the modal, only one still open can be submitted (Discord
+        closes it once a submit is answered), and only with what its inputs accept (a required input filled,
+        lengths within bounds). Sent as Discord sends it: a MODAL_SUBMIT where `shown` happened, carrying
+        the message whose component opened the modal, if one did."""
+        modal = shown.modal
+        if modal is None:
+            raise AssertionError(f"interaction {shown.id} was not answered with a modal")
+        if user is not None and user["id"] != shown.user["id"]:
+            raise AssertionError(f"only {shown.user['username']} sees the modal {modal['custom_id']!r}, "
+                                 f"not {user['username']}")
+        if shown.modal_closed:
+            raise AssertionError(f"the modal {modal['custom_id']!r} was submitted and closed")
+        values = dict(values or {})
+        inputs = shown.modal_values
+        if set(values) - set(inputs):
+            raise AssertionError(f"the modal {modal['custom_id']!r} has no input {sorted(set(values) - set(inputs))}; "
+                                 f"it has {sorted(inputs)}")
+        rows = []
+        for row in modal["components"]:
+            typed = []
+            for text_input in row["components"]:
+                custom_id = text_input["custom_id"]
+                value = str(values.get(custom_id, inputs[custom_id]))
+                least, most = text_input.get("min_length", 0), text_input.get("max_length", TEXT_INPUT_LIMIT)
+                if not value and text_input.get("required", True):
+                    raise AssertionError(f"{custom_id!r} is required: Discord does not submit the modal empty")
+                if value and not least <= len(value) <= most:
+                    raise AssertionError(f"{custom_id!r} takes {least} to {most} characters, not {len(value)}")
+                typed.append({"type": 4, "custom_id": custom_id, "value": value})
+            rows.append({"type": 1, "components": typed})
+        source = self.messages.get(shown.source_message_id) if shown.source_message_id is not None else None
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        record = await self._interact(MODAL_SUBMIT, data, shown.user, message=source, channel_id=shown.channel_id,
+                                      modal_of=shown)
+        return record
+
     async def react(self, message_id: int, emoji: str, user: dict | None = None) -> dict:
         """A member adds reaction `emoji` ("🔁", or "name:id" for a custom emoji) to message `message_id`;
         returns the MESSAGE_REACTION_ADD data sent."""
@@ -930,7 +993,7 @@ class FakeDiscord:
     # -- interactions ----------------------------------------------------------------------------
 
     async def _interact(self, kind: int, data: dict, user: dict | None, message: Message | None = None, *,
-                        channel_id: int | None = None) -> Interaction:
+                        channel_id: int | None = None, modal_of: Interaction | None = None) -> Interaction:
         """INTERACTION_CREATE from `channel_id` (where `message` is, for a component): a text channel or
         thread of a server `user` is a member of, or `user`'s DM with the bot, as Discord sends it there."""
         if message is not None:
@@ -943,7 +1006,8 @@ class FakeDiscord:
         interaction_id = self.snowflake()
         token = f"token-{interaction_id}"
         record = Interaction(id=interaction_id, token=token, sent_at=time.monotonic(), type=kind, user=user,
-                             channel_id=channel_id, source_message_id=message.id if message else None)
+                             channel_id=channel_id, source_message_id=message.id if message else None,
+                             modal_of=modal_of)
         self.interactions[token] = record
         payload = {
             "id": str(interaction_id),
@@ -1287,6 +1351,17 @@ class FakeDiscord:
                 return _invalid(errors)
             self._record(record, Reply("callback", time.monotonic(), payload))
             return web.Response(status=204)
+        if kind == MODAL:
+            if record.type == MODAL_SUBMIT:
+                return _invalid({"type": _error("INTERACTION_RESPONSE_TYPE_INVALID",
+                                                "A modal submit cannot be answered with another modal.")})
+            errors = _modal_errors(data)
+            if errors:
+                return _invalid(errors)
+            record.modal = data
+            self._record(record, Reply("callback", time.monotonic(), payload))
+            return _json({"interaction": {"id": str(record.id), "type": record.type,
+                                          "response_message_loading": False, "response_message_ephemeral": False}})
         source = self._live(record.source_message_id)
         if kind in (6, 7) and source is None:
             return _invalid({"type": _error("INTERACTION_RESPONSE_TYPE_INVALID",
@@ -1315,6 +1390,8 @@ class FakeDiscord:
             record.message_id = source.id
         self._record(record, Reply("callback", time.monotonic(), payload, files,
                                    message_id=message.id if message else None))
+        if record.modal_of is not None:  # answered: Discord closes the modal
+            record.modal_of.modal_closed = True
         answer = {"interaction": {"id": str(record.id), "type": record.type,
                                   "response_message_loading": kind == 5,
                                   "response_message_ephemeral": bool(message and message.ephemeral)}}
@@ -1396,6 +1473,9 @@ class FakeDiscord:
             reference = payload.get("message_reference")
             referenced = None
             if reference and reference.get("type", 0) == 0 and reference.get("message_id"):
+                if not allowed & READ_MESSAGE_HISTORY:
+                    return _json({"message": "Cannot reply without permission to read message history",
+                                  "code": 160002}, status=400)
                 referenced = self._live(reference["message_id"])
                 if referenced is None or referenced.channel_id != channel_id or referenced.ephemeral:
                     referenced = None
@@ -1626,6 +1706,72 @@ def _message_errors(payload: dict, files: list[Upload]) -> dict:
             _put_error(errors, ("components",), "COMPONENT_CUSTOM_ID_DUPLICATED",
                        f"Component custom id {custom_id!r} cannot be duplicated")
         seen.add(custom_id)
+    return errors
+
+
+def _modal_errors(data: dict) -> dict:
+    """What Discord refuses in a modal (response type 9): its custom id and title, 1 to 5 action rows of
+    one text input each, and each input's custom id, style, label, lengths, pre-filled value and
+    placeholder. (Discord's newer Label components, type 18, are not modelled here.)"""
+    errors: dict = {}
+    custom_id, title, rows = data.get("custom_id"), data.get("title"), data.get("components")
+    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 100:
+        _put_error(errors, ("data", "custom_id"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+    if not isinstance(title, str) or not 1 <= len(title) <= MODAL_TITLE_LIMIT:
+        _put_error(errors, ("data", "title"), "BASE_TYPE_BAD_LENGTH",
+                   f"Must be between 1 and {MODAL_TITLE_LIMIT} in length.")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MODAL_ROWS:
+        _put_error(errors, ("data", "components"), "BASE_TYPE_BAD_LENGTH",
+                   f"Must be between 1 and {MODAL_ROWS} in length.")
+        rows = rows if isinstance(rows, list) else []
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        children = row.get("components") or []
+        if row.get("type") != 1:
+            _put_error(errors, ("data", "components", i, "type"), "COMPONENT_LAYOUT_INVALID",
+                       "A modal's top-level components must be action rows.")
+            continue
+        if len(children) != 1:
+            _put_error(errors, ("data", "components", i, "components"), "BASE_TYPE_BAD_LENGTH",
+                       "Must be between 1 and 1 in length.")
+        for j, text_input in enumerate(children):
+            where = ("data", "components", i, "components", j)
+            if text_input.get("type") != 4:
+                _put_error(errors, where + ("type",), "UNION_TYPE_CHOICES",
+                           "An action row in a modal holds a text input (type 4).")
+                continue
+            input_id = text_input.get("custom_id")
+            if not isinstance(input_id, str) or not 1 <= len(input_id) <= 100:
+                _put_error(errors, where + ("custom_id",), "BASE_TYPE_BAD_LENGTH",
+                           "Must be between 1 and 100 in length.")
+            elif input_id in seen:
+                _put_error(errors, where + ("custom_id",), "COMPONENT_CUSTOM_ID_DUPLICATED",
+                           f"Component custom id {input_id!r} cannot be duplicated")
+            seen.add(input_id if isinstance(input_id, str) else "")
+            if text_input.get("style") not in (1, 2):
+                _put_error(errors, where + ("style",), "BASE_TYPE_CHOICES",
+                           f"Value must be one of (1, 2) (got {text_input.get('style')}).")
+            label = text_input.get("label")
+            if not isinstance(label, str) or not 1 <= len(label) <= TEXT_INPUT_LABEL_LIMIT:
+                _put_error(errors, where + ("label",), "BASE_TYPE_BAD_LENGTH",
+                           f"Must be between 1 and {TEXT_INPUT_LABEL_LIMIT} in length.")
+            least, most = text_input.get("min_length", 0), text_input.get("max_length", TEXT_INPUT_LIMIT)
+            for name, number, lowest in (("min_length", least, 0), ("max_length", most, 1)):
+                if number > TEXT_INPUT_LIMIT:
+                    _put_error(errors, where + (name,), "NUMBER_TYPE_MAX",
+                               f"int value should be less than or equal to {TEXT_INPUT_LIMIT}.")
+                elif number < lowest:
+                    _put_error(errors, where + (name,), "NUMBER_TYPE_MIN",
+                               f"int value should be greater than or equal to {lowest}.")
+            if least > most:
+                _put_error(errors, where + ("min_length",), "BASE_TYPE_BAD_LENGTH",
+                           "min_length must not be greater than max_length.")
+            value = text_input.get("value")
+            if value and not least <= len(value) <= min(most, TEXT_INPUT_LIMIT):
+                _put_error(errors, where + ("value",), "BASE_TYPE_BAD_LENGTH",
+                           f"Must be between {least} and {min(most, TEXT_INPUT_LIMIT)} in length.")
+            if len(text_input.get("placeholder") or "") > PLACEHOLDER_LIMIT:
+                _put_error(errors, where + ("placeholder",), *_too_long(PLACEHOLDER_LIMIT))
     return errors
 
 

@@ -85,6 +85,43 @@ class PrivateView(discord.ui.View):
         await interaction.response.send_message(f"answered {interaction.message.id}", ephemeral=True)
 
 
+class AskModal(discord.ui.Modal, title="Tell me more"):
+    name = discord.ui.TextInput(label="Name", custom_id="name", default="Ada", max_length=20)
+    note = discord.ui.TextInput(label="Note", custom_id="note", style=discord.TextStyle.paragraph, required=False)
+
+    def __init__(self) -> None:
+        super().__init__(custom_id="ask-modal", timeout=300)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        if self.name.value == "again":  # Discord takes no modal in answer to a modal submit
+            try:
+                await interaction.response.send_modal(AskModal())
+            except discord.HTTPException as error:
+                interaction.client.errors.append(error)
+            await interaction.response.send_message("no modal on a modal", ephemeral=True)
+            return
+        on = interaction.message.id if interaction.message is not None else None
+        await interaction.response.send_message(f"{interaction.user.name}: {self.name.value!r} {self.note.value!r} "
+                                                f"on {on}")
+
+
+class AskView(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=300)
+
+    @discord.ui.button(label="Ask", custom_id="ask")
+    async def on_ask(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.send_modal(AskModal())
+
+
+@app_commands.command(name="ask", description="Ask with a modal, at once or from a button")
+async def ask(interaction: discord.Interaction, button: bool = False) -> None:
+    if button:
+        await interaction.response.send_message("press to answer", view=AskView())
+    else:
+        await interaction.response.send_modal(AskModal())
+
+
 @app_commands.command(name="paint", description="Answer with a picture and buttons")
 async def paint(interaction: discord.Interaction, prompt: str, image: discord.Attachment | None = None) -> None:
     data, text = b"\x89PNG not really", prompt
@@ -212,7 +249,7 @@ class Probe(discord.Client):
     def __init__(self) -> None:
         super().__init__(intents=discord.Intents.default())  # messages and reactions, not message content
         self.tree = app_commands.CommandTree(self)
-        for command in (paint, slow, legacy, secret, where, server, look, ignore, jobs, dream_info, wave):
+        for command in (paint, slow, legacy, secret, where, server, look, ignore, jobs, dream_info, wave, ask):
             self.tree.add_command(command)
         self.raw_reactions: list[discord.RawReactionActionEvent] = []
         self.cached_reactions: list[tuple[str, int]] = []
@@ -429,6 +466,115 @@ async def test_a_select_menu_choice(probe: Probe, fake: FakeDiscord) -> None:
     assert fake.message(message_id).content == "picked b"
     with pytest.raises(AssertionError, match="offers"):
         await fake.select(message_id, "pick", ["z"])
+
+
+# -- modals ----------------------------------------------------------------------------------------
+
+
+async def test_a_button_opens_a_modal_and_the_member_submits_it(probe: Probe, fake: FakeDiscord) -> None:
+    command = await fake.invoke("ask", button=True)
+    await command.wait_for(is_callback)
+    asker = fake.user("asker")
+    click = await fake.click(command.message_id, "ask", user=asker)
+    shown = await click.wait_for(is_callback)
+    assert shown.payload["type"] == 9 and click.message_id is None  # a modal is no message
+    assert (click.modal["custom_id"], click.modal["title"]) == ("ask-modal", "Tell me more")
+    assert click.modal_values == {"name": "Ada", "note": ""}
+    with pytest.raises(AssertionError, match="only asker sees"):
+        await fake.submit(click, {"note": "x"}, user=fake.user("snoop"))
+    with pytest.raises(AssertionError, match="is required"):
+        await fake.submit(click, {"name": ""})
+    with pytest.raises(AssertionError, match="takes 0 to 20 characters"):
+        await fake.submit(click, {"name": "x" * 21})
+    with pytest.raises(AssertionError, match="no input"):
+        await fake.submit(click, {"age": "3"})
+
+    submit = await fake.submit(click, {"note": "likes foxes"})  # the name as pre-filled
+    answer = await submit.wait_for(is_callback)
+    assert submit.type == 5 and submit.user == asker and submit.modal_of is click
+    assert submit.payload["data"] == {"custom_id": "ask-modal", "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": "name", "value": "Ada"}]},
+        {"type": 1, "components": [{"type": 4, "custom_id": "note", "value": "likes foxes"}]}]}
+    assert submit.payload["message"]["id"] == str(command.message_id)  # the message whose button opened it
+    assert answer.payload["type"] == 4 and answer.content == f"asker: 'Ada' 'likes foxes' on {command.message_id}"
+    assert click.modal_closed
+    with pytest.raises(AssertionError, match="submitted and closed"):
+        await fake.submit(click, {"note": "twice"})
+
+
+async def test_a_command_answers_with_a_modal_submitted_without_a_message(probe: Probe, fake: FakeDiscord) -> None:
+    command = await fake.invoke("ask")
+    await command.wait_for(is_callback)
+    submit = await fake.submit(command, {"name": "Grace"})
+    answer = await submit.wait_for(is_callback)
+    assert "message" not in submit.payload and answer.content == "member: 'Grace' '' on None"
+    assert submit.channel_id == command.channel_id
+
+
+async def test_a_modal_cannot_answer_a_modal_submit_or_a_deferred_interaction(probe: Probe, fake: FakeDiscord) -> None:
+    command = await fake.invoke("ask")
+    await command.wait_for(is_callback)
+    probe.errors.clear()
+    submit = await fake.submit(command, {"name": "again"})
+    answer = await submit.wait_for(is_callback)
+    assert answer.content == "no modal on a modal" and submit.modal is None
+    [error] = probe.errors
+    assert isinstance(error, discord.HTTPException) and error.status == 400 and error.code == 50035
+    probe.errors.clear()
+
+    deferred = await fake.invoke("ignore")
+    callback = f"/interactions/{deferred.id}/{deferred.token}/callback"
+    assert (await rest(fake, "POST", callback, json={"type": 5}))[0] == 200
+    status, body = await rest(fake, "POST", callback, json={"type": 9, "data": AskModal().to_dict()})
+    assert (status, body["code"], deferred.modal) == (400, 40060, None)
+
+
+def text_input(**changes) -> dict:
+    return {"type": 4, "custom_id": "f", "style": 1, "label": "Field", **changes}
+
+
+@pytest.mark.parametrize(
+    ("modal", "where"),
+    [
+        ({"title": "t" * 46}, ("data", "title")),
+        ({"custom_id": "c" * 101}, ("data", "custom_id")),
+        ({"components": []}, ("data", "components")),
+        ({"components": [{"type": 1, "components": [text_input(custom_id=f"f{i}")]} for i in range(6)]},
+         ("data", "components")),
+        ({"components": [text_input()]}, ("data", "components", "0", "type")),
+        ({"components": [{"type": 1, "components": [text_input(), text_input(custom_id="g")]}]},
+         ("data", "components", "0", "components")),
+        ({"components": [{"type": 1, "components": [text_input(label="l" * 46)]}]},
+         ("data", "components", "0", "components", "0", "label")),
+        ({"components": [{"type": 1, "components": [text_input(max_length=4001)]}]},
+         ("data", "components", "0", "components", "0", "max_length")),
+        ({"components": [{"type": 1, "components": [text_input(style=3)]}]},
+         ("data", "components", "0", "components", "0", "style")),
+        ({"components": [{"type": 1, "components": [text_input(max_length=5, value="too long")]}]},
+         ("data", "components", "0", "components", "0", "value")),
+        ({"components": [{"type": 1, "components": [text_input(min_length=3, value="ab")]}]},
+         ("data", "components", "0", "components", "0", "value")),
+        ({"components": [{"type": 1, "components": [text_input(placeholder="p" * 101)]}]},
+         ("data", "components", "0", "components", "0", "placeholder")),
+        ({"components": [{"type": 1, "components": [text_input()]}, {"type": 1, "components": [text_input()]}]},
+         ("data", "components", "1", "components", "0", "custom_id")),
+    ],
+)
+async def test_modals_discord_refuses(probe: Probe, fake: FakeDiscord, modal: dict, where: tuple) -> None:
+    interaction = await fake.invoke("ignore")
+    data = {"custom_id": "m", "title": "Title", "components": [{"type": 1, "components": [text_input()]}], **modal}
+    status, body = await rest(fake, "POST", f"/interactions/{interaction.id}/{interaction.token}/callback",
+                              json={"type": 9, "data": data})
+    assert status == 400 and body["code"] == 50035
+    node = body["errors"]
+    for key in where:
+        node = node[key]
+    assert node["_errors"]  # the error sits where Discord puts it
+    assert interaction.modal is None and not interaction.replies
+    status, _ = await rest(fake, "POST", f"/interactions/{interaction.id}/{interaction.token}/callback",
+                           json={"type": 9, "data": {**data, "components": [{"type": 1, "components": [text_input()]}],
+                                                     "title": "Title", "custom_id": "m"}})
+    assert status == 200 and interaction.modal["custom_id"] == "m"  # a good one is still taken
 
 
 # -- defers, followups and deletions ---------------------------------------------------------------

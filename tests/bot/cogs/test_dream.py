@@ -120,9 +120,11 @@ async def test_bad_options_get_a_private_answer_and_queue_nothing(
 ) -> None:
     before = len(jobs(bot))
     interaction = await fake.invoke("dream", **options)
-    answer = await interaction.wait_for(lambda r: r.kind == "followup")
+    answer = await interaction.wait_for(lambda r: r.kind == "callback")
     assert answer.ephemeral and message in answer.content
-    assert [r.kind for r in interaction.replies] == ["callback", "delete", "followup"]
+    await asyncio.sleep(0.2)
+    # Answered privately at once: no public "thinking…" ever showed the channel a typo.
+    assert [r.kind for r in interaction.replies] == ["callback"] and answer.payload["type"] == 4
     assert len(jobs(bot)) == before
 
 

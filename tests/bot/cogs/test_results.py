@@ -16,7 +16,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.support.bot_process import BotProcess
+from tests.support.bot_process import BotProcess, until
 from tests.support.fake_discord import FakeDiscord, Interaction, Message, Reply
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -80,12 +80,12 @@ async def test_a_result_carries_its_buttons(bot: BotProcess, fake: FakeDiscord) 
     _, single = await dream(fake, seed=1)
     job = await job_of(bot, single)
     assert single.custom_ids == [f"dream:vary:{job['id']}:0", f"dream:upscale:{job['id']}:0",
-                                 f"dream:reroll:{job['id']}", f"dream:delete:{job['id']}",
+                                 f"dream:reroll:{job['id']}", f"dream:edit:{job['id']}", f"dream:delete:{job['id']}",
                                  *(f"dream:{side}:{job['id']}:0" for side in ("left", "right", "up", "down"))]
     _, several = await dream(fake, seed=2, count=3)
     job = await job_of(bot, several)
     labels = [several.component(custom_id)["label"] for custom_id in several.custom_ids]
-    assert labels == ["V1", "V2", "V3", "U1", "U2", "U3", "Re-roll", "Delete"]
+    assert labels == ["V1", "V2", "V3", "U1", "U2", "U3", "Re-roll", "Edit", "Delete"]
     assert several.custom_ids[1] == f"dream:vary:{job['id']}:1"
 
 
@@ -194,8 +194,17 @@ async def test_info_shows_everything_needed_to_make_it_again(bot: BotProcess, fa
                         await fake.invoke_message_command("Dream info", message.id)):
         answer = await interaction.wait_for(lambda r: r.kind == "callback")
         assert answer.ephemeral
-        for part in (f"Job {job['id']}", "a red fox, watercolor", "blurry", "Seed 21", "3 steps", "Style watercolor"):
+        for part in (f"Job {job['id']}", "a red fox, watercolor", "blurry", "Seed 21", "3 steps", "Style watercolor",
+                     "Read whole: ", " tokens, in 1 chunk of the text encoder's length"):
             assert part in answer.content
+        assert not answer.files
+    # A prompt too long for the message comes whole in a file; the summary says where it is.
+    words = " ".join(f"word{i}" for i in range(135))  # 969 characters: past what /info shows of a prompt
+    _, long = await dream(fake, prompt=words, seed=22)
+    assert f"`/info job:{(await job_of(bot, long))['id']}` gives them whole" not in long.content  # it fits there
+    answer = await (await fake.invoke_message_command("Dream info", long.id)).wait_for(lambda r: r.kind == "callback")
+    assert "in full in the attached file" in answer.content and " chunks of the text encoder's length" in answer.content
+    assert words in answer.files[0].data.decode()
     unknown = await fake.invoke("info", job=999999)
     assert "There is no job 999999" in (await unknown.wait_for(lambda r: r.kind == "callback")).content
     stranger_message = await fake.post("just chatting")
@@ -238,7 +247,7 @@ async def test_inpaint_outpaint_and_interpolate(bot: BotProcess, fake: FakeDisco
     gif = Image.open(io.BytesIO(upload.data))
     assert upload.filename.endswith(".gif") and gif.format == "GIF" and gif.n_frames == 3
     message = fake.message(frames.message_id)
-    assert [c.split(":")[1] for c in message.custom_ids] == ["reroll", "delete"]
+    assert [c.split(":")[1] for c in message.custom_ids] == ["reroll", "edit", "delete"]
     assert "**a cat** → **a dog**" in reply.content and "3 frames" in reply.content
 
 
@@ -268,11 +277,23 @@ async def test_from_one_dream_to_every_mode_without_typing_the_prompt_again(bot:
         assert (row["prompt"], row["parent_job_id"], row["action"]) == ("a tiny lighthouse", parent["id"], command)
     assert row["seed"] == parent["seed"] and row["end_seed"] == 7  # the animation starts from that picture
 
+    # Checked before the public "thinking…": the first answer is the private one.
     neither = await fake.invoke("outpaint", prompt="x")
-    answer = await neither.wait_for(lambda r: r.kind == "followup")
-    assert "Attach an image, or give the job number" in answer.content
+    answer = await neither.wait_for(lambda r: r.kind == "callback")
+    assert answer.ephemeral and "Attach an image, or give the job number" in answer.content
     unknown = await fake.invoke("outpaint", job=987654)
-    assert "no job 987654" in (await unknown.wait_for(lambda r: r.kind == "followup")).content
+    answer = await unknown.wait_for(lambda r: r.kind == "callback")
+    assert answer.ephemeral and "no job 987654" in answer.content
+
+    # A deleted result, to whoever could see it: said as it is (not "no such job").
+    author = fake.user("deleting author")
+    _, doomed = await dream(fake, user=author, seed=43)
+    gone = await job_of(bot, doomed)
+    await (await fake.click(doomed.id, f"dream:delete:{gone['id']}", user=author)).wait_for(
+        lambda r: r.kind == "callback")
+    await until(lambda: rows(bot, "id = ?", gone["id"])[0]["deleted_at"] is not None)
+    answer = await (await fake.invoke("outpaint", author, job=gone["id"])).wait_for(lambda r: r.ephemeral)
+    assert answer.content == f"⚠️ Job {gone['id']}'s result was deleted, so nothing can start from it."
 
 
 @pytest.mark.parametrize(
@@ -302,8 +323,10 @@ async def test_bad_attachments_get_a_private_answer_and_queue_nothing(
         assert "to 896×896" in queued.content
         await interaction.wait_for(posted)
         return
-    answer = await interaction.wait_for(lambda r: r.kind == "followup")
-    assert answer.ephemeral and message in answer.content
+    answer = await interaction.wait_for(lambda r: r.ephemeral and bool(r.content))
+    assert message in answer.content
+    # A declared size over the limit is refused before anything shows; the rest once the file is read.
+    assert answer.kind == ("callback" if "big" in files.get("image", ("", ""))[1] else "followup")
     assert len(rows(bot)) == before
 
 
