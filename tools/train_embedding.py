@@ -38,13 +38,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from tokenizers import AddedToken
 
 from tools import shapes
-from tools.train_shapes import warmup_cosine
+from tools.train_shapes import v_loss, warmup_cosine
 
 MODEL = Path(__file__).resolve().parent.parent / "engine" / "models" / "shapes"
 KEY = "emb_params"
@@ -160,14 +159,7 @@ def train(pipe: StableDiffusionPipeline, name: str, *, vectors: int, init_token:
         captions = [expand(training_caption(rng, name, backgrounds[i]), name, vectors) for i in index.tolist()]
         input_ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True,
                               return_tensors="pt").input_ids
-        t = torch.randint(0, len(betas), (batch,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        a = alphas_bar[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
-        prediction = unet(noisy, t, encoder_hidden_states=text_encoder(input_ids)[0]).sample
-        weight = (6.0 / (snr[t] + 1)).clamp(max=1.0)  # min-SNR-5, as train_shapes
-        loss = (weight * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = v_loss(unet, x0, text_encoder(input_ids)[0], alphas_bar, snr, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -82,7 +82,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
@@ -90,7 +89,7 @@ from PIL import Image
 
 from tools import shapes, train_shapes
 from tools.train_embedding import MODEL, load_pipeline, log
-from tools.train_shapes import warmup_cosine
+from tools.train_shapes import v_loss, warmup_cosine
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2")
 # The evaluation's prompts: a training combination of each shape, then a held-out one of each.
@@ -151,14 +150,7 @@ def train(pipe: StableDiffusionPipeline, *, rank: int, images: int, steps: int, 
                               return_tensors="pt").input_ids
         with torch.no_grad():
             context = text_encoder(input_ids)[0]
-        t = torch.randint(0, len(betas), (batch,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        a = alphas_bar[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
-        prediction = unet(noisy, t, encoder_hidden_states=context).sample
-        weight = (6.0 / (snr[t] + 1)).clamp(max=1.0)  # min-SNR-5, as train_shapes
-        loss = (weight * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = v_loss(unet, x0, context, alphas_bar, snr, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -164,6 +164,21 @@ def build_unet() -> UNet2DConditionModel:
     )
 
 
+def v_loss(unet: UNet2DConditionModel, x0: torch.Tensor, context: torch.Tensor, alphas_bar: torch.Tensor,
+           snr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The objective of every shapes tool: `unet`'s v-prediction loss on clean latents `x0` under
+    `context`, at timesteps and noise drawn from `generator`. Min-SNR-5 for v: easy, nearly clean
+    steps count less; the rest, the last one included, fully."""
+    t = torch.randint(0, len(alphas_bar), (len(x0),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    a = alphas_bar[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
+    prediction = unet(noisy, t, encoder_hidden_states=context).sample
+    weight = (6.0 / (snr[t] + 1)).clamp(max=1.0)
+    return (weight * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+
 def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -225,15 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         captions = [training_caption(rng, *shown[i]) for i in index.tolist()]
         ids = tokenizer(captions, padding="max_length", max_length=TOKENS, truncation=True,
                         return_tensors="pt").input_ids
-        t = torch.randint(0, 1000, (args.batch,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        a = alphas_bar[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
-        prediction = unet(noisy, t, encoder_hidden_states=text_encoder(ids)[0]).sample
-        # Min-SNR-5 for v: easy, nearly clean steps count less; the rest, the last one included, fully.
-        weight = (6.0 / (snr[t] + 1)).clamp(max=1.0)
-        loss = (weight * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = v_loss(unet, x0, text_encoder(ids)[0], alphas_bar, snr, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

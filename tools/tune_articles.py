@@ -47,12 +47,18 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from tools import shapes
-from tools.train_shapes import build_text_encoder, build_tokenizer, make_images, training_caption, warmup_cosine
+from tools.train_shapes import (
+    build_text_encoder,
+    build_tokenizer,
+    make_images,
+    training_caption,
+    v_loss,
+    warmup_cosine,
+)
 
 MODEL = Path(__file__).resolve().parent.parent / "engine" / "models" / "shapes"
 # Which known token each new one starts from.
@@ -128,14 +134,7 @@ def tune(pipe: StableDiffusionPipeline, ids: list[int], *, images: int, steps: i
         captions = [training_caption(rng, *shown[i]) for i in index.tolist()]
         input_ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                               truncation=True, return_tensors="pt").input_ids
-        t = torch.randint(0, len(betas), (batch,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        a = alphas_bar[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
-        prediction = unet(noisy, t, encoder_hidden_states=text_encoder(input_ids)[0]).sample
-        weight = (6.0 / (snr[t] + 1)).clamp(max=1.0)  # min-SNR-5, as train_shapes
-        loss = (weight * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = v_loss(unet, x0, text_encoder(input_ids)[0], alphas_bar, snr, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
