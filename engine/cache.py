@@ -9,12 +9,11 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from dreambot.errors import InvalidRequest
-from dreambot.models import Catalogue, Model
+from dreambot.models import Catalogue, Model, weights_on_disk
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,6 @@ GB = 1024 ** 3
 # A model that failed to load is refused at once for this long, without unloading anything for it:
 # a member asking again and again must not make the engine reload its other models each time.
 FAILED_SECONDS = 300.0
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
 
 
 class ModelUnavailable(InvalidRequest):
@@ -53,24 +51,6 @@ def footprint(engine) -> int:
                         seen.add(id(tensor))
                         total += tensor.numel() * tensor.element_size()
     return total
-
-
-def on_disk(source: str) -> int | None:
-    """What a model's weight files weigh, as a first guess at its footprint; None for a hub id."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():  # each component's weights once: .safetensors over .bin, the full-precision variant
-        total = 0
-        for component in (child for child in path.iterdir() if child.is_dir()):
-            if component.name in ("loras", "embeddings"):
-                continue
-            files = [f for f in component.iterdir() if f.suffix in WEIGHT_SUFFIXES and f.is_file()]
-            chosen = [f for f in files if f.suffix == ".safetensors"] or files
-            plain = [f for f in chosen if len(f.suffixes) == 1] or chosen  # not model.fp16.safetensors
-            total += sum(f.stat().st_size for f in plain)
-        return total
-    return None
 
 
 class ModelCache:
@@ -110,7 +90,7 @@ class ModelCache:
         if failed is not None and time.monotonic() - failed < FAILED_SECONDS:
             raise ModelUnavailable(f"The model “{model.name}” could not be loaded; the server's operators can see "
                                    "why in the log.")
-        guess = self._sizes.get(model.name) or on_disk(model.source) or 0
+        guess = self._sizes.get(model.name) or weights_on_disk(model.source) or 0
         self._make_room(guess)
         if loading is not None:
             loading(model.name, self._load_seconds.get(model.name))
