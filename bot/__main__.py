@@ -23,6 +23,7 @@ from bot.moderation import Moderation
 from bot.queue import JobQueue
 from bot.store import Store
 from bot.styles import Style, StylesError, load_styles
+from bot.workers import WorkerHub
 from dreambot.models import Watched, start_estimate
 from dreambot.settings import BUILTIN_MODELS, BotSettings, StartupError, load
 
@@ -136,7 +137,11 @@ async def run(settings: BotSettings, styles: dict[str, Style], models: Watched, 
     # here, else a guess from the model's size on disk.
     estimate = start_estimate(default.source, BUILTIN_MODELS)
     last_starts = {device: await store.engine_start_seconds(default.source, device) for device in settings.devices}
-    engines = [
+    # NATS_URL: every job goes to workers on other hosts (`python -m engine worker`); no engine here.
+    hub = WorkerHub(settings.nats_servers, store, creds=settings.nats_creds,
+                    lease_seconds=settings.worker_lease_seconds,
+                    job_timeout=settings.job_timeout_seconds) if settings.nats_url else None
+    engines = [] if hub is not None else [
         EngineClient(
             engine_environment(
                 os.environ,
@@ -162,8 +167,8 @@ async def run(settings: BotSettings, styles: dict[str, Style], models: Watched, 
         for device in settings.devices
     ]
     queue = JobQueue(store, engines, max_per_member=settings.max_jobs_per_member, max_queued=settings.max_queue,
-                     cooldown_seconds=settings.cooldown_seconds, max_batch=settings.max_batch)
-    bot = DreamBot(settings=settings, store=store, engine=engines[0], queue=queue,
+                     cooldown_seconds=settings.cooldown_seconds, max_batch=settings.max_batch, hub=hub)
+    bot = DreamBot(settings=settings, store=store, engine=hub or engines[0], queue=queue,
                    images=ImageStore(settings.images_dir), styles=styles, models=models,
                    moderation=Moderation(store, settings.installed(models.current()).current, models.current),
                    force_sync=force_sync)
@@ -174,6 +179,8 @@ async def run(settings: BotSettings, styles: dict[str, Style], models: Watched, 
     finally:
         for engine in engines:
             await engine.close()
+        if hub is not None:
+            await hub.close()
         await store.close()
 
 

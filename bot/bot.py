@@ -25,6 +25,7 @@ from bot.queue import JobQueue
 from bot.replies import UserError, reply_privately
 from bot.store import Store
 from bot.styles import Style
+from bot.workers import WorkerHub
 from dreambot.models import Watched
 from dreambot.settings import BotSettings
 
@@ -96,7 +97,7 @@ class DreamBot(commands.Bot):
         *,
         settings: BotSettings,
         store: Store,
-        engine: EngineClient,
+        engine: EngineClient | WorkerHub,
         queue: JobQueue,
         images: ImageStore,
         styles: dict[str, Style],
@@ -166,6 +167,17 @@ class DreamBot(commands.Bot):
         self.http_session = aiohttp.ClientSession()
         for engine in self.queue.engines:
             engine.start()
+        hub = self.queue.hub
+        if hub is not None:  # workers on other hosts: what they made while we were away comes first
+            hub.on_joined = lambda worker: self.create_task(
+                self.modlog.announce(render.worker_joined(worker.name, worker.status.device, worker.status.model)),
+                name="worker-joined")
+            hub.on_lost = lambda worker, reason: self.create_task(
+                self.modlog.announce(render.worker_lost(worker.name, reason)), name="worker-lost")
+            hub.on_left = lambda worker, reason: self.create_task(
+                self.modlog.announce(render.worker_left(worker.name)), name="worker-left")
+            if await hub.start():
+                await hub.collect(self.runner.keep_collected)
         # Every job meets the server's rules again as it starts (bans, the channel's filter mode).
         self.queue.gate = self.runner.gate
         # Before any member can queue a new job: the old ones keep their place ahead.

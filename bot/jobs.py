@@ -23,6 +23,7 @@ from bot.queue import JobQueue, JobRefused, Reservation
 from bot.requests import stored_inputs
 from bot.store import JobRow, Store
 from bot.views import cancel_view
+from bot.workers import WorkerHub
 from dreambot.request import GenerateRequest, InvalidRequest, picture_seed
 from dreambot.wire import GenerateResult, ImageResult, Job
 
@@ -32,7 +33,7 @@ Spawn = Callable[..., asyncio.Task]
 
 
 class JobRunner:
-    def __init__(self, *, client: discord.Client, engine: EngineClient, default_model: str, store: Store,
+    def __init__(self, *, client: discord.Client, engine: EngineClient | WorkerHub, default_model: str, store: Store,
                  images: ImageStore, queue: JobQueue, moderation: Moderation, modlog: ModLog, outbox: Outbox,
                  spawn: Spawn) -> None:
         self._client = client
@@ -174,6 +175,14 @@ class JobRunner:
         return replace(job, request=request)
 
     # -- what a previous run left ----------------------------------------------------------------
+
+    async def keep_collected(self, job_id: int, result: GenerateResult) -> None:
+        """A result a worker kept for a job of the previous run: recorded with its pictures, so that
+        `restore` posts it like any result that run made and did not deliver."""
+        for index, image in enumerate(result.images):
+            if image.data:  # a withheld picture never left the worker
+                await self._images.save(job_id, f"result-{index}.{image.format}", image.data)
+        await self._queue.collected(job_id, result)
 
     async def restore(self) -> int:
         """Queue again the jobs a previous run left queued or running, and post the results it made but

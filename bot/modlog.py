@@ -66,6 +66,17 @@ class ModLog:
             if self._first_time(guild_id, f"everywhere: {problem}"):
                 await self.post(guild_id, text, channel_id=channel_id)
 
+    async def announce(self, text: str) -> None:
+        """Tell every server's moderators that chose a mod-log channel of news of the whole bot (a
+        worker joined or was lost), each time. Never raises."""
+        try:
+            channels = await self._store.modlog_channels()
+        except Exception:
+            log.exception("could not read the mod-log channels")
+            return
+        for guild_id, channel_id in channels.items():
+            await self.post(guild_id, text, channel_id=channel_id)
+
     def _first_time(self, guild_id: int, problem: str) -> bool:
         """Whether `problem` is news to this server's moderators; it is remembered as told from now."""
         told = self._told.setdefault(guild_id, OrderedDict())

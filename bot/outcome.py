@@ -14,7 +14,8 @@ class FailureKind(StrEnum):
     INVALID = "invalid"  # the request breaks a rule the engine checks; the message says what to change
     OOM = "oom"  # the device ran out of memory; the engine freed it and carries on
     CANCELLED = "cancelled"  # by its member or a moderator (the message says who)
-    CRASHED = "crashed"  # the engine process died while it held the job
+    CRASHED = "crashed"  # the engine process died while it held the job (or its worker was lost)
+    UNSENT = "unsent"  # it never reached an engine (a worker went away first): it runs, uncounted
     TIMED_OUT = "timed out"  # past JOB_TIMEOUT_SECONDS; the engine was restarted
     UNAVAILABLE = "unavailable"  # no engine is running (the message says why)
     REFUSED = "refused"  # the server's rules, checked again as the job started (a ban, say)

@@ -24,6 +24,7 @@ from bot.engine_client import EngineClient, ProgressCallback
 from bot.outcome import Failure, FailureKind, Outcome
 from bot.render import duration
 from bot.store import Store
+from bot.workers import RemoteWorker, WorkerHub
 from dreambot.wire import GenerateResult, Job
 
 log = logging.getLogger(__name__)
@@ -250,13 +251,21 @@ class QueueClosed(QueueFull):
     """The bot is shutting down."""
 
 
+Engine = EngineClient | RemoteWorker
+
+
 class JobQueue:
+    """`engines`: the bot's own engine processes, one worker task each; `hub`: workers on other
+    hosts (NATS_URL), each served when it asks for work."""
+
     def __init__(self, store: Store, engines: list[EngineClient] | EngineClient, *, max_per_member: int = 3,
                  max_queued: int = 100, cooldown_seconds: float = 0.0, max_batch: int = 1,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, hub: WorkerHub | None = None) -> None:
         self._store = store
         self.gate = gate
         self.engines = engines if isinstance(engines, list) else [engines]
+        self.hub = hub
+        self._remote_runs: set[asyncio.Task] = set()
         self.fair = FairQueue(max_per_member=max_per_member, max_queued=max_queued, cooldown_seconds=cooldown_seconds)
         self.max_batch = max_batch
         self._tickets: dict[int, Ticket] = {}
@@ -322,7 +331,17 @@ class JobQueue:
     def estimate(self, position: int) -> float:
         """Seconds until a job at `position` starts, from the average time a job has taken."""
         per_job = self._seconds_per_job or FIRST_ESTIMATE_SECONDS
-        return per_job * position / len(self.engines)
+        return per_job * position / max(self.capacity, 1)
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs (or batches) can run at once: the engines here and the workers there."""
+        return len(self.engines) + (len(self.hub.workers) if self.hub is not None else 0)
+
+    def held_models(self) -> set[str]:
+        """The models some engine or worker has loaded now (lower case)."""
+        engines: list[Engine] = [*self.engines, *(self.hub.workers.values() if self.hub is not None else ())]
+        return {name.lower() for engine in engines for name in engine.models}
 
     def ticket(self, job_id: int) -> Ticket | None:
         return self._tickets.get(job_id)
@@ -355,7 +374,7 @@ class JobQueue:
         for engine in self.engines:
             if await engine.cancel(job_id):
                 return True
-        return False
+        return self.hub is not None and await self.hub.cancel(job_id)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -363,6 +382,9 @@ class JobQueue:
         if not self._workers:
             self._workers = [asyncio.create_task(self._serve(engine), name=f"job-worker-{i}")
                              for i, engine in enumerate(self.engines)]
+            if self.hub is not None:
+                self.hub.on_free = self._work.set
+                self._workers.append(asyncio.create_task(self._dispatch(self.hub), name="job-dispatcher"))
 
     async def close(self, grace: float = 30.0) -> None:
         """Stop taking jobs; give running ones `grace` seconds to finish. Whatever did not finish
@@ -372,9 +394,9 @@ class JobQueue:
         if running:
             log.info("waiting up to %.0f s for %d running job(s) to finish", grace, len(running))
             await asyncio.wait(running, timeout=grace)
-        for worker in self._workers:
+        for worker in [*self._workers, *self._remote_runs]:
             worker.cancel()
-        for worker in self._workers:
+        for worker in [*self._workers, *self._remote_runs]:
             try:
                 await worker
             except asyncio.CancelledError:
@@ -394,27 +416,50 @@ class JobQueue:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            tickets = []
-            try:
-                batch = [job_id]
-                key = self._tickets[job_id].job.request.batch_key()
-                if key is not None and self.max_batch > 1:
-                    batch += self.fair.take(partial(self._same_batch, key), self.max_batch - 1)
-                tickets = [self._tickets[j] for j in batch]
-                await self._run(engine, list(tickets))
-            except Exception as error:
-                log.exception("jobs %s: unexpected failure in the queue worker", [t.job.job_id for t in tickets])
-                for ticket in tickets:
-                    if not ticket.result.done():  # only those still waiting for an outcome
-                        await self._fail(ticket, Failure(FailureKind.INTERNAL, f"{type(error).__name__}: {error}"))
+            await self._start(engine, job_id)
 
-    def _held_by(self, engine: EngineClient, job_id: int) -> bool:
+    async def _dispatch(self, hub: WorkerHub) -> None:
+        """Hand work to the workers on other hosts that asked for it, each its next job by the same
+        rules as an engine here (round robin, then the model it holds), as they ask."""
+        while True:
+            self._work.clear()
+            for worker in hub.free() if self._accepting else []:
+                job_id = self.fair.next(partial(self._held_by, worker))
+                if job_id is None:
+                    break
+                claim = hub.claim(worker)
+                run = asyncio.create_task(self._start(worker, job_id, claim), name=f"job-{job_id}-on-{worker.name}")
+                self._remote_runs.add(run)
+                run.add_done_callback(self._remote_runs.discard)
+            await self._work.wait()
+
+    async def _start(self, engine: Engine, job_id: int, claim: object = None) -> None:
+        """Run `job_id`, and the jobs that can join it as a batch, on `engine` (a worker elsewhere: under
+        its request for work, `claim`)."""
+        tickets = []
+        try:
+            batch = [job_id]
+            key = self._tickets[job_id].job.request.batch_key()
+            if key is not None and self.max_batch > 1:
+                batch += self.fair.take(partial(self._same_batch, key), self.max_batch - 1)
+            tickets = [self._tickets[j] for j in batch]
+            await self._run(engine, list(tickets))
+        except Exception as error:
+            log.exception("jobs %s: unexpected failure in the queue worker", [t.job.job_id for t in tickets])
+            for ticket in tickets:
+                if not ticket.result.done():  # only those still waiting for an outcome
+                    await self._fail(ticket, Failure(FailureKind.INTERNAL, f"{type(error).__name__}: {error}"))
+        finally:
+            if isinstance(engine, RemoteWorker) and self.hub is not None and self.hub.release(engine, claim):
+                self._work.set()  # nothing was handed out after all (refused, cancelled): it asks still
+
+    def _held_by(self, engine: Engine, job_id: int) -> bool:
         return engine.holds(self._tickets[job_id].job.request.model)
 
     def _same_batch(self, key: tuple, job_id: int) -> bool:
         return self._tickets[job_id].job.request.batch_key() == key
 
-    async def _run(self, engine: EngineClient, tickets: list[Ticket]) -> None:
+    async def _run(self, engine: Engine, tickets: list[Ticket]) -> None:
         for ticket in list(tickets):
             if self.gate is not None and ticket.cancelled_by is None:
                 try:
@@ -446,10 +491,16 @@ class JobQueue:
                 self._measured(elapsed)
                 await self._store.finish_job(job_id, outcome)
                 self._finish(ticket).set_result(outcome)
-            elif outcome.kind is FailureKind.CRASHED and (ticket.attempts < ATTEMPTS or not self._accepting):
-                # Once more; or, if the bot is stopping (the engine may have been stopped with it),
-                # it stays queued in the store and runs at the next start.
-                log.warning("job %s: the engine crashed (%s); it will run once more", job_id, outcome.message)
+            elif outcome.kind is FailureKind.UNSENT or \
+                    outcome.kind is FailureKind.CRASHED and (ticket.attempts < ATTEMPTS or not self._accepting):
+                # Once more (a job that never reached an engine does not count); or, if the bot is
+                # stopping (the engine may have been stopped with it), it stays queued in the store
+                # and runs at the next start.
+                if outcome.kind is FailureKind.UNSENT:
+                    ticket.attempts -= 1
+                    log.info("job %s: %s; it goes back to the front of the queue", job_id, outcome.message)
+                else:
+                    log.warning("job %s: the engine crashed (%s); it will run once more", job_id, outcome.message)
                 self.fair.done(job_id)
                 self.fair.submit(job_id, ticket.member_id, front=True, check=False)
                 ticket.sent = False
@@ -493,6 +544,11 @@ class JobQueue:
     async def restored(self, job_id: int) -> None:
         """A job a previous run left queued or running is queued again (`submit` it next)."""
         await self._store.requeue_job(job_id)
+
+    async def collected(self, job_id: int, result: GenerateResult) -> None:
+        """A result a worker made for a job of a previous run, taken at start (`WorkerHub.collect`):
+        the job is delivering, as if this run had made it."""
+        await self._store.finish_job(job_id, result)
 
     async def abandon(self, job_id: int, reason: str) -> None:
         """A job a previous run left that cannot run again (`reason` says why)."""

@@ -563,3 +563,44 @@ def member_settings(member, model, own_model, size: tuple[int | None, int | None
     ]
     return "\n".join(lines)
 
+
+
+# -- workers on other hosts (NATS_URL) -------------------------------------------------------------
+
+def _name(text: str) -> str:
+    """An operator's name for a worker, as code (it may hold any character)."""
+    return f"`{clip(text, 64).replace('`', 'ˋ')}`"
+
+
+def worker_joined(name: str, device: str, model: str) -> str:
+    return f"🟢 Worker {_name(name)} joined: {_name(model)} on {_name(device)}; it takes jobs now."
+
+
+def worker_lost(name: str, reason: str) -> str:
+    return (f"🔴 Worker {_name(name)} was lost ({clip(reason, 300)}). A job it held goes back to the front of the "
+            "queue and runs on another worker; nothing is posted twice.")
+
+
+def worker_left(name: str) -> str:
+    return f"⚪ Worker {_name(name)} was stopped by its operator, after finishing the jobs it held."
+
+
+def workers_list(workers: list, jobs_done: dict[str, int], now: float, *, remote: bool, lease_seconds: float) -> str:
+    """/mod workers: each worker (`bot.workers.RemoteWorker`) with its device, models, state, jobs
+    done and when it was last heard from."""
+    if not remote:
+        return ("Dreambot runs its image engine on its own host (`SD_DEVICES`); no workers on other hosts are set up "
+                "(`NATS_URL`). The README's \"Several hosts\" section says how to add some.")
+    if not workers:
+        return ("No worker is connected: jobs wait in the queue until one asks for work. Start one with "
+                "`python -m engine worker` on a host with a GPU (README, \"Several hosts\").")
+    lines = [f"**Workers** ({len(workers)}; one is lost after {lease_seconds:g} s of silence)"]
+    for worker in sorted(workers, key=lambda w: w.name.lower()):
+        status = worker.status
+        models = ", ".join(status.models) or "none"
+        state = ("busy with job " + ", ".join(str(j) for j in worker.lease.outcomes)) if worker.lease else \
+            "busy" if worker.busy else "idle"
+        seen = max(now - worker.last_seen, 0.0)
+        lines.append(f"• {_name(worker.name)} · {_name(status.device)} · models: {clip(models, 200)} · {state} · "
+                     f"{jobs_done.get(worker.name, 0)} job(s) done · last seen {duration(seen)} ago")
+    return clip("\n".join(lines), 2000)

@@ -83,6 +83,9 @@ class JobRow:
     # How the engine read the prompt: its tokens and the encoder-length chunks they took (None: unknown).
     prompt_tokens: int | None = None
     prompt_chunks: int | None = None
+    # Run by a worker on another host (NATS_URL): the lease it was last handed out under, and the worker.
+    lease: str | None = None
+    worker: str | None = None
 
     @property
     def shown_status(self) -> str:
@@ -380,6 +383,25 @@ class Store:
         """Jobs a previous run left queued or running, oldest first: they run again (`requeue_job`)."""
         async with self._db.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id") as cursor:
             return [_job(row) for row in await cursor.fetchall()]
+
+    async def lease_jobs(self, job_ids: list[int], lease: str, worker: str) -> None:
+        """These jobs are handed to `worker` under `lease` (a result is taken only under it)."""
+        for job_id in job_ids:
+            await self._write("UPDATE jobs SET lease = ?, worker = ? WHERE id = ?", (lease, worker, job_id))
+
+    async def has_lease(self, lease: str, *, excluding: set[int] = frozenset()) -> bool:  # type: ignore[assignment]
+        """Whether a job still queued or running was handed out under `lease` (and is not in `excluding`)."""
+        async with self._db.execute("SELECT id FROM jobs WHERE lease = ? AND status IN ('queued', 'running')",
+                                    (lease,)) as cursor:
+            return any(job_id not in excluding for (job_id,) in await cursor.fetchall())
+
+    async def jobs_by_worker(self) -> dict[str, int]:
+        """How many jobs each worker has finished (whatever became of their pictures)."""
+        async with self._db.execute(
+            "SELECT worker, count(*) FROM jobs WHERE worker IS NOT NULL AND finished_at IS NOT NULL "
+            "AND cancelled_by IS NULL AND error IS NULL GROUP BY worker"
+        ) as cursor:
+            return {worker: count for worker, count in await cursor.fetchall()}
 
     async def requeue_job(self, job_id: int) -> None:
         """Back to queued: its engine crashed (it runs once more), or the bot stopped before it finished."""

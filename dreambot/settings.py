@@ -56,6 +56,25 @@ class EngineSettings(BaseSettings):
     wildcards_dir: Path = Path("data/wildcards")
     # Both processes log at this level; at DEBUG the engine adds the traceback of a model that fails to load.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Several hosts: the NATS server that carries jobs between the bot and `python -m engine worker`
+    # processes (nats://host:4222, tls://host:4222; user:password@ in the URL, or NATS_CREDS). Set
+    # for the bot, it starts no engine of its own and sends every job to workers.
+    nats_url: str | None = None
+    # A NATS credentials file (a user JWT and its nkey seed, `nsc generate creds`) instead of a password.
+    nats_creds: Path | None = None
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, value: str | None) -> str | None:
+        if value is not None and not all(re.fullmatch(r"(nats|tls|ws|wss)://\S+", url.strip())
+                                         for url in value.split(",")):
+            raise ValueError("must be a NATS server URL such as nats://gpu-hub:4222 or tls://gpu-hub:4222 "
+                             "(several separated by commas)")
+        return value
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [url.strip() for url in (self.nats_url or "").split(",") if url.strip()]
 
     def catalogue(self) -> models.Catalogue:
         """The models this server offers (`dreambot.models.scan`); raises models.ModelsError."""
@@ -163,6 +182,9 @@ class BotSettings(EngineSettings):
     max_batch: int = Field(4, ge=1, le=16)
     # One engine process per device, e.g. "cuda:0,cuda:1"; empty: one engine on SD_DEVICE.
     sd_devices: str | None = None
+    # With NATS_URL: a job handed to a worker goes back to the queue when the worker has said nothing
+    # (no progress, no heartbeat: killed, host lost, network cut) for this long.
+    worker_lease_seconds: float = Field(15.0, ge=2, le=600)
     # Every this many seconds, log the event loop's lag (p50/p99/max); 0: off. For bench/loop_lag.py.
     loop_probe_seconds: float = Field(0.0, ge=0, le=3600)
 
@@ -209,6 +231,14 @@ class BotSettings(EngineSettings):
         )
 
 
+class WorkerSettings(EngineSettings):
+    """What `python -m engine worker` needs: the engine's settings, NATS_URL and its name."""
+
+    nats_url: str  # required here: a worker only ever talks to the bot through NATS
+    # How the worker appears in /mod workers and the mod-log; default: the host's name and the device.
+    worker_name: str | None = Field(None, min_length=1, max_length=64)
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -238,4 +268,4 @@ def _exit(error: ValidationError) -> NoReturn:
 def setting_names() -> frozenset[str]:
     """Every environment variable the bot or the engine reads: what tests and benchmarks clear so
     that a developer's shell or .env cannot change the process under test."""
-    return frozenset(name.upper() for name in BotSettings.model_fields)
+    return frozenset(name.upper() for cls in (BotSettings, WorkerSettings) for name in cls.model_fields)

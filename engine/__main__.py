@@ -1,4 +1,5 @@
-"""Operator CLI for the engine: `generate` a PNG without Discord, write a `tiny-model`, or `serve` the bot."""
+"""Operator CLI for the engine: `generate` a PNG without Discord, write a `tiny-model`, `serve` the bot on
+its own host, or run a `worker` that serves it from any host through NATS."""
 
 from __future__ import annotations
 
@@ -91,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
 
     commands.add_parser("serve", help="serve jobs on stdin/stdout (the bot starts this; not for direct use)")
+    commands.add_parser(
+        "worker", help="run the bot's jobs from this host, through NATS (NATS_URL; one worker per device)",
+        description="Load the model (SD_MODEL, MODELS_DIR) on SD_DEVICE and take the bot's jobs through the NATS "
+        "server at NATS_URL (credentials in the URL or NATS_CREDS), as WORKER_NAME (default: host name and "
+        "device). It connects outward, so it works behind NAT. Ctrl-C or SIGTERM: it finishes the jobs in hand first.")
 
     args = parser.parse_args(argv)
     if args.command == "generate":
@@ -111,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         from engine.server import serve
 
         return serve(load(EngineSettings))
+    if args.command == "worker":
+        from dreambot.settings import WorkerSettings
+        from engine.worker import configure_logging, run
+
+        settings = load(WorkerSettings)
+        configure_logging(settings.log_level)
+        return run(settings)
     return _generate(args)
 
 

@@ -60,7 +60,7 @@ class HeldJobs:
         self._held: set[int] = set()
         self._cancelled: set[int] = set()
 
-    def hold(self, jobs: list[Job]) -> None:
+    def hold(self, jobs: list[Job] | tuple[Job, ...]) -> None:
         with self._lock:
             self._held.update(job.job_id for job in jobs)
 
@@ -90,6 +90,21 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
         out.write(wire.encode(message))
         out.flush()
 
+    cache = start(settings, send)
+    if isinstance(cache, int):
+        return cache
+    # Stdin is read beside the jobs, so that a Cancel reaches the job it stops between two steps.
+    work: queue.Queue[list[Job] | None] = queue.Queue()
+    held = HeldJobs()
+    threading.Thread(target=_read, args=(stdin, work, held), name="stdin", daemon=True).start()
+    # End of input: the jobs already read are finished (the bot's graceful stop), then we exit.
+    run_jobs(cache, work, held, send)
+    return 0
+
+
+def start(settings: EngineSettings, send: Callable[[wire.Message], None]) -> ModelCache | int:
+    """Load the default model and say Ready and Loaded; or say Fatal and return the exit code.
+    Shared by `serve` (the bot's own engine) and `python -m engine worker` (one on another host)."""
     logging.getLogger("engine").setLevel(settings.log_level)
     # A model that is not there, or not shaped like one, is said in one line before torch is even
     # imported (the bot checked the same at its start; an operator may run this alone).
@@ -133,15 +148,15 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
     send(Ready(model=engine.model, device=str(engine.device), dtype=str(engine.dtype).removeprefix("torch."),
                safety_checker=engine.safety.name, protocol=PROTOCOL_VERSION))
     send(Loaded(models=cache.held))
+    return cache
 
-    # Stdin is read beside the jobs, so that a Cancel reaches the job it stops between two steps.
-    work: queue.Queue[list[Job] | None] = queue.Queue()
-    held = HeldJobs()
-    threading.Thread(target=_read, args=(stdin, work, held), name="stdin", daemon=True).start()
-    # End of input: the jobs already read are finished (the bot's graceful stop), then we exit.
+
+def run_jobs(cache: ModelCache, work: queue.Queue[list[Job] | None], held: HeldJobs,
+             send: Callable[[wire.Message], None]) -> None:
+    """Run the jobs put on `work` (those of one call together), answering each through `send`,
+    until a None comes."""
     while (jobs := work.get()) is not None:
         _run(cache, jobs, held, send)
-    return 0
 
 
 class _NoMemberText(logging.Filter):

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("members' text", ("bot.render",)),
     ("help pages", ("bot.help",)),
     ("engine client, attachments", ("bot.engine_client", "bot.attachments")),
+    ("workers on other hosts", ("bot.workers",)),
     ("queue, moderation, requests", ("bot.queue", "bot.moderation", "bot.modlog", "bot.requests")),
     ("views", ("bot.views",)),
     ("delivery", ("bot.delivery",)),
@@ -38,7 +39,8 @@ FORBIDDEN = {
     "engine": ("bot", "discord"),
 }
 # The bot's domain that needs no Discord object, tested without one.
-DISCORD_FREE = ("bot.outcome", "bot.store", "bot.render", "bot.engine_client", "bot.queue", "bot.requests")
+DISCORD_FREE = ("bot.outcome", "bot.store", "bot.render", "bot.engine_client", "bot.workers", "bot.queue",
+                "bot.requests")
 # The store's methods that move a job's status; only the queue calls them.
 STATUS_WRITES = {"mark_running", "finish_job", "delivered", "fail_job", "requeue_job", "cancel_job"}
 STATUS_WRITER = "bot.queue"

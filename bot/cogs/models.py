@@ -42,7 +42,7 @@ class Models(commands.Cog):
     @app_commands.command(name="models", description="The models you can use here: family, size, steps, loaded or not")
     async def models(self, interaction: discord.Interaction) -> None:
         place = await self.bot.moderation.place(interaction.guild_id, interaction.channel)
-        holding = {name.lower() for engine in self.bot.queue.engines for name in engine.models}
+        holding = self.bot.queue.held_models()
         await interaction.response.send_message(render.models_list(self.bot.models.current(), holding, place),
                                                 ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
 

@@ -7,6 +7,7 @@ every call is checked again here: Manage Server, or the moderator role set with 
 
 import io
 import logging
+import time
 from typing import TYPE_CHECKING, Optional, Union
 
 import discord
@@ -453,6 +454,14 @@ class Mod(commands.GroupCog, group_name="mod", group_description="Moderate Dream
     async def audit(self, interaction: discord.Interaction) -> None:
         rows = await self.bot.store.audit_log(interaction.guild_id, limit=20)
         await self.reply(interaction, render.audit(rows))
+
+    @app_commands.command(name="workers", description="The GPU workers on other hosts: device, models, busy or idle")
+    async def workers(self, interaction: discord.Interaction) -> None:
+        hub = self.bot.queue.hub
+        workers = list(hub.workers.values()) if hub is not None else []
+        done = await self.bot.store.jobs_by_worker() if hub is not None else {}
+        await self.reply(interaction, render.workers_list(workers, done, time.monotonic(), remote=hub is not None,
+                                                          lease_seconds=hub.lease_seconds if hub else 0))
 
     async def reply(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
