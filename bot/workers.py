@@ -198,6 +198,10 @@ class WorkerHub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for lease in list(self._leases.values()):  # the bot stops: what runs now is collected at the next start
             self._end(lease, Failure(FailureKind.CRASHED, "the bot stopped before the worker finished"))
+        for worker in self.workers.values():  # they ask again, of the next bot, at once rather than at a timeout
+            if worker.pull is not None:
+                await self._answer(worker.pull, {relay.IDLE: "1"})
+                worker.pull = None
         if self._nc is not None:
             try:
                 await asyncio.wait_for(self._nc.drain(), 5)
@@ -413,7 +417,8 @@ class WorkerHub:
             return "refused: not under a lease the bot handed out"
         if row.status not in ("queued", "running"):
             return "taken"  # already in: an answer that was lost on the way, sent again
-        if self._collecting is not None and isinstance(message, GenerateResult):
+        if self._collecting is not None and isinstance(message, GenerateResult) and worker is not None and \
+                worker.name == row.worker:  # from the worker it was handed to, by name: the session is new to us
             if job_id not in {collected for collected, _ in self._collecting}:
                 self._collecting.append((job_id, message))
             return "taken"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -160,6 +161,9 @@ async def connect(servers: list[str], *, name: str, creds: Path | None = None, o
     )
     if creds is not None:
         options["user_credentials"] = str(creds)
+    if any(url.startswith(("tls://", "wss://")) for url in servers):
+        # nats-py upgrades to TLS only when the server asks; a tls:// URL must never fall back to plain text.
+        options["tls"] = ssl.create_default_context()
     wait = 0.5
     while True:
         try:

@@ -59,14 +59,16 @@ def run(settings: WorkerSettings) -> int:
     models = told["Loaded"].models if isinstance(told.get("Loaded"), Loaded) else (ready.model,)  # type: ignore[union-attr]
     name = settings.worker_name or f"{socket.gethostname()}-{ready.device}"
     worker = Worker(settings, name, ready, tuple(models))
-    threading.Thread(target=run_jobs, args=(loaded, worker.work, worker.held, worker.from_engine),
-                     name="engine-jobs", daemon=True).start()
+    engine = threading.Thread(target=run_jobs, args=(loaded, worker.work, worker.held, worker.from_engine),
+                              name="engine-jobs", daemon=True)
+    engine.start()
     try:
         asyncio.run(worker.main())
     except KeyboardInterrupt:
-        return 130
+        worker.exit_code = 130
     finally:
-        worker.work.put(None)
+        worker.work.put(None)  # the engine ends with the jobs in hand: never exit under its feet
+        engine.join(timeout=60)
     return worker.exit_code
 
 
@@ -90,6 +92,8 @@ class Worker:
         self._outgoing: asyncio.Queue[tuple[str, bytes, dict[str, str]]] | None = None
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
+        # A bot called the roll (it started), or NATS is back: a pull in flight is asked again.
+        self._called: asyncio.Event | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: nats.aio.client.Client | None = None
@@ -123,6 +127,7 @@ class Worker:
         self._outgoing = asyncio.Queue()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self._called = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self.stop)
         self._nc = await relay.connect(self.settings.nats_servers, name=f"dreambot worker {self.name}",
@@ -186,12 +191,16 @@ class Worker:
                       len(self.results))
 
     async def _unless_stopped(self, pull) -> tuple[str, list[Job]] | None:
-        """The pull's answer; None if the worker is told to stop first (work handed out meanwhile
-        never reaches it, and the bot gives it to another as never sent)."""
-        assert self._stop is not None
-        asking, stopping = asyncio.ensure_future(pull), asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
+        """The pull's answer; None if the worker is told to stop first, or a bot starts (the pull may
+        have gone to the one before it). Work handed out meanwhile never reaches this worker, and
+        the bot gives it to another as never sent."""
+        assert self._stop is not None and self._called is not None
+        self._called.clear()
+        asking = asyncio.ensure_future(pull)
+        interrupts = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._called.wait())]
+        await asyncio.wait({asking, *interrupts}, return_when=asyncio.FIRST_COMPLETED)
+        for interrupt in interrupts:
+            interrupt.cancel()
         if asking.done():
             return asking.result()
         asking.cancel()
@@ -272,8 +281,9 @@ class Worker:
             return
         if control.type == "roll-call":
             self._send(relay.EVENT, self.status().encode(), {relay.KIND: "status"})
-            assert self._wake is not None
+            assert self._wake is not None and self._called is not None
             self._wake.set()  # results held are offered now
+            self._called.set()  # and work is asked of this bot
         elif control.lease is not None and control.lease == self.lease:
             if control.type == "cancel" and control.job_id is not None:
                 self.held.cancel(control.job_id)
@@ -291,8 +301,9 @@ class Worker:
             await asyncio.sleep(relay.HEARTBEAT_SECONDS)
 
     async def _connection_changed(self, connected: bool) -> None:
-        if connected and self._wake is not None:
+        if connected and self._wake is not None and self._called is not None:
             self._wake.set()
+            self._called.set()  # a pull made before the outage may have been lost with it: ask again
 
     def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """Publish in order, from one task (progress and status are never reordered)."""

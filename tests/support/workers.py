@@ -94,6 +94,17 @@ class Rig:
         await self.hub.close()
         await self.store.close()
 
+    async def crash(self) -> None:
+        """Stop as a killed bot would: nothing requeued, nothing said, the rows left as they are."""
+        assert self.queue is not None and self.hub is not None and self.store is not None
+        tasks = [*self.queue._workers, *self.queue._remote_runs, *self.hub._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.hub._nc is not None:
+            await self.hub._nc.close()
+        await self.store.close()
+
     async def record(self, prompt: str, *, user: int = 1, steps: int = 4, seed: int = 1, **fields) -> int:
         assert self.store is not None
         request = GenerateRequest(prompt=prompt, num_inference_steps=steps, seed=seed, width=64, height=64, **fields)
