@@ -66,7 +66,7 @@ def commands_page(facts: Facts) -> str:
         "(or right-click a result › Apps › Dream info)",
         "• `/history` your jobs, newest first · `/settings` your own defaults · `/forget` erase your history",
         "",
-        "**Moderators**: `/mod` (filter, words, adapters, model, modlog, role, ban, unban, history, audit).",
+        "**Moderators**: `/mod` (filter, words, adapters, model, modlog, role, ban, unban, history, audit, workers).",
         "",
         "Pages: ① commands ② options and limits ③ prompt syntax ④ buttons and reactions.",
     ])

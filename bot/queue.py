@@ -22,7 +22,7 @@ from functools import partial
 
 from bot.engine_client import EngineClient, ProgressCallback
 from bot.outcome import Failure, FailureKind, Outcome
-from bot.render import duration
+from bot.render import NO_WORKER, duration
 from bot.store import Store
 from bot.workers import RemoteWorker, WorkerHub
 from dreambot.wire import GenerateResult, Job
@@ -348,7 +348,10 @@ class JobQueue:
 
     def starting(self) -> tuple[str, float | None] | None:
         """While no engine is ready because every one is still starting (a cold start): the model
-        the soonest loads and about how long it has left; None once one can take jobs."""
+        the soonest loads and about how long it has left; None once one can take jobs. With workers on
+        other hosts only and none connected: (render.NO_WORKER, None)."""
+        if self.hub is not None and not self.engines and not self.hub.workers:
+            return NO_WORKER, None
         starts = [engine.starting for engine in self.engines]
         if not starts or any(start is None for start in starts):
             return None

@@ -41,13 +41,22 @@ ACTIONS = {"reroll": "re-roll", "edit": "edit", "vary": "variation", "upscale": 
            "interpolate": "animation"}
 
 
+# `queued`'s `starting` when every engine is a worker on another host and none is connected.
+NO_WORKER = ""
+
+
 def queued(job_id: int, ahead: int, wait: float | None = None, notes: tuple[str, ...] = (), *,
            restored: bool = False, starting: tuple[str, float | None] | None = None) -> str:
     """The notice while a job waits: its place in the queue and, when known, the estimated wait;
     during a cold start (`starting`: the model the engine loads, and about how long that has left),
-    that the engine is loading it."""
+    that the engine is loading it; with workers on other hosts and none connected (`starting`'s
+    model is NO_WORKER), that it waits for one."""
     again = " again after a restart" if restored else ""
-    if ahead == 0 and starting is not None:
+    if starting is not None and starting[0] == NO_WORKER:
+        where = "is next" if ahead == 0 else f"is queued ({ahead} {'job' if ahead == 1 else 'jobs'} ahead)"
+        text = (f"⏳ Job {job_id} {where}{again}: no image worker is connected right now; it starts as soon as "
+                "one is.")
+    elif ahead == 0 and starting is not None:
         model, left = starting
         about = "" if left is None else " (any moment now)" if left < 1 else f" (about {duration(left)})"
         text = (f"📦 Job {job_id} is next{again}: the image engine is starting, loading the model "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from bot import render
+from dreambot.relay import WorkerStatus
 from dreambot.request import GenerateRequest
 from dreambot.wire import GenerateResult, ImageResult
 
@@ -98,3 +99,38 @@ def test_a_refusals_reason_is_the_job_members_alone() -> None:
     crashed = job_row(GenerateRequest(prompt="a cat", seed=1), status="failed",
                       error="internal: OSError: /home/op/models/x.safetensors is broken")
     assert "/home/op" not in render.info(crashed) and "something went wrong on our side" in render.info(crashed)
+
+
+def test_workers_list_says_each_workers_state_and_what_to_do_without_any() -> None:
+    """/mod workers: name, device, models, busy (with the job) or idle, jobs done, last seen; an
+    operator's name cannot break out of its code span."""
+    def worker(name: str, models: tuple[str, ...], lease=None, seen: float = 100.0):
+        status = WorkerStatus(session=name, name=name, device="cuda:0", model="sd15", dtype="float16",
+                              safety_checker="opennsfw", protocol=3, models=models)
+        return SimpleNamespace(name=name, status=status, lease=lease, busy=lease is not None, last_seen=seen)
+
+    busy = worker("gpu`1", ("sd15", "sdxl"), lease=SimpleNamespace(outcomes={12: None}), seen=95.0)
+    text = render.workers_list([worker("gpu-2", ("sd15",)), busy], {"gpu-2": 7}, 103.0, remote=True,
+                               lease_seconds=15)
+    lines = text.splitlines()
+    assert lines[0] == "**Workers** (2; one is lost after 15 s of silence)"
+    assert lines[1] == "• `gpu-2` · `cuda:0` · models: sd15 · idle · 7 job(s) done · last seen 3 s ago"
+    assert lines[2] == ("• `gpuˋ1` · `cuda:0` · models: sd15, sdxl · busy with job 12 · 0 job(s) done · "
+                        "last seen 8 s ago")
+    assert "No worker is connected" in render.workers_list([], {}, 0.0, remote=True, lease_seconds=15)
+    assert "NATS_URL" in render.workers_list([], {}, 0.0, remote=False, lease_seconds=0)
+
+
+def test_worker_news_for_the_mod_log() -> None:
+    assert render.worker_joined("gpu-1", "cuda:0", "sd15") == (
+        "🟢 Worker `gpu-1` joined: `sd15` on `cuda:0`; it takes jobs now.")
+    assert render.worker_lost("gpu-1", "worker gpu-1 said nothing for 15 s").startswith(
+        "🔴 Worker `gpu-1` was lost (worker gpu-1 said nothing for 15 s). A job it held goes back")
+    assert "stopped by its operator" in render.worker_left("gpu-1")
+
+
+def test_a_queued_job_with_no_worker_connected_says_it_waits_for_one() -> None:
+    assert render.queued(4, 0, starting=(render.NO_WORKER, None)) == (
+        "⏳ Job 4 is next: no image worker is connected right now; it starts as soon as one is.")
+    assert render.queued(4, 2, 30.0, starting=(render.NO_WORKER, None)).startswith(
+        "⏳ Job 4 is queued (2 jobs ahead): no image worker")
