@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # How often leases, pulls and workers are looked over.
 TICK_SECONDS = 0.25
+# Workers that said they stop, remembered (by session) so that a message of theirs that comes late is ignored.
+GONE_REMEMBERED = 1000
 # At start, how long the bot listens for the workers' answers to its roll call, and then, at most,
 # for the results they hold.
 ROLL_CALL_SECONDS = 1.5
@@ -113,6 +115,7 @@ class WorkerHub:
         self._leases: dict[str, Lease] = {}
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task] = []
+        self._gone: dict[str, None] = {}  # sessions that said they stop, the latest last
         self._parts: dict[tuple[str, str, int], Parts] = {}  # (session, lease, job id) -> a result arriving
         self._collecting: list[tuple[int, GenerateResult]] | None = None
         self._connected: asyncio.Future[None] | None = None
@@ -299,6 +302,13 @@ class WorkerHub:
         if self.workers.get(worker.status.session) is not worker:
             return
         del self.workers[worker.status.session]
+        if not lost:  # it said it stops: a pull it sent just before, handled after, must not bring it back
+            self._gone[worker.status.session] = None
+            while len(self._gone) > GONE_REMEMBERED:
+                del self._gone[next(iter(self._gone))]
+        for msg in (worker.pull, worker.claimed):  # answered, or the worker waits out its request's time
+            if msg is not None:
+                asyncio.get_running_loop().create_task(self._answer(msg, {relay.IDLE: "1"}))
         worker.pull = worker.claimed = None
         log.warning("%s: lost", reason) if lost else log.info("%s", reason)
         if worker.lease is not None:
@@ -312,6 +322,9 @@ class WorkerHub:
                       "run the same Dreambot release on both")
             log.error("refused worker %s: %s", status.name, reason)
             await self._answer(msg, {relay.REFUSED: reason})
+            return
+        if status.session in self._gone:
+            await self._answer(msg, {relay.IDLE: "1"})
             return
         worker = self._seen(status)
         if worker.lease is not None:
@@ -340,7 +353,7 @@ class WorkerHub:
         session = headers.get(relay.WORKER, "")
         if headers.get(relay.KIND) == "status":
             status = WorkerStatus.decode(msg.data)
-            if status.session != session:
+            if status.session != session or status.session in self._gone:
                 return
             if status.leaving:
                 if status.session in self.workers:
@@ -446,7 +459,7 @@ class WorkerHub:
                                              f"the job took longer than the limit of {self._job_timeout:.0f} s and was "
                                              "stopped"))
                     await self._publish(Control("void", lease.token))
-                elif lease.worker.status.session not in self.workers:
+                elif self.workers.get(lease.worker.status.session) is not lease.worker:
                     self._lapse(lease, f"worker {lease.worker.name} is gone", counted=lease.acknowledged)
 
     def _lapse(self, lease: Lease, reason: str, *, counted: bool) -> None:

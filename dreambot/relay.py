@@ -144,6 +144,8 @@ async def connect(servers: list[str], *, name: str, creds: Path | None = None, o
         log.warning("NATS: %s", exception or type(exception).__name__)
 
     async def disconnected() -> None:
+        if opened and (opened[0].is_closed or opened[0].is_draining):
+            return  # closed on purpose
         log.warning("NATS: lost the connection to %s; reconnecting", redacted(servers))
         if on_change is not None:
             await on_change(False)
@@ -164,6 +166,7 @@ async def connect(servers: list[str], *, name: str, creds: Path | None = None, o
     if any(url.startswith(("tls://", "wss://")) for url in servers):
         # nats-py upgrades to TLS only when the server asks; a tls:// URL must never fall back to plain text.
         options["tls"] = ssl.create_default_context()
+    opened: list[Client] = []
     wait = 0.5
     while True:
         try:
@@ -175,4 +178,5 @@ async def connect(servers: list[str], *, name: str, creds: Path | None = None, o
             wait = min(wait * 2, 15.0)
             continue
         log.info("NATS: connected to %s", redacted(servers))
+        opened.append(connection)
         return connection
