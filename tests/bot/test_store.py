@@ -404,6 +404,11 @@ OLD_ROWS = {
         (1, 2, 3, "sd15", "done", "dream", "block", 64, 64,
          GenerateRequest(prompt="a fox", seed=9, width=64, height=64, model="sd15").to_json()),
         GenerateRequest(prompt="a fox", seed=9, width=64, height=64, model="sd15")),
+    # Schema 9's jobs were all run by the bot's own engines: no lease, no worker.
+    9: ("user_id, guild_id, channel_id, model, status, action, nsfw_mode, width, height, request",
+        (1, 2, 3, "sd15", "done", "dream", "block", 64, 64,
+         GenerateRequest(prompt="a fox", seed=9, width=64, height=64, model="sd15").to_json()),
+        GenerateRequest(prompt="a fox", seed=9, width=64, height=64, model="sd15")),
 }
 
 
@@ -424,6 +429,7 @@ async def test_upgrading_from_every_earlier_schema_keeps_each_request_as_it_was(
         .validated(Limits()) is not None
     assert (row.user_id, row.guild_id, row.channel_id, row.model) == (1, 2, 3, "sd15")
     assert (row.prompt_tokens, row.prompt_chunks) == (None, None)  # unknown before schema 9: left unsaid
+    assert (row.lease, row.worker) == (None, None)  # before schema 10, no job ran on a worker elsewhere
     assert (row.width, row.height) == values[7:9]  # the size it was made at stays with the result
     # Jobs recorded now carry their request whole, a field of a newer release left out when read.
     newer = await store.create_job(expected, user_id=1, guild_id=2, channel_id=3, interaction_id=None, model="m")

@@ -65,7 +65,7 @@ async def test_mod_is_one_group_hidden_from_members_and_dms(bot: BotProcess, fak
     assert mod["default_member_permissions"] == str(MANAGE_GUILD)
     assert mod.get("contexts") == [0] or mod.get("dm_permission") is False
     assert {option["name"] for option in mod["options"]} == {
-        "filter", "words", "adapters", "model", "modlog", "role", "ban", "unban", "history", "audit"}
+        "filter", "words", "adapters", "model", "modlog", "role", "ban", "unban", "history", "audit", "workers"}
     for name in ("history", "forget"):
         fake.command(name)
 
