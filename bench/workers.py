@@ -268,11 +268,11 @@ async def disrupted(rig: Rig, report: Chaos, *, kill_every: tuple[float, float],
     taken_from: set[tuple[int, str]] = set()  # (job, worker name) whose result the hub accepted
     take, hand_out, finish_job = hub._take, hub.hand_out, store.finish_job
 
-    async def counted_take(worker, token, job_id, message):
+    async def counted_take(worker, token, job_id, message, session=""):
         lease_now = hub._leases.get(token)
         future = lease_now.outcomes.get(job_id) if lease_now is not None else None
         was_done = future is None or future.done()
-        verdict = await take(worker, token, job_id, message)
+        verdict = await take(worker, token, job_id, message, session)
         report.verdicts[verdict] += 1
         if not was_done and future.done() and isinstance(future.result(), GenerateResult):  # type: ignore[union-attr]
             accepted[job_id] += 1

@@ -387,6 +387,7 @@ class JobQueue:
                              for i, engine in enumerate(self.engines)]
             if self.hub is not None:
                 self.hub.on_free = self._work.set
+                self.hub.adopt = self.adopt
                 self._workers.append(asyncio.create_task(self._dispatch(self.hub), name="job-dispatcher"))
 
     async def close(self, grace: float = 30.0) -> None:
@@ -552,6 +553,17 @@ class JobQueue:
         """A result a worker made for a job of a previous run, taken at start (`WorkerHub.collect`):
         the job is delivering, as if this run had made it."""
         await self._store.finish_job(job_id, result)
+
+    async def adopt(self, job_id: int, result: GenerateResult) -> bool:
+        """A worker finished a job of the previous run after this run queued it again (the bot was
+        restarted while it ran): if it is still queued, that result is its outcome. False if it is not
+        queued here (it runs again, or already has)."""
+        ticket = self._tickets.get(job_id)
+        if ticket is None or not self.fair.cancel(job_id):
+            return False
+        await self._store.finish_job(job_id, result)
+        self._finish(ticket).set_result(result)
+        return True
 
     async def abandon(self, job_id: int, reason: str) -> None:
         """A job a previous run left that cannot run again (`reason` says why)."""

@@ -587,11 +587,11 @@ def worker_joined(name: str, device: str, model: str) -> str:
 
 def worker_lost(name: str, reason: str) -> str:
     return (f"🔴 Worker {_name(name)} was lost ({clip(reason, 300)}). A job it held goes back to the front of the "
-            "queue and runs on another worker; nothing is posted twice.")
+            "queue, to run on the next free worker (once: a job lost twice fails); nothing is posted twice.")
 
 
 def worker_left(name: str) -> str:
-    return f"⚪ Worker {_name(name)} was stopped by its operator, after finishing the jobs it held."
+    return f"⚪ Worker {_name(name)} was stopped by its operator."
 
 
 def workers_list(workers: list, jobs_done: dict[str, int], now: float, *, remote: bool, lease_seconds: float) -> str:

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 # How often leases, pulls and workers are looked over.
 TICK_SECONDS = 0.25
+# The most parts one result may come in (64 MB at NATS's default payload limit of 1 MB).
+MAX_PARTS = 64
+# Leases the hub ended itself (lapsed, timed out) and statuses of workers not yet serving, remembered.
+REMEMBERED = 1000
 # Workers that said they stop, remembered (by session) so that a message of theirs that comes late is ignored.
 GONE_REMEMBERED = 1000
 # At start, how long the bot listens for the workers' answers to its roll call, and then, at most,
@@ -116,7 +120,15 @@ class WorkerHub:
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task] = []
         self._gone: dict[str, None] = {}  # sessions that said they stop, the latest last
-        self._parts: dict[tuple[str, str, int], Parts] = {}  # (session, lease, job id) -> a result arriving
+        # Per worker session, the one result it is sending: (lease, job id, the parts so far).
+        self._parts: dict[str, tuple[str, int, Parts]] = {}
+        self._voided: dict[str, None] = {}  # leases the hub ended, the latest last
+        # Statuses of workers that have not asked for work (yet): at start, those offering results.
+        self._heard: dict[str, tuple[WorkerStatus, float]] = {}
+        self._down_since: float | None = None
+        self._closing = False  # NATS unreachable since: nobody's silence counts meanwhile
+        # Takes a late result of a lease of the previous run whose job waits in the queue (`JobQueue.adopt`).
+        self.adopt: Callable[[int, GenerateResult], Awaitable[bool]] | None = None
         self._collecting: list[tuple[int, GenerateResult]] | None = None
         self._connected: asyncio.Future[None] | None = None
         self._announce_after = 0.0  # workers found by the roll call at start are not news
@@ -189,13 +201,15 @@ class WorkerHub:
     async def _awaited(self, collected: list[tuple[int, GenerateResult]]) -> bool:
         """Whether a worker still holds a result of a lease the store knows and that is not collected yet."""
         have = {job_id for job_id, _ in collected}
-        for worker in list(self.workers.values()):
-            for lease in worker.status.holding:
+        statuses = [worker.status for worker in self.workers.values()] + [status for status, _ in self._heard.values()]
+        for status in statuses:
+            for lease in status.holding:
                 if lease not in self._leases and await self._store.has_lease(lease, excluding=have):
                     return True
         return False
 
     async def close(self) -> None:
+        self._closing = True  # a pull that comes now is answered at once: the next bot serves it
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -242,19 +256,19 @@ class WorkerHub:
                     for _ in jobs]
         loop = asyncio.get_running_loop()
         token = secrets.token_hex(16)
-        await self._store.lease_jobs([job.job_id for job in jobs], token, worker.name)
         message = jobs[0] if len(jobs) == 1 else Batch(jobs=tuple(jobs))
         parts = relay.split(wire.encode(message), self._nc.max_payload)
         now = time.monotonic()
         lease = Lease(token, worker, {job.job_id: loop.create_future() for job in jobs}, on_progress, parts, now,
                       deadline=now + self._job_timeout * len(jobs))
-        self._leases[token] = worker.lease = lease
+        self._leases[token] = worker.lease = lease  # from now on a Cancel finds it
         try:
+            await self._store.lease_jobs([job.job_id for job in jobs], token, worker.name)
             await self._nc.publish(msg.reply, parts[0], headers={relay.LEASE: token, relay.PARTS: str(len(parts))})
+            log.info("job(s) %s handed to worker %s (lease %s…)", ", ".join(str(job.job_id) for job in jobs),
+                     worker.name, token[:8])
         except nats.errors.Error as problem:  # NATS is away: the worker asks again when it is back
             self._end(lease, Failure(FailureKind.UNSENT, f"could not hand the job to worker {worker.name}: {problem}"))
-        log.info("job(s) %s handed to worker %s (lease %s…)", ", ".join(str(job.job_id) for job in jobs),
-                 worker.name, token[:8])
         try:
             return [await future for future in lease.outcomes.values()]
         finally:
@@ -287,6 +301,7 @@ class WorkerHub:
         now = time.monotonic()
         worker = self.workers.get(status.session)
         if worker is None:
+            self._heard.pop(status.session, None)
             worker = self.workers[status.session] = RemoteWorker(self, status, now, now)
             log.info("worker %s joined: %s on %s, safety checker %s", status.name, status.model, status.device,
                      status.safety_checker)
@@ -302,6 +317,7 @@ class WorkerHub:
         if self.workers.get(worker.status.session) is not worker:
             return
         del self.workers[worker.status.session]
+        self._parts.pop(worker.status.session, None)
         if not lost:  # it said it stops: a pull it sent just before, handled after, must not bring it back
             self._gone[worker.status.session] = None
             while len(self._gone) > GONE_REMEMBERED:
@@ -323,7 +339,7 @@ class WorkerHub:
             log.error("refused worker %s: %s", status.name, reason)
             await self._answer(msg, {relay.REFUSED: reason})
             return
-        if status.session in self._gone:
+        if status.session in self._gone or self._closing:
             await self._answer(msg, {relay.IDLE: "1"})
             return
         worker = self._seen(status)
@@ -353,19 +369,22 @@ class WorkerHub:
         session = headers.get(relay.WORKER, "")
         if headers.get(relay.KIND) == "status":
             status = WorkerStatus.decode(msg.data)
-            if status.session != session or status.session in self._gone:
+            if status.session != session or status.session in self._gone or status.protocol != PROTOCOL_VERSION:
                 return
+            worker = self.workers.get(status.session)
             if status.leaving:
-                if status.session in self.workers:
-                    self._left(self.workers[status.session], f"worker {status.name} stopped", lost=False)
+                self._heard.pop(status.session, None)
+                if worker is not None:
+                    self._left(worker, f"worker {status.name} stopped", lost=False)
                 return
-            worker = self._seen(status)
+            if worker is None:  # not serving (yet): it joins when it asks for work
+                self._heard[status.session] = (status, time.monotonic())
+                while len(self._heard) > REMEMBERED:
+                    del self._heard[next(iter(self._heard))]
+            else:
+                worker.status, worker.last_seen = status, time.monotonic()
             if status.lease is not None:
-                lease = self._leases.get(status.lease)
-                if lease is not None and lease.worker is worker:
-                    lease.acknowledged = True
-                elif self._collecting is None:  # a lease the bot does not honour (lapsed, or of its last run)
-                    await self._publish(Control("void", status.lease))
+                await self._check_lease(worker, status.lease)
             return
         sender = self.workers.get(session)
         lease = self._leases.get(headers.get(relay.LEASE, ""))
@@ -382,6 +401,19 @@ class WorkerHub:
                 except Exception:
                     log.exception("progress callback failed")
 
+    async def _check_lease(self, worker: RemoteWorker | None, token: str) -> None:
+        """A worker says it runs under `token`: its own live lease is acknowledged; a lease the hub ended
+        is voided (again: the worker may have missed it); so is one that no job waits under any more.
+        A lease of the previous run whose job is still queued or running is left to finish: its
+        result is collected or adopted. Another worker's live lease is not this worker's to touch."""
+        lease = self._leases.get(token)
+        if lease is not None:
+            if lease.worker is worker:
+                lease.acknowledged = True
+            return
+        if token in self._voided or (self._collecting is None and not await self._store.has_lease(token)):
+            await self._publish(Control("void", token))
+
     async def _on_result(self, msg: Msg) -> None:
         headers = msg.headers or {}
         session, token = headers.get(relay.WORKER, ""), headers.get(relay.LEASE, "")
@@ -390,24 +422,39 @@ class WorkerHub:
         worker = self.workers.get(session)
         if worker is not None:
             worker.last_seen = time.monotonic()
-        key = (session, token, job_id)
-        if index == 0:
-            self._parts[key] = Parts(count)
+        elif session not in self._heard:  # say who you are first (a status), then offer it again
+            await self._answer(msg, {relay.KIND: "later"})
+            return
+        if not 0 < count <= MAX_PARTS:
+            await self._answer(msg, {relay.KIND: f"refused: more than {MAX_PARTS} parts"})
+            return
+        if index == 0:  # one result at a time per worker: whatever it sent before is dropped
+            self._parts[session] = (token, job_id, Parts(count))
+        arriving = self._parts.get(session)
         try:
-            data = self._parts[key].add(index, msg.data)
-        except (KeyError, ValueError) as problem:
-            self._parts.pop(key, None)
+            if arriving is None or arriving[:2] != (token, job_id):
+                raise ValueError("its first part is missing")
+            data = arriving[2].add(index, msg.data)
+        except ValueError as problem:
+            self._parts.pop(session, None)
             log.warning("a part of the result of job %s came out of order (%s); the worker sends it again", job_id,
                         problem)
-            return  # no answer: the worker offers it again
+            await self._answer(msg, {relay.KIND: "later"})
+            return
         if data is None:
             await self._answer(msg, {relay.KIND: "part"})
             return
-        del self._parts[key]
-        verdict = await self._take(worker, token, job_id, wire.decode(data))
+        del self._parts[session]
+        try:
+            message = wire.decode(data)
+        except (ValueError, KeyError, TypeError):
+            await self._answer(msg, {relay.KIND: "refused: not a message"})
+            return
+        verdict = await self._take(worker, token, job_id, message, session)
         await self._answer(msg, {relay.KIND: verdict})
 
-    async def _take(self, worker: RemoteWorker | None, token: str, job_id: int, message: wire.Message) -> str:
+    async def _take(self, worker: RemoteWorker | None, token: str, job_id: int, message: wire.Message,
+                    session: str = "") -> str:
         """Take one job's result or error: "taken", or why it is refused (the worker drops it either way)."""
         if not isinstance(message, GenerateResult | EngineError) or message.job_id != job_id:
             log.warning("worker sent a %s as the result of job %s; refused", type(message).__name__, job_id)
@@ -430,11 +477,17 @@ class WorkerHub:
             return "refused: not under a lease the bot handed out"
         if row.status not in ("queued", "running"):
             return "taken"  # already in: an answer that was lost on the way, sent again
-        if self._collecting is not None and isinstance(message, GenerateResult) and worker is not None and \
-                worker.name == row.worker:  # from the worker it was handed to, by name: the session is new to us
-            if job_id not in {collected for collected, _ in self._collecting}:
-                self._collecting.append((job_id, message))
-            return "taken"
+        # From the worker it was handed to, by name: after a restart its session is new to us.
+        heard = self._heard.get(session)
+        name = worker.name if worker is not None else heard[0].name if heard is not None else None
+        if isinstance(message, GenerateResult) and name == row.worker:
+            if self._collecting is not None:
+                if job_id not in {collected for collected, _ in self._collecting}:
+                    self._collecting.append((job_id, message))
+                return "taken"
+            if row.status == "queued" and self.adopt is not None and await self.adopt(job_id, message):
+                log.info("job %s: a result of the previous run, made while it waited to run again, taken", job_id)
+                return "taken"
         log.warning("refused a late result of job %s: its lease lapsed, so it runs again", job_id)
         return "refused: the lease lapsed"
 
@@ -446,6 +499,18 @@ class WorkerHub:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
+            if self._nc is not None and not self._nc.is_connected:  # our outage, not the workers' silence
+                self._down_since = self._down_since or now
+                continue
+            if self._down_since is not None:
+                for worker in self.workers.values():
+                    worker.last_seen += now - self._down_since
+                self._down_since = None
+            for session, (_, heard_at) in list(self._heard.items()):
+                if now - heard_at >= self.lease_seconds:
+                    del self._heard[session]
+            for session in [s for s in self._parts if s not in self.workers and s not in self._heard]:
+                del self._parts[session]
             for worker in list(self.workers.values()):
                 if worker.pull is not None and now - worker.pulled_at >= self._poll_seconds:
                     msg, worker.pull = worker.pull, None
@@ -458,7 +523,7 @@ class WorkerHub:
                     self._end(lease, Failure(FailureKind.TIMED_OUT,
                                              f"the job took longer than the limit of {self._job_timeout:.0f} s and was "
                                              "stopped"))
-                    await self._publish(Control("void", lease.token))
+                    self._void(lease.token)
                 elif self.workers.get(lease.worker.status.session) is not lease.worker:
                     self._lapse(lease, f"worker {lease.worker.name} is gone", counted=lease.acknowledged)
 
@@ -468,8 +533,16 @@ class WorkerHub:
         log.warning("lease %s… of job(s) %s lapsed: %s", lease.token[:8], ", ".join(map(str, lease.outcomes)), reason)
         kind = FailureKind.CRASHED if counted else FailureKind.UNSENT
         self._end(lease, Failure(kind, reason))
+        self._void(lease.token)
+
+    def _void(self, token: str) -> None:
+        """The hub no longer honours this lease: its worker is told to drop it (now, and whenever it
+        says it still runs it)."""
+        self._voided[token] = None
+        while len(self._voided) > REMEMBERED:
+            del self._voided[next(iter(self._voided))]
         if self._nc is not None:
-            asyncio.get_running_loop().create_task(self._publish(Control("void", lease.token)))
+            asyncio.get_running_loop().create_task(self._publish(Control("void", token)))
 
     def _end(self, lease: Lease, failure: Failure) -> None:
         self._leases.pop(lease.token, None)

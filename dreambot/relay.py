@@ -163,9 +163,12 @@ async def connect(servers: list[str], *, name: str, creds: Path | None = None, o
     )
     if creds is not None:
         options["user_credentials"] = str(creds)
-    if any(url.startswith(("tls://", "wss://")) for url in servers):
-        # nats-py upgrades to TLS only when the server asks; a tls:// URL must never fall back to plain text.
+    if any(url.startswith("tls://") for url in servers):
+        # TLS before anything else is said: nats-py otherwise upgrades only when the server asks for
+        # it, and a server impersonated on the way would read the password in clear. The server's
+        # `tls` block needs `handshake_first: true` (deploy/nats-server.conf).
         options["tls"] = ssl.create_default_context()
+        options["tls_handshake_first"] = True
     opened: list[Client] = []
     wait = 0.5
     while True:

@@ -85,6 +85,8 @@ class Worker:
         self.held = HeldJobs()
         self.exit_code = 0
         self.lease: str | None = None
+        # Cancels for jobs of a lease not running yet (the Cancel can overtake the hand-out): (lease, job id).
+        self._early_cancels: dict[tuple[str, int], None] = {}
         self._unanswered: set[int] = set()  # jobs of the lease the engine has not answered yet
         self._lease_done: asyncio.Event | None = None
         # (lease, job id) -> the encoded result, kept until the bot answers for it.
@@ -234,8 +236,15 @@ class Worker:
             part = await self._nc.request(relay.FETCH, b"", timeout=RESULT_TIMEOUT_SECONDS,
                                           headers={relay.WORKER: self.session, relay.LEASE: lease,
                                                    relay.PART: str(index)})
+            if relay.REFUSED in (part.headers or {}):  # the bot no longer honours it (it restarted): ask again
+                log.warning("the bot no longer hands out lease %s…", lease[:8])
+                return None
             data.append(part.data)
-        message = wire.decode(b"".join(data))
+        try:
+            message = wire.decode(b"".join(data))
+        except (ValueError, KeyError, TypeError):
+            log.exception("the bot handed out work this worker cannot read (another release?)")
+            return None
         if not isinstance(message, Job | Batch):
             log.error("the bot handed out a %s, which is not work", type(message).__name__)
             return None
@@ -249,6 +258,9 @@ class Worker:
         self._send(relay.EVENT, self.status().encode(), {relay.KIND: "status"})  # the bot knows it arrived
         log.info("lease %s…: job(s) %s", lease[:8], ", ".join(str(job.job_id) for job in jobs))
         self.held.hold(jobs)
+        for job in jobs:
+            if self._early_cancels.pop((lease, job.job_id), "none") is None:
+                self.held.cancel(job.job_id)
         self.work.put(jobs)
         await self._lease_done.wait()
         self.lease = None
@@ -269,6 +281,8 @@ class Worker:
                 return  # kept: offered again on the next round, or when the bot calls the roll
             assert answer is not None
             verdict = (answer.headers or {}).get(relay.KIND, "taken")
+            if verdict == "later":  # the bot does not know this worker yet (it just started): offered again
+                return
             if verdict != "taken":
                 log.warning("the bot did not take the result of job %s (%s); dropped", job_id, verdict)
             self.results.pop((lease, job_id), None)
@@ -284,6 +298,11 @@ class Worker:
             assert self._wake is not None and self._called is not None
             self._wake.set()  # results held are offered now
             self._called.set()  # and work is asked of this bot
+        elif control.type == "cancel" and control.lease is not None and control.job_id is not None and \
+                control.lease != self.lease:  # perhaps for work on its way here: kept for a while
+            self._early_cancels[(control.lease, control.job_id)] = None
+            while len(self._early_cancels) > 100:
+                del self._early_cancels[next(iter(self._early_cancels))]
         elif control.lease is not None and control.lease == self.lease:
             if control.type == "cancel" and control.job_id is not None:
                 self.held.cancel(control.job_id)

@@ -125,7 +125,7 @@ def test_worker_news_for_the_mod_log() -> None:
     assert render.worker_joined("gpu-1", "cuda:0", "sd15") == (
         "🟢 Worker `gpu-1` joined: `sd15` on `cuda:0`; it takes jobs now.")
     assert render.worker_lost("gpu-1", "worker gpu-1 said nothing for 15 s").startswith(
-        "🔴 Worker `gpu-1` was lost (worker gpu-1 said nothing for 15 s). A job it held goes back")
+        "🔴 Worker `gpu-1` was lost (worker gpu-1 said nothing for 15 s). A job it held goes back to the front")
     assert "stopped by its operator" in render.worker_left("gpu-1")
 
 

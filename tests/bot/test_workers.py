@@ -17,7 +17,7 @@ from bot.outcome import Failure, FailureKind
 from bot.store import Store
 from dreambot import relay, wire
 from dreambot.relay import WorkerStatus
-from dreambot.wire import GenerateResult, ImageResult
+from dreambot.wire import GenerateResult, ImageResult, Job
 from tests.support.bot_process import BotProcess
 from tests.support.nats import NatsServer
 from tests.support.workers import Rig, WorkerProcess, outcome
@@ -110,13 +110,20 @@ async def test_a_result_under_a_lease_the_bot_did_not_hand_out_is_refused(rig: R
     forged = GenerateResult(job_id=job_id, images=(ImageResult(b"\x89PNG forged", 1, False, 0.0),), seed=1, width=64,
                             height=64, model="tiny")
     intruder = await nats.connect(server.url)
+    headers = {relay.WORKER: "intruder", relay.LEASE: secrets.token_hex(16), relay.JOB: str(job_id), relay.PART: "0",
+               relay.PARTS: "1"}
     try:
-        answer = await intruder.request(relay.RESULT, wire.encode(forged), timeout=5, headers={
-            relay.WORKER: "intruder", relay.LEASE: secrets.token_hex(16), relay.JOB: str(job_id), relay.PART: "0",
-            relay.PARTS: "1"})
+        unknown = await intruder.request(relay.RESULT, wire.encode(forged), timeout=5, headers=headers)
+        status = WorkerStatus(session="intruder", name="intruder", device="cpu", model="tiny", dtype="float32",
+                              safety_checker="opennsfw", protocol=wire.PROTOCOL_VERSION)
+        await intruder.publish(relay.EVENT, status.encode(), headers={relay.WORKER: "intruder", relay.KIND: "status"})
+        await intruder.flush()
+        await asyncio.sleep(0.3)
+        known = await intruder.request(relay.RESULT, wire.encode(forged), timeout=5, headers=headers)
     finally:
         await intruder.close()
-    assert answer.headers[relay.KIND].startswith("refused")
+    assert unknown.headers[relay.KIND] == "later"  # who are you? (nothing kept from a stranger)
+    assert known.headers[relay.KIND].startswith("refused")
     row = await rig.store.get_job(job_id)
     assert row.status == "queued" and row.finished_at is None
 
@@ -177,12 +184,60 @@ async def test_results_a_worker_holds_while_the_bot_is_away_are_collected_at_its
         await second.close()
 
 
+async def test_a_job_running_through_a_graceful_restart_is_taken_from_its_worker(server, crew, tmp_path) -> None:
+    """The bot stops (SIGTERM) while a worker runs a job longer than the grace: the job waits in the
+    store, the worker is not told to drop it, and the next run, which queued it again, takes its
+    result when it comes rather than running it again (`JobQueue.adopt`)."""
+    first = await Rig(tmp_path, server).start()
+    await first.wait_for_workers(len(crew))
+    ticket = await first.submit("a teal circle", steps=LONG * 4)
+    job_id = ticket.job.job_id
+    await first_progress(first, job_id)
+    await first.close(grace=0)  # what did not finish goes back to queued, under its lease
+    row = await first_store_row(tmp_path, job_id)
+    assert row.status == "queued" and row.lease
+
+    second = await Rig(tmp_path, server).start()
+    try:
+        blocker = await second.submit("the other worker's job", steps=LONG * 6)  # the free worker takes this
+        await first_progress(second, blocker.job.job_id)
+        again = second.queue.submit(Job(job_id, row.request), row.user_id, check=False)  # as restore does
+        result = await outcome(again)
+        assert isinstance(result, GenerateResult)
+        after = await second.store.get_job(job_id)
+        assert after.lease == row.lease and after.status == "delivering"  # the first hand-out's result
+        assert isinstance(await outcome(blocker), GenerateResult)
+    finally:
+        await second.close()
+
+
+async def test_a_status_naming_another_workers_lease_cannot_stop_its_job(rig: Rig, server) -> None:
+    """Security: a client with the workers' password that learns a live lease and claims it in a
+    status of its own gets the job neither voided nor acknowledged."""
+    ticket = await rig.submit("a steady square", steps=LONG)
+    await first_progress(rig, ticket.job.job_id)
+    lease = (await rig.store.get_job(ticket.job.job_id)).lease
+    rogue = await nats.connect(server.url)
+    try:
+        status = WorkerStatus(session="rogue", name="rogue", device="cpu", model="tiny", dtype="float32",
+                              safety_checker="opennsfw", protocol=wire.PROTOCOL_VERSION, lease=lease)
+        for _ in range(3):
+            await rogue.publish(relay.EVENT, status.encode(), headers={relay.WORKER: "rogue", relay.KIND: "status"})
+        await rogue.flush()
+    finally:
+        await rogue.close()
+    assert isinstance(await outcome(ticket), GenerateResult)
+    assert "rogue" not in {worker.name for worker in rig.hub.workers.values()}  # a status alone does not join
+
+
 async def test_a_worker_that_joins_late_gets_work(rig: Rig, crew, server, tiny_model, tmp_path) -> None:
     """Workers may come at any time: a third one joins while jobs wait, and takes some."""
     late = await WorkerProcess("w3", server.url, tmp_path, tiny_model).start()
     tickets = []
     try:
+        deadline = time.monotonic() + 90
         while len(rig.hub.workers) < 3:  # jobs keep coming until it is there: some wait when it joins
+            assert time.monotonic() < deadline, late.log()
             while len(rig.queue.queued()) < 6:
                 tickets.append(await rig.submit(f"a late circle {len(tickets)}", user=len(tickets) % 4, steps=40))
             await asyncio.sleep(0.05)

@@ -83,8 +83,7 @@ class Rig:
         self.queue = JobQueue(self.store, [], hub=self.hub, max_per_member=self.max_per_member,
                               max_queued=10_000, max_batch=self.max_batch)
         assert await self.hub.start()
-        if collect is not None:
-            await self.hub.collect(collect)
+        await self.hub.collect(collect or self.queue.collected)  # as the bot does at start: calls the roll
         self.queue.start()
         return self
 
