@@ -607,8 +607,7 @@ def workers_list(workers: list, jobs_done: dict[str, int], now: float, *, remote
     for worker in sorted(workers, key=lambda w: w.name.lower()):
         status = worker.status
         models = ", ".join(status.models) or "none"
-        state = ("busy with job " + ", ".join(str(j) for j in worker.lease.outcomes)) if worker.lease else \
-            "busy" if worker.busy else "idle"
+        state = "busy" if worker.busy else "idle"  # not with which job: it may be another server's
         seen = max(now - worker.last_seen, 0.0)
         lines.append(f"• {_name(worker.name)} · {_name(status.device)} · models: {clip(models, 200)} · {state} · "
                      f"{jobs_done.get(worker.name, 0)} job(s) done · last seen {duration(seen)} ago")

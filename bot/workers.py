@@ -456,9 +456,12 @@ class WorkerHub:
     async def _take(self, worker: RemoteWorker | None, token: str, job_id: int, message: wire.Message,
                     session: str = "") -> str:
         """Take one job's result or error: "taken", or why it is refused (the worker drops it either way)."""
-        if not isinstance(message, GenerateResult | EngineError) or message.job_id != job_id:
-            log.warning("worker sent a %s as the result of job %s; refused", type(message).__name__, job_id)
-            return "not a result"
+        if not isinstance(message, GenerateResult | EngineError) or message.job_id != job_id or \
+                isinstance(message, GenerateResult) and any(image.format not in ("png", "gif") for image in
+                                                             message.images):
+            log.warning("worker sent a %s as the result of job %s that is not one; refused", type(message).__name__,
+                        job_id)
+            return "refused: not a result"
         lease = self._leases.get(token)
         if lease is not None:
             if lease.worker is not worker or job_id not in lease.outcomes:

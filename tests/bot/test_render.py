@@ -102,8 +102,8 @@ def test_a_refusals_reason_is_the_job_members_alone() -> None:
 
 
 def test_workers_list_says_each_workers_state_and_what_to_do_without_any() -> None:
-    """/mod workers: name, device, models, busy (with the job) or idle, jobs done, last seen; an
-    operator's name cannot break out of its code span."""
+    """/mod workers: name, device, models, busy or idle (not with which job: any server's moderators
+    read it), jobs done, last seen; an operator's name cannot break out of its code span."""
     def worker(name: str, models: tuple[str, ...], lease=None, seen: float = 100.0):
         status = WorkerStatus(session=name, name=name, device="cuda:0", model="sd15", dtype="float16",
                               safety_checker="opennsfw", protocol=3, models=models)
@@ -115,7 +115,7 @@ def test_workers_list_says_each_workers_state_and_what_to_do_without_any() -> No
     lines = text.splitlines()
     assert lines[0] == "**Workers** (2; one is lost after 15 s of silence)"
     assert lines[1] == "• `gpu-2` · `cuda:0` · models: sd15 · idle · 7 job(s) done · last seen 3 s ago"
-    assert lines[2] == ("• `gpuˋ1` · `cuda:0` · models: sd15, sdxl · busy with job 12 · 0 job(s) done · "
+    assert lines[2] == ("• `gpuˋ1` · `cuda:0` · models: sd15, sdxl · busy · 0 job(s) done · "
                         "last seen 8 s ago")
     assert "No worker is connected" in render.workers_list([], {}, 0.0, remote=True, lease_seconds=15)
     assert "NATS_URL" in render.workers_list([], {}, 0.0, remote=False, lease_seconds=0)
