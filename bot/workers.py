@@ -125,8 +125,8 @@ class WorkerHub:
         self._voided: dict[str, None] = {}  # leases the hub ended, the latest last
         # Statuses of workers that have not asked for work (yet): at start, those offering results.
         self._heard: dict[str, tuple[WorkerStatus, float]] = {}
-        self._down_since: float | None = None
-        self._closing = False  # NATS unreachable since: nobody's silence counts meanwhile
+        self._down_since: float | None = None  # NATS unreachable since: nobody's silence counts meanwhile
+        self._closing = False
         # Takes a late result of a lease of the previous run whose job waits in the queue (`JobQueue.adopt`).
         self.adopt: Callable[[int, GenerateResult], Awaitable[bool]] | None = None
         self._collecting: list[tuple[int, GenerateResult]] | None = None

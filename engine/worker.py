@@ -174,8 +174,7 @@ class Worker:
                 continue
             try:
                 handed = await self._unless_stopped(self._pull())
-            except (nats.errors.NoRespondersError, nats.errors.ConnectionClosedError, nats.errors.TimeoutError,
-                    nats.errors.OutboundBufferLimitError) as problem:
+            except nats.errors.Error as problem:  # no bot listening, NATS away, an answer lost: ask again
                 if failures == 0:
                     log.warning("the bot cannot be reached (%s); asking again", type(problem).__name__)
                 failures = await self._pause(failures)
