@@ -68,10 +68,13 @@ def answer(job: Job, worker: Worker, png: bytes, seconds: float) -> None:
     log.info("answered job %d", job.job_id)
 
 
-def run_jobs(worker: Worker, seconds: float) -> None:
-    """The engine's thread: the jobs of each lease in turn, until a None comes."""
+def run_jobs(worker: Worker, seconds: float, hang: bool = False) -> None:
+    """The engine's thread: the jobs of each lease in turn, until a None comes (`hang`: an engine
+    stuck in its first step, deaf to cancels)."""
     png = picture()
     while (jobs := worker.work.get()) is not None:
+        while hang:
+            time.sleep(3600)
         for job in jobs:
             answer(job, worker, png, seconds)
 
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("STAND_IN_SECONDS", "1.0")),
                         help="seconds per picture (default: STAND_IN_SECONDS, else 1.0)")
+    parser.add_argument("--hang", action="store_true", help="never finish a job, nor stop one (a stuck engine)")
+    parser.add_argument("--stuck-seconds", type=float, default=None,
+                        help="exit this long after the bot voids a lease the engine does not stop (default: "
+                        "engine.worker.STUCK_SECONDS)")
     parser.add_argument("--check-imports", action="store_true",
                         help="print whether torch, diffusers or transformers were imported, and exit (0: none)")
     args = parser.parse_args(argv)
@@ -93,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     name = settings.worker_name or f"stand-in-{os.getpid()}"
     ready = Ready(model=MODEL, device="none", dtype="none", safety_checker="opennsfw", protocol=PROTOCOL_VERSION)
-    worker = Worker(settings, name, ready, (MODEL,))
+    worker = Worker(settings, name, ready, (MODEL,), **({"stuck_seconds": args.stuck_seconds}
+                                                         if args.stuck_seconds is not None else {}))
     log.info("stand-in worker %s: %.3f s per picture, no model (heavy modules imported: %s)", name, args.seconds,
              ", ".join(module for module in HEAVY if module in sys.modules) or "none")
-    engine = threading.Thread(target=run_jobs, args=(worker, args.seconds), name="stand-in-jobs", daemon=True)
+    engine = threading.Thread(target=run_jobs, args=(worker, args.seconds, args.hang), name="stand-in-jobs",
+                              daemon=True)
     engine.start()
     try:  # as engine.worker.run
         asyncio.run(worker.main())

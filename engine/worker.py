@@ -42,6 +42,11 @@ RESULT_TIMEOUT_SECONDS = 30.0
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 # On SIGTERM, the results of the last jobs are offered to the bot for this long before exiting.
 STOP_DELIVERY_SECONDS = 60.0
+# A lease the bot voided (its job timed out, or the worker was counted lost) whose jobs the engine
+# has not answered this long after: the engine is stuck in a step. The worker exits (code 3), for its
+# service manager to start it again, rather than hold on to a job it will never finish.
+STUCK_SECONDS = 120.0
+STUCK_EXIT_CODE = 3
 
 
 def run(settings: WorkerSettings) -> int:
@@ -75,8 +80,10 @@ def run(settings: WorkerSettings) -> int:
 class Worker:
     """The NATS side of one worker process; the engine runs in a thread of its own (`run_jobs`)."""
 
-    def __init__(self, settings: WorkerSettings, name: str, ready: Ready, models: tuple[str, ...]) -> None:
+    def __init__(self, settings: WorkerSettings, name: str, ready: Ready, models: tuple[str, ...], *,
+                 stuck_seconds: float = STUCK_SECONDS) -> None:
         self.settings = settings
+        self.stuck_seconds = stuck_seconds
         self.name = name
         self.session = secrets.token_hex(8)
         self.ready = ready
@@ -309,9 +316,20 @@ class Worker:
                 log.warning("the bot no longer honours lease %s…; its jobs stop", control.lease[:8])
                 for job_id in self._unanswered:
                     self.held.cancel(job_id)
+                assert self._loop is not None
+                self._loop.call_later(self.stuck_seconds, self._check_stuck, control.lease)
         if control.type == "void" and control.lease is not None:
             for key in [key for key in self.results if key[0] == control.lease]:
                 del self.results[key]
+
+    def _check_stuck(self, lease: str) -> None:
+        """`stuck_seconds` after the bot voided `lease`: if the engine still runs its jobs, it is stuck."""
+        if self.lease == lease:
+            log.error("the engine has not stopped the jobs of lease %s… %.0f s after the bot gave them up: it is "
+                      "stuck; exiting (code %d) for the service manager to start this worker again", lease[:8],
+                      self.stuck_seconds, STUCK_EXIT_CODE)
+            logging.shutdown()
+            os._exit(STUCK_EXIT_CODE)  # the engine's thread cannot be stopped, nor waited for
 
     async def _heartbeat(self) -> None:
         while True:

@@ -3,6 +3,7 @@ they are killed and frozen, and the stand-in never loads torch."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -48,3 +49,28 @@ async def test_killed_and_frozen_workers_lose_nothing_and_post_nothing_twice(tmp
     assert report.failed_otherwise == []
     assert report.delivered + report.crashed_twice == 60
     assert report.verdicts["taken"] >= report.delivered
+
+
+async def test_a_worker_whose_engine_is_stuck_fails_the_job_and_exits_for_a_restart(tmp_path: Path):
+    """A job past its time limit fails (timed out) and its lease is voided; a worker whose engine
+    cannot stop it exits (code 3) rather than sit on it for ever, looking alive but taking nothing."""
+    from bench.workers import COMMAND, MODEL
+    from bot.outcome import Failure, FailureKind
+    from engine.worker import STUCK_EXIT_CODE
+    from tests.support.nats import NatsServer
+    from tests.support.workers import Rig, WorkerProcess, outcome
+
+    nats = NatsServer(tmp_path).start()
+    rig = await Rig(tmp_path, nats, job_timeout=2).start()
+    stuck = await WorkerProcess("stuck", nats.url, tmp_path, MODEL, command=[*COMMAND, "--hang", "--stuck-seconds",
+                                                                              "1"], PYTHONPATH=str(REPO)).start()
+    try:
+        await rig.wait_for_workers(1, timeout=30)
+        result = await outcome(await rig.submit("never finishes"), timeout=30)
+        assert isinstance(result, Failure) and result.kind is FailureKind.TIMED_OUT
+        assert await asyncio.wait_for(stuck.process.wait(), 15) == STUCK_EXIT_CODE, stuck.log()
+        assert "it is stuck" in stuck.log()
+    finally:
+        stuck.kill()
+        await rig.close()
+        nats.stop()

@@ -66,7 +66,8 @@ class Rig:
     """A store, a queue and its WorkerHub on a NATS server: the bot's side, as `python -m bot` builds it."""
 
     def __init__(self, workdir: Path, nats: NatsServer, *, lease_seconds: float = 3.0, max_per_member: int = 100,
-                 max_batch: int = 1) -> None:
+                 max_batch: int = 1, job_timeout: float = 600.0) -> None:
+        self.job_timeout = job_timeout
         self.workdir = workdir
         self.nats = nats
         self.lease_seconds = lease_seconds
@@ -79,7 +80,8 @@ class Rig:
 
     async def start(self, *, collect: Callable | None = None) -> Rig:
         self.store = await Store.open(self.workdir / "dreambot.sqlite3")
-        self.hub = WorkerHub([self.nats.url], self.store, lease_seconds=self.lease_seconds)
+        self.hub = WorkerHub([self.nats.url], self.store, lease_seconds=self.lease_seconds,
+                             job_timeout=self.job_timeout)
         self.queue = JobQueue(self.store, [], hub=self.hub, max_per_member=self.max_per_member,
                               max_queued=10_000, max_batch=self.max_batch)
         assert await self.hub.start()
