@@ -561,7 +561,13 @@ class JobQueue:
         ticket = self._tickets.get(job_id)
         if ticket is None or not self.fair.cancel(job_id):
             return False
-        await self._store.finish_job(job_id, result)
+        try:
+            await self._store.finish_job(job_id, result)
+        except Exception:
+            log.exception("job %s: could not record the result of its previous run; it runs again", job_id)
+            self.fair.submit(job_id, ticket.member_id, front=True, check=False)
+            self._work.set()
+            return False
         self._finish(ticket).set_result(result)
         return True
 

@@ -120,6 +120,7 @@ class WorkerHub:
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task] = []
         self._gone: dict[str, None] = {}  # sessions that said they stop, the latest last
+        self._refused: dict[str, None] = {}  # sessions of another protocol version, the latest last
         # Per worker session, the one result it is sending: (lease, job id, the parts so far).
         self._parts: dict[str, tuple[str, int, Parts]] = {}
         self._voided: dict[str, None] = {}  # leases the hub ended, the latest last
@@ -264,11 +265,15 @@ class WorkerHub:
         self._leases[token] = worker.lease = lease  # from now on a Cancel finds it
         try:
             await self._store.lease_jobs([job.job_id for job in jobs], token, worker.name)
-            await self._nc.publish(msg.reply, parts[0], headers={relay.LEASE: token, relay.PARTS: str(len(parts))})
-            log.info("job(s) %s handed to worker %s (lease %s…)", ", ".join(str(job.job_id) for job in jobs),
-                     worker.name, token[:8])
-        except nats.errors.Error as problem:  # NATS is away: the worker asks again when it is back
+            if token in self._leases:  # not lapsed meanwhile
+                await self._nc.publish(msg.reply, parts[0], headers={relay.LEASE: token,
+                                                                     relay.PARTS: str(len(parts))})
+                log.info("job(s) %s handed to worker %s (lease %s…)", ", ".join(str(job.job_id) for job in jobs),
+                         worker.name, token[:8])
+        except Exception as problem:  # NATS is away, or the store: the worker asks again, the jobs wait
+            log.warning("could not hand job(s) to worker %s: %s", worker.name, problem)
             self._end(lease, Failure(FailureKind.UNSENT, f"could not hand the job to worker {worker.name}: {problem}"))
+            await self._answer(msg, {relay.IDLE: "1"})
         try:
             return [await future for future in lease.outcomes.values()]
         finally:
@@ -369,6 +374,10 @@ class WorkerHub:
         session = headers.get(relay.WORKER, "")
         if headers.get(relay.KIND) == "status":
             status = WorkerStatus.decode(msg.data)
+            if status.protocol != PROTOCOL_VERSION and status.session == session:
+                self._refused[session] = None  # its results are refused too: it then asks, and hears why
+                while len(self._refused) > REMEMBERED:
+                    del self._refused[next(iter(self._refused))]
             if status.session != session or status.session in self._gone or status.protocol != PROTOCOL_VERSION:
                 return
             worker = self.workers.get(status.session)
@@ -422,6 +431,9 @@ class WorkerHub:
         worker = self.workers.get(session)
         if worker is not None:
             worker.last_seen = time.monotonic()
+        elif session in self._refused:
+            await self._answer(msg, {relay.KIND: "refused: the worker speaks another protocol version"})
+            return
         elif session not in self._heard:  # say who you are first (a status), then offer it again
             await self._answer(msg, {relay.KIND: "later"})
             return
@@ -488,7 +500,8 @@ class WorkerHub:
                 if job_id not in {collected for collected, _ in self._collecting}:
                     self._collecting.append((job_id, message))
                 return "taken"
-            if row.status == "queued" and self.adopt is not None and await self.adopt(job_id, message):
+            if row.status == "queued" and token not in self._voided and self.adopt is not None and \
+                    await self.adopt(job_id, message):
                 log.info("job %s: a result of the previous run, made while it waited to run again, taken", job_id)
                 return "taken"
         log.warning("refused a late result of job %s: its lease lapsed, so it runs again", job_id)
@@ -508,6 +521,8 @@ class WorkerHub:
             if self._down_since is not None:
                 for worker in self.workers.values():
                     worker.last_seen += now - self._down_since
+                for lease in self._leases.values():
+                    lease.deadline += now - self._down_since
                 self._down_since = None
             for session, (_, heard_at) in list(self._heard.items()):
                 if now - heard_at >= self.lease_seconds:

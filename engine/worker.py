@@ -92,6 +92,8 @@ class Worker:
         self.held = HeldJobs()
         self.exit_code = 0
         self.lease: str | None = None
+        self._engine_heard_at = 0.0  # when the engine last said something (monotonic)
+        self._loading = False  # its latest word: it loads a model (which no Cancel interrupts)
         # Cancels for jobs of a lease not running yet (the Cancel can overtake the hand-out): (lease, job id).
         self._early_cancels: dict[tuple[str, int], None] = {}
         self._unanswered: set[int] = set()  # jobs of the lease the engine has not answered yet
@@ -116,6 +118,8 @@ class Worker:
 
     def _heard(self, message: wire.Message) -> None:
         lease = self.lease
+        self._engine_heard_at = time.monotonic()
+        self._loading = isinstance(message, Progress) and bool(message.loading)
         if isinstance(message, Loaded):
             self.models = message.models
         elif isinstance(message, Progress) and lease is not None:
@@ -323,7 +327,15 @@ class Worker:
                 del self.results[key]
 
     def _check_stuck(self, lease: str) -> None:
-        """`stuck_seconds` after the bot voided `lease`: if the engine still runs its jobs, it is stuck."""
+        """`stuck_seconds` after the bot voided `lease`: if the engine still runs its jobs and has said
+        nothing since (no step: a Cancel is checked at each), it is stuck. Loading a model is not."""
+        if self.lease != lease:
+            return
+        quiet = time.monotonic() - self._engine_heard_at
+        if self._loading or quiet < self.stuck_seconds:
+            assert self._loop is not None
+            self._loop.call_later(self.stuck_seconds - (0 if self._loading else quiet), self._check_stuck, lease)
+            return
         if self.lease == lease:
             log.error("the engine has not stopped the jobs of lease %s… %.0f s after the bot gave them up: it is "
                       "stuck; exiting (code %d) for the service manager to start this worker again", lease[:8],

@@ -124,8 +124,27 @@ async def test_a_result_under_a_lease_the_bot_did_not_hand_out_is_refused(rig: R
         await intruder.close()
     assert unknown.headers[relay.KIND] == "later"  # who are you? (nothing kept from a stranger)
     assert known.headers[relay.KIND].startswith("refused")
-    row = await rig.store.get_job(job_id)
-    assert row.status == "queued" and row.finished_at is None
+    assert (await rig.store.get_job(job_id)).status == "queued"
+
+
+async def test_a_worker_of_another_release_holding_a_result_is_refused_not_kept_waiting(rig: Rig, server) -> None:
+    """A worker of another protocol version is refused its results too (it then asks for work, hears
+    why, and exits), rather than offering them for ever to a bot that answers 'later'."""
+    old = await nats.connect(server.url)
+    try:
+        status = WorkerStatus(session="old", name="old", device="cpu", model="tiny", dtype="float32",
+                              safety_checker="opennsfw", protocol=wire.PROTOCOL_VERSION - 1, holding=("x",))
+        await old.publish(relay.EVENT, status.encode(), headers={relay.WORKER: "old", relay.KIND: "status"})
+        await old.flush()
+        await asyncio.sleep(0.3)
+        answer = await old.request(relay.RESULT, b"{}", timeout=5, headers={
+            relay.WORKER: "old", relay.LEASE: "x", relay.JOB: "1", relay.PART: "0", relay.PARTS: "1"})
+        pulled = await old.request(relay.WORK, status.encode(), timeout=5, headers={relay.WORKER: "old"})
+    finally:
+        await old.close()
+    assert answer.headers[relay.KIND].startswith("refused")
+    assert "protocol version" in pulled.headers[relay.REFUSED]
+    assert "old" not in {worker.name for worker in rig.hub.workers.values()}
 
 
 async def test_cancel_reaches_a_job_on_a_remote_worker(rig: Rig) -> None:
