@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
-from bot.outcome import Failure, FailureKind, Outcome
+from bot.outcome import Failure, FailureKind, Outcome, failure_of
 from dreambot import wire
 from dreambot.models import name_of
 from dreambot.wire import (
@@ -318,12 +318,7 @@ class EngineClient:
                 self.last_error = message.message
                 log.error("engine could not start: %s", message.message)
             elif isinstance(message, Progress):
-                callback = self._on_progress.get(message.job_id)
-                if callback is not None:
-                    try:
-                        callback(message)
-                    except Exception:
-                        log.exception("progress callback failed")
+                report_progress(self._on_progress, message)
             elif not isinstance(message, (GenerateResult, EngineError)):
                 log.warning("engine sent a %s, which only the bot sends", type(message).__name__)
             elif message.job_id not in self._pending or self._pending[message.job_id].done():
@@ -332,11 +327,7 @@ class EngineClient:
             elif isinstance(message, GenerateResult):
                 self._pending[message.job_id].set_result(message)
             elif isinstance(message, EngineError):
-                try:
-                    kind = FailureKind(message.kind)
-                except ValueError:  # a kind this bot does not know: an engine of another release
-                    kind = FailureKind.INTERNAL
-                self._pending[message.job_id].set_result(Failure(kind, message.message))
+                self._pending[message.job_id].set_result(failure_of(message))
 
     async def _remember_start(self, seconds: float) -> None:
         self.expected_start = seconds
@@ -371,6 +362,16 @@ class EngineClient:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+def report_progress(callbacks: Mapping[int, ProgressCallback], progress: Progress) -> None:
+    """Tell the job's progress callback, if it has one; a failing callback is logged, never raised."""
+    callback = callbacks.get(progress.job_id)
+    if callback is not None:
+        try:
+            callback(progress)
+        except Exception:
+            log.exception("progress callback failed")
 
 
 def engine_environment(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:

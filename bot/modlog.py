@@ -56,12 +56,7 @@ class ModLog:
         """Tell every server's moderators that chose a mod-log channel of a problem of the whole bot
         (the engine being down), once however many engines report it, and count `problem` as told
         to each (`post_once` says no more of it). Never raises."""
-        try:
-            channels = await self._store.modlog_channels()
-        except Exception:
-            log.exception("could not read the mod-log channels")
-            return
-        for guild_id, channel_id in channels.items():
+        for guild_id, channel_id in (await self._channels()).items():
             self._first_time(guild_id, problem)
             if self._first_time(guild_id, f"everywhere: {problem}"):
                 await self.post(guild_id, text, channel_id=channel_id)
@@ -69,13 +64,16 @@ class ModLog:
     async def announce(self, text: str) -> None:
         """Tell every server's moderators that chose a mod-log channel of news of the whole bot (a
         worker joined or was lost), each time. Never raises."""
+        for guild_id, channel_id in (await self._channels()).items():
+            await self.post(guild_id, text, channel_id=channel_id)
+
+    async def _channels(self) -> dict[int, int]:
+        """Every server's mod-log channel (none if they cannot be read: logged)."""
         try:
-            channels = await self._store.modlog_channels()
+            return await self._store.modlog_channels()
         except Exception:
             log.exception("could not read the mod-log channels")
-            return
-        for guild_id, channel_id in channels.items():
-            await self.post(guild_id, text, channel_id=channel_id)
+            return {}
 
     def _first_time(self, guild_id: int, problem: str) -> bool:
         """Whether `problem` is news to this server's moderators; it is remembered as told from now."""

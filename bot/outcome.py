@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dreambot.wire import GenerateResult
+from dreambot.wire import EngineError, GenerateResult
 
 
 class FailureKind(StrEnum):
@@ -30,3 +30,12 @@ class Failure:
 
 
 Outcome = GenerateResult | Failure
+
+
+def failure_of(error: EngineError) -> Failure:
+    """An engine's error (a local engine's or a worker's) as the queue and delivery read it."""
+    try:
+        kind = FailureKind(error.kind)
+    except ValueError:  # a kind this bot does not know: an engine of another release
+        kind = FailureKind.INTERNAL
+    return Failure(kind, error.message)

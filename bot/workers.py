@@ -24,8 +24,8 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bot.engine_client import JOB_TIMEOUT_SECONDS, ProgressCallback
-from bot.outcome import Failure, FailureKind, Outcome
+from bot.engine_client import JOB_TIMEOUT_SECONDS, ProgressCallback, report_progress
+from bot.outcome import Failure, FailureKind, Outcome, failure_of
 from bot.store import Store
 from dreambot import relay, wire
 from dreambot.relay import Control, Parts, WorkerStatus
@@ -56,7 +56,6 @@ class Lease:
     outcomes: dict[int, asyncio.Future[Outcome]]
     on_progress: Mapping[int, ProgressCallback]
     parts: list[bytes]  # the job or batch as sent, for FETCH
-    handed_at: float
     acknowledged: bool = False  # the worker has said it holds it
     deadline: float = float("inf")
 
@@ -138,14 +137,6 @@ class WorkerHub:
         self.on_lost: Callable[[RemoteWorker, str], None] = lambda worker, reason: None
         self.on_left: Callable[[RemoteWorker, str], None] = lambda worker, reason: None
         self.info: Ready | None = None  # the latest worker's: its default model and safety classifier
-
-    @property
-    def connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
-
-    @property
-    def models(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(name for worker in self.workers.values() for name in worker.models))
 
     # -- starting and stopping -------------------------------------------------------------------
 
@@ -260,7 +251,7 @@ class WorkerHub:
         message = jobs[0] if len(jobs) == 1 else Batch(jobs=tuple(jobs))
         parts = relay.split(wire.encode(message), self._nc.max_payload)
         now = time.monotonic()
-        lease = Lease(token, worker, {job.job_id: loop.create_future() for job in jobs}, on_progress, parts, now,
+        lease = Lease(token, worker, {job.job_id: loop.create_future() for job in jobs}, on_progress, parts,
                       deadline=now + self._job_timeout * len(jobs))
         self._leases[token] = worker.lease = lease  # from now on a Cancel finds it
         try:
@@ -403,12 +394,7 @@ class WorkerHub:
         lease.acknowledged = True
         message = wire.decode(msg.data)
         if isinstance(message, Progress) and message.job_id in lease.outcomes:
-            callback = lease.on_progress.get(message.job_id)
-            if callback is not None:
-                try:
-                    callback(message)
-                except Exception:
-                    log.exception("progress callback failed")
+            report_progress(lease.on_progress, message)
 
     async def _check_lease(self, worker: RemoteWorker | None, token: str) -> None:
         """A worker says it runs under `token`: its own live lease is acknowledged; a lease the hub ended
@@ -481,7 +467,7 @@ class WorkerHub:
                 return "refused: not the worker this lease went to"
             future = lease.outcomes[job_id]
             if not future.done():
-                future.set_result(message if isinstance(message, GenerateResult) else _failure(message))
+                future.set_result(message if isinstance(message, GenerateResult) else failure_of(message))
                 if worker is not None and all(f.done() for f in lease.outcomes.values()):
                     worker.lease = None
             return "taken"
@@ -586,11 +572,4 @@ class WorkerHub:
         except nats.errors.Error as problem:
             log.debug("could not publish %s: %s", control.type, problem)
 
-
-def _failure(error: EngineError) -> Failure:
-    try:
-        kind = FailureKind(error.kind)
-    except ValueError:  # a kind this bot does not know: a worker of another release
-        kind = FailureKind.INTERNAL
-    return Failure(kind, error.message)
 
