@@ -14,12 +14,10 @@ STAND_IN_SECONDS (or `--seconds`): seconds per picture (default 1.0). It never i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -104,17 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          if args.stuck_seconds is not None else {}))
     log.info("stand-in worker %s: %.3f s per picture, no model (heavy modules imported: %s)", name, args.seconds,
              ", ".join(module for module in HEAVY if module in sys.modules) or "none")
-    engine = threading.Thread(target=run_jobs, args=(worker, args.seconds, args.hang), name="stand-in-jobs",
-                              daemon=True)
-    engine.start()
-    try:  # as engine.worker.run
-        asyncio.run(worker.main())
-    except KeyboardInterrupt:
-        worker.exit_code = 130
-    finally:
-        worker.work.put(None)
-        engine.join(timeout=60)
-    return worker.exit_code
+    return worker.serve(lambda: run_jobs(worker, args.seconds, args.hang))
 
 
 if __name__ == "__main__":

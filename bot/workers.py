@@ -118,6 +118,7 @@ class WorkerHub:
         self._leases: dict[str, Lease] = {}
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task] = []
+        self._sending: set[asyncio.Future] = set()  # answers and controls on their way (`_soon`)
         self._gone: dict[str, None] = {}  # sessions that said they stop, the latest last
         self._refused: dict[str, None] = {}  # sessions of another protocol version, the latest last
         # Per worker session, the one result it is sending: (lease, job id, the parts so far).
@@ -320,7 +321,7 @@ class WorkerHub:
                 del self._gone[next(iter(self._gone))]
         for msg in (worker.pull, worker.claimed):  # answered, or the worker waits out its request's time
             if msg is not None:
-                asyncio.get_running_loop().create_task(self._answer(msg, {relay.IDLE: "1"}))
+                self._soon(self._answer(msg, {relay.IDLE: "1"}))
         worker.pull = worker.claimed = None
         log.warning("%s: lost", reason) if lost else log.info("%s", reason)
         if worker.lease is not None:
@@ -546,7 +547,7 @@ class WorkerHub:
         while len(self._voided) > REMEMBERED:
             del self._voided[next(iter(self._voided))]
         if self._nc is not None:
-            asyncio.get_running_loop().create_task(self._publish(Control("void", token)))
+            self._soon(self._publish(Control("void", token)))
 
     def _end(self, lease: Lease, failure: Failure) -> None:
         self._leases.pop(lease.token, None)
@@ -555,6 +556,12 @@ class WorkerHub:
         for future in lease.outcomes.values():
             if not future.done():
                 future.set_result(failure)
+
+    def _soon(self, message: Awaitable[None]) -> None:
+        """Send `message` (an `_answer` or a `_publish`, which never raise) from a task kept until it ends."""
+        task = asyncio.ensure_future(message)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _answer(self, msg: Msg, headers: dict[str, str]) -> None:
         if self._nc is None or not msg.reply:

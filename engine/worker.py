@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import nats.errors
@@ -64,17 +65,7 @@ def run(settings: WorkerSettings) -> int:
     models = told["Loaded"].models if isinstance(told.get("Loaded"), Loaded) else (ready.model,)  # type: ignore[union-attr]
     name = settings.worker_name or f"{socket.gethostname()}-{ready.device}"
     worker = Worker(settings, name, ready, tuple(models))
-    engine = threading.Thread(target=run_jobs, args=(loaded, worker.work, worker.held, worker.from_engine),
-                              name="engine-jobs", daemon=True)
-    engine.start()
-    try:
-        asyncio.run(worker.main())
-    except KeyboardInterrupt:
-        worker.exit_code = 130
-    finally:
-        worker.work.put(None)  # the engine ends with the jobs in hand: never exit under its feet
-        engine.join(timeout=60)
-    return worker.exit_code
+    return worker.serve(lambda: run_jobs(loaded, worker.work, worker.held, worker.from_engine))
 
 
 class Worker:
@@ -108,6 +99,20 @@ class Worker:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: nats.aio.client.Client | None = None
+
+    def serve(self, engine: Callable[[], None]) -> int:
+        """Run `engine` (it takes `work`, answers through `from_engine`) in a thread of its own and this
+        worker's NATS side here, until stopped; the exit code."""
+        thread = threading.Thread(target=engine, name="engine-jobs", daemon=True)
+        thread.start()
+        try:
+            asyncio.run(self.main())
+        except KeyboardInterrupt:
+            self.exit_code = 130
+        finally:
+            self.work.put(None)  # the engine ends with the jobs in hand: never exit under its feet
+            thread.join(timeout=60)
+        return self.exit_code
 
     # -- the engine's thread ---------------------------------------------------------------------
 
