@@ -207,10 +207,7 @@ async def test_each_engine_takes_the_next_job_when_it_is_free(tmp_path) -> None:
             job_id = await store.create_job(request, user_id=member, guild_id=1, channel_id=2, interaction_id=None,
                                             model="m")
             tickets.append(queue.submit(Job(job_id, request), member))
-        for _ in range(200):  # both engines busy at once, two jobs waiting
-            if len(queue.running()) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: len(queue.running()) == 2, 10)  # both engines busy at once, two jobs waiting
         assert len(queue.running()) == 2 and len(queue.queued()) == 2
         results = await asyncio.gather(*(ticket.result for ticket in tickets))
         assert sorted(result.model for result in results) == ["engine 0", "engine 0", "engine 1", "engine 1"]
@@ -230,16 +227,26 @@ def starts(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def counting(mode: str, tmp_path: Path, **kwargs) -> EngineClient:
+    """The fake engine in `mode`, each of its starts counted in tmp_path/starts (`starts`)."""
+    return EngineClient({**os.environ, "MODE": mode, "STARTS": str(tmp_path / "starts")},
+                        command=[sys.executable, "-c", ENGINE], **kwargs)
+
+
+async def until(condition, seconds: float, every: float = 0.05) -> None:
+    """Wait until `condition()` holds, for `seconds` at most (the test's asserts then say what failed)."""
+    for _ in range(int(seconds / every)):
+        if condition():
+            return
+        await asyncio.sleep(every)
+
+
 async def test_an_engine_that_fails_to_start_twice_the_same_way_stays_down(tmp_path: Path, quick_restarts) -> None:
     told = []
-    engine = EngineClient({**os.environ, "MODE": "fatal", "STARTS": str(tmp_path / "starts")},
-                          command=[sys.executable, "-c", ENGINE], on_down=told.append)
+    engine = counting("fatal", tmp_path, on_down=told.append)
     engine.start()
     try:
-        for _ in range(400):
-            if engine.down is not None:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: engine.down is not None, 20)
         assert engine.down == "SD_MODEL 'x' is not a model" and told == [engine.down]
         await asyncio.sleep(0.5)  # no third start
         assert starts(tmp_path / "starts") == 2 and engine.pid is None and engine.starting is None
@@ -249,14 +256,10 @@ async def test_an_engine_that_fails_to_start_twice_the_same_way_stays_down(tmp_p
 
 
 async def test_an_engine_that_exits_before_ready_twice_stays_down(tmp_path: Path, quick_restarts) -> None:
-    engine = EngineClient({**os.environ, "MODE": "exit", "STARTS": str(tmp_path / "starts")},
-                          command=[sys.executable, "-c", ENGINE])
+    engine = counting("exit", tmp_path)
     engine.start()
     try:
-        for _ in range(400):
-            if engine.down is not None:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: engine.down is not None, 20)
         assert engine.down == "the engine process exited with code 3 before it was ready"
         assert starts(tmp_path / "starts") == 2
     finally:
@@ -264,14 +267,10 @@ async def test_an_engine_that_exits_before_ready_twice_stays_down(tmp_path: Path
 
 
 async def test_an_engine_failing_in_different_ways_is_still_restarted(tmp_path: Path, quick_restarts) -> None:
-    engine = EngineClient({**os.environ, "MODE": "fatal-varies", "STARTS": str(tmp_path / "starts")},
-                          command=[sys.executable, "-c", ENGINE])
+    engine = counting("fatal-varies", tmp_path)
     engine.start()
     try:
-        for _ in range(600):
-            if starts(tmp_path / "starts") >= 4:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: starts(tmp_path / "starts") >= 4, 30)
         assert starts(tmp_path / "starts") >= 4 and engine.down is None
     finally:
         await engine.close()
@@ -279,8 +278,7 @@ async def test_an_engine_failing_in_different_ways_is_still_restarted(tmp_path: 
 
 async def test_an_engine_that_crashes_after_ready_is_restarted_each_time(tmp_path: Path, quick_restarts) -> None:
     told = []
-    engine = EngineClient({**os.environ, "MODE": "die", "STARTS": str(tmp_path / "starts")},
-                          command=[sys.executable, "-c", ENGINE], on_down=told.append)
+    engine = counting("die", tmp_path, on_down=told.append)
     engine.start()
     try:
         for _ in range(3):  # the same crash three times in a row: a job's fault, not the start's
@@ -303,10 +301,7 @@ async def test_a_start_is_shown_while_it_lasts_and_measured(tmp_path: Path) -> N
     assert engine.starting is None  # not started yet
     engine.start()
     try:
-        for _ in range(200):
-            if engine.starting is not None:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: engine.starting is not None, 4, every=0.02)
         model, left = engine.starting
         assert model == "anime" and 40.0 < left <= 42.0  # the model's name, never its path; the time left
         await asyncio.wait_for(engine.wait_ready(), 20)
