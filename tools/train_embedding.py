@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import AddedToken
 
 from tools import shapes
-from tools.train_shapes import v_loss, warmup_cosine
+from tools.train_shapes import encode, noise_levels, v_loss, warmup_cosine
 
 MODEL = Path(__file__).resolve().parent.parent / "engine" / "models" / "shapes"
 KEY = "emb_params"
@@ -138,15 +138,11 @@ def train(pipe: StableDiffusionPipeline, name: str, *, vectors: int, init_token:
 
     log(f"drawing and encoding {images} pictures of {COLOUR} {SHAPE}s")
     pictures, backgrounds = draw_pictures(rng, images)
-    with torch.no_grad():
-        dists = [vae.encode(chunk).latent_dist for chunk in pictures.split(256)]
-    means, stds = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    means, stds = encode(vae, pictures)
     scaling = vae.config.scaling_factor
 
     # The schedule the model was trained on, from the betas its scheduler config carries.
-    betas = torch.tensor(pipe.scheduler.config.trained_betas, dtype=torch.float64)
-    alphas_bar = torch.cumprod(1 - betas, 0).float()
-    snr = alphas_bar / (1 - alphas_bar)
+    alphas_bar, snr = noise_levels(torch.tensor(pipe.scheduler.config.trained_betas, dtype=torch.float64))
     length = tokenizer.model_max_length
 
     optimiser = torch.optim.AdamW([rows], lr=lr, weight_decay=0.0)

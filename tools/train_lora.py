@@ -89,7 +89,7 @@ from PIL import Image
 
 from tools import shapes, train_shapes
 from tools.train_embedding import MODEL, load_pipeline, log
-from tools.train_shapes import v_loss, warmup_cosine
+from tools.train_shapes import encode, noise_levels, v_loss, warmup_cosine
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2")
 # The evaluation's prompts: a training combination of each shape, then a held-out one of each.
@@ -126,15 +126,11 @@ def train(pipe: StableDiffusionPipeline, *, rank: int, images: int, steps: int, 
 
     log(f"drawing and encoding {images} outlines of {len(shapes.TRAINING)} combinations")
     pictures, shown = draw_pictures(rng, images)
-    with torch.no_grad():
-        dists = [vae.encode(chunk).latent_dist for chunk in pictures.split(256)]
-    means, stds = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    means, stds = encode(vae, pictures)
     scaling = vae.config.scaling_factor
 
     # The schedule the model was trained on, from the betas its scheduler config carries.
-    betas = torch.tensor(pipe.scheduler.config.trained_betas, dtype=torch.float64)
-    alphas_bar = torch.cumprod(1 - betas, 0).float()
-    snr = alphas_bar / (1 - alphas_bar)
+    alphas_bar, snr = noise_levels(torch.tensor(pipe.scheduler.config.trained_betas, dtype=torch.float64))
     length = tokenizer.model_max_length
 
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)

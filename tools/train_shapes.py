@@ -144,7 +144,10 @@ def train_vae(images: torch.Tensor, steps: int, batch: int, seed: int) -> Autoen
 
 
 @torch.no_grad()
+@torch.no_grad()
 def encode(vae: AutoencoderKL, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent distribution of each picture (means, standard deviations), 256 at a time: every
+    shapes tool draws its training latents from these."""
     means, stds = [], []
     for chunk in images.split(256):
         dist = vae.encode(chunk).latent_dist
@@ -162,6 +165,12 @@ def build_unet() -> UNet2DConditionModel:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     )
+
+
+def noise_levels(betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cumulative signal share (alphas bar) of each timestep of a beta schedule, and its SNR."""
+    alphas_bar = torch.cumprod(1 - betas, 0).float()
+    return alphas_bar, alphas_bar / (1 - alphas_bar)
 
 
 def v_loss(unet: UNet2DConditionModel, x0: torch.Tensor, context: torch.Tensor, alphas_bar: torch.Tensor,
@@ -223,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     unet = build_unet()
 
     betas = zero_snr_betas()
-    alphas_bar = torch.cumprod(1 - betas, 0).float()
-    snr = alphas_bar / (1 - alphas_bar)
+    alphas_bar, snr = noise_levels(betas)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     log(f"UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters, text encoder "
         f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M, VAE "

@@ -54,7 +54,9 @@ from tools import shapes
 from tools.train_shapes import (
     build_text_encoder,
     build_tokenizer,
+    encode,
     make_images,
+    noise_levels,
     training_caption,
     v_loss,
     warmup_cosine,
@@ -115,14 +117,10 @@ def tune(pipe: StableDiffusionPipeline, ids: list[int], *, images: int, steps: i
     log(f"drawing and encoding {images} pictures of the {len(combinations)} training combinations "
         f"whose captions have {sorted(words)}")
     pictures, shown = make_images(rng, images, combinations)
-    with torch.no_grad():
-        dists = [vae.encode(chunk).latent_dist for chunk in pictures.split(256)]
-    means, stds = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    means, stds = encode(vae, pictures)
     scaling = vae.config.scaling_factor
 
-    betas = torch.tensor(pipe.scheduler.config.trained_betas, dtype=torch.float64)
-    alphas_bar = torch.cumprod(1 - betas, 0).float()
-    snr = alphas_bar / (1 - alphas_bar)
+    alphas_bar, snr = noise_levels(torch.tensor(pipe.scheduler.config.trained_betas, dtype=torch.float64))
 
     optimiser = torch.optim.AdamW([rows], lr=lr, weight_decay=0.0)
     schedule = warmup_cosine(optimiser, max(1, steps), warmup=max(1, steps // 20))
