@@ -9,6 +9,7 @@ neither torch nor discord.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -35,6 +36,8 @@ ASPECT_TOLERANCE = 0.05
 HUB_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 # The pipeline SD_UPSCALER must be (the engine loads it as one).
 UPSCALER_PIPELINE = "StableDiffusionLatentUpscalePipeline"
+# The model class SD_PREVIEW_DECODER and SDXL_PREVIEW_DECODER must be (TAESD's, in diffusers).
+PREVIEW_DECODER_CLASS = "AutoencoderTiny"
 # An engine's start, before one was measured (`start_estimate`). The fixed part: starting Python,
 # importing torch, diffusers and transformers and initialising the device take 5-15 s on the
 # machines this project runs on (the upper end: a first CUDA start). The rate: reading safetensors
@@ -61,7 +64,8 @@ class Defaults:
     guidance: float | None = None
     # A1111's CLIP skip: 2 reads the prompt from the text encoder's second-to-last layer.
     clip_skip: int | None = None
-    # Another VAE for this model: a diffusers folder or a .safetensors file, relative to MODELS_DIR.
+    # Another VAE for this model: a diffusers folder or a .safetensors file, relative to MODELS_DIR,
+    # or a model hub id (madebyollin/sdxl-vae-fp16-fix: SDXL's VAE, safe in float16).
     vae: str | None = None
     negative_prompt: str | None = None
 
@@ -274,6 +278,32 @@ def upscaler_problem(source: str) -> str | None:
             "model hub id such as stabilityai/sd-x2-latent-upscaler, or leave it empty")
 
 
+def preview_decoder_problem(source: str, example: str = "madebyollin/taesd") -> str | None:
+    """The same for SD_PREVIEW_DECODER and SDXL_PREVIEW_DECODER, which the engine loads as diffusers'
+    AutoencoderTiny (TAESD): a folder whose config.json names that class, with its weights, or a hub
+    id. `example`: the hub id the message suggests."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            config = None
+        kind = config.get("_class_name") if isinstance(config, dict) else None
+        if kind != PREVIEW_DECODER_CLASS:
+            found = f"of {kind}" if kind else "without a readable config.json"
+            return (f"is a folder {found}, not a tiny decoder ({PREVIEW_DECODER_CLASS}): point it at a folder such "
+                    f"as a download of {example}, give that hub id, or leave it empty")
+        if not any(child.name.endswith(families.WEIGHT_FILES) for child in path.iterdir()):
+            return "holds no weights beside its config.json: the copy or download is incomplete; copy it again"
+        return None
+    if path.exists():
+        return f"is a file: it takes a tiny decoder's folder or a model hub id such as {example}"
+    if is_hub_id(source):
+        return None
+    return (f"does not exist (looked for {path.absolute()}): point it at a tiny decoder's folder, give a model hub "
+            f"id such as {example}, or leave it empty")
+
+
 def _folder_problem(path: Path) -> str | None:
     if not (path / "model_index.json").is_file():
         try:
@@ -443,9 +473,12 @@ def _described(model: Model, table: dict, path: Path) -> Model:
     if values.get("vae"):
         folder = path.parent.resolve()
         vae = (folder / values["vae"]).resolve()
-        check(vae.is_relative_to(folder) and (vae.is_dir() or vae.suffix.lower() in CHECKPOINT_SUFFIXES)
-              and vae.exists(), "vae", f"a VAE folder, .safetensors or .ckpt file inside {path.parent}")
-        values["vae"] = str(vae)
+        # A path inside MODELS_DIR; failing that, a hub id (madebyollin/sdxl-vae-fp16-fix, say).
+        if vae.exists() or not is_hub_id(values["vae"]):
+            check(vae.is_relative_to(folder) and (vae.is_dir() or vae.suffix.lower() in CHECKPOINT_SUFFIXES)
+                  and vae.exists(), "vae", f"a VAE folder, .safetensors or .ckpt file inside {path.parent}, or a "
+                  "model hub id such as madebyollin/sdxl-vae-fp16-fix")
+            values["vae"] = str(vae)
     for key in ("name", "description"):
         if key in table:
             check(isinstance(table[key], str) and len(table[key]) <= (100 if key == "name" else 300), key,

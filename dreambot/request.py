@@ -25,6 +25,7 @@ SAMPLERS: tuple[str, ...] = (
     "UniPC",
     "LMS",
     "Heun",
+    "LCM",
 )
 # Not Karras: its sigmas break down on zero-terminal-SNR models such as the bundled `shapes`.
 DEFAULT_SAMPLER = "DPM++ 2M"

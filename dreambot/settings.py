@@ -48,6 +48,22 @@ class EngineSettings(BaseSettings):
     # A dedicated 2x upscaler for the Upscale button (e.g. stabilityai/sd-x2-latent-upscaler);
     # None: resize, then an img2img pass with SD_MODEL ("hires fix").
     sd_upscaler: str | None = None
+    # Speed on a GPU (README, "Speed on a GPU"). The attention the UNet and VAE use: PyTorch's
+    # scaled_dot_product_attention (diffusers' AttnProcessor2_0), or diffusers' plain AttnProcessor.
+    sd_attention: Literal["sdpa", "classic"] = "sdpa"
+    # The UNet and VAE in channels-last memory format; auto: on CUDA only.
+    sd_channels_last: Literal["auto", "on", "off"] = "auto"
+    # torch.compile the UNet and the VAE decoder, for every size, warmed up at start (minutes on a GPU).
+    sd_compile: bool = False
+    # A picture above this many pixels is decoded (and an input picture encoded) in tiles; 0: never.
+    sd_vae_tile_pixels: int = Field(1536 * 1536, ge=0)
+    # A call whose pictures together exceed this many pixels decodes them one at a time; 0: never.
+    sd_vae_slice_pixels: int = Field(4 * 1024 * 1024, ge=0)
+    # A tiny decoder (diffusers' AutoencoderTiny: a folder or a hub id, e.g. madebyollin/taesd) that
+    # draws the progress previews of SD 1.x/2.x models; None: a linear approximation of the latents.
+    sd_preview_decoder: str | None = None
+    # The same for SDXL models (madebyollin/taesdxl).
+    sdxl_preview_decoder: str | None = None
     # Textual-inversion embeddings (.safetensors, .pt, .bin), used by file name as a prompt's word.
     embeddings_dir: Path = Path("data/embeddings")
     # LoRAs (.safetensors, kohya/A1111 or diffusers format), used by file name: <lora:NAME:WEIGHT>.
@@ -86,9 +102,10 @@ class EngineSettings(BaseSettings):
         return models.Watched(self.models_dir, self.catalogue)
 
     def checked_catalogue(self) -> models.Watched:
-        """`watched_catalogue`, once the default model and SD_UPSCALER are known to be there and shaped
-        like models: a wrong path is found at start, not at each member's job. Reads folders, JSON
-        configs and safetensors headers only, so both processes check before loading anything.
+        """`watched_catalogue`, once the default model, SD_UPSCALER and the preview decoders are known
+        to be there and shaped like models: a wrong path is found at start, not at each member's job.
+        Reads folders, JSON configs and safetensors headers only, so both processes check before
+        loading anything.
         Raises StartupError naming the setting, what is wrong and what to do."""
         try:
             watched = self.watched_catalogue()
@@ -114,6 +131,10 @@ class EngineSettings(BaseSettings):
             raise StartupError(f"{named} (source {default.source!r}) {problem}")
         if self.sd_upscaler and (problem := models.upscaler_problem(self.sd_upscaler)):
             raise StartupError(f"SD_UPSCALER {self.sd_upscaler!r} {problem}")
+        for name, decoder, example in (("SD_PREVIEW_DECODER", self.sd_preview_decoder, "madebyollin/taesd"),
+                                       ("SDXL_PREVIEW_DECODER", self.sdxl_preview_decoder, "madebyollin/taesdxl")):
+            if decoder and (problem := models.preview_decoder_problem(decoder, example)):
+                raise StartupError(f"{name} {decoder!r} {problem}")
         return watched
 
     def bundled(self, what: str, source: str | None = None) -> list[Path]:

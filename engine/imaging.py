@@ -214,8 +214,12 @@ def latent_preview(latents: torch.Tensor, family: str) -> bytes:
     values = latents.detach().float().cpu().numpy()
     rgb = np.tensordot(values, np.asarray(factors, dtype=np.float32), axes=([0], [0])) + np.asarray(bias)
     pixels = ((rgb + 1) * 127.5).clip(0, 255).astype(np.uint8)  # (height, width, 3)
-    image = Image.fromarray(pixels)
-    # Latents are 1/8 of the picture's side: scale to a size a chat client shows (up or down).
+    # Latents are 1/8 of the picture's side: `preview` scales them up.
+    return preview(Image.fromarray(pixels))
+
+
+def preview(image: Image.Image) -> bytes:
+    """A picture so far as a small JPEG, scaled to a size a chat client shows (up or down)."""
     scale = PREVIEW_SIDE / max(image.size)
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.Resampling.BILINEAR)

@@ -1,5 +1,6 @@
 """Loading what the operator configured: SD_MODEL (a diffusers folder, a single checkpoint file, a
-built-in name or a hub id), the pipeline each mode calls, SD_UPSCALER and the safety classifier."""
+built-in name or a hub id), the pipeline each mode calls, SD_UPSCALER, the preview decoders and the
+safety classifier."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
     AutoPipelineForText2Image,
@@ -119,15 +121,18 @@ def _check_complete(pipe: DiffusionPipeline, path: Path) -> None:
 
 def load_vae(source: str, pipe: DiffusionPipeline, dtype: torch.dtype) -> AutoencoderKL:
     """A model's own VAE in place of its checkpoint's: a diffusers folder (a VAE's, or a model's with
-    a vae/ subfolder), or a single .safetensors/.ckpt VAE in the original layout, loaded offline with
-    the config of the VAE it replaces."""
+    a vae/ subfolder), a single .safetensors/.ckpt VAE in the original layout, loaded offline with
+    the config of the VAE it replaces, or a VAE's model hub id (madebyollin/sdxl-vae-fp16-fix)."""
     path = Path(source).expanduser()
     try:
         if path.is_dir():
             subfolder = "vae" if (path / "vae" / "config.json").is_file() else None
             return AutoencoderKL.from_pretrained(str(path), subfolder=subfolder, dtype=dtype)
+        if not path.exists() and _is_hub_id(source):
+            return AutoencoderKL.from_pretrained(source, dtype=dtype)
         if not path.is_file() or path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-            raise ModelLoadError(f"VAE {source!r} is not an existing folder nor a .safetensors or .ckpt file")
+            raise ModelLoadError(f"VAE {source!r} is not an existing folder nor a .safetensors or .ckpt file, "
+                                 "nor a model hub id")
         # A .ckpt is read here, tensors only, and handed over as a state dict.
         weights = str(path) if path.suffix.lower() == ".safetensors" else checkpoint.read_ckpt(path)
         with tempfile.TemporaryDirectory(prefix="dreambot-config-") as folder:
@@ -184,6 +189,19 @@ def load_upscaler(source: str, dtype: torch.dtype, device: torch.device) -> Stab
     upscaler.to(device)
     upscaler.set_progress_bar_config(disable=True)
     return upscaler
+
+
+def load_preview_decoder(setting: str, source: str, dtype: torch.dtype, device: torch.device) -> AutoencoderTiny:
+    """SD_PREVIEW_DECODER or SDXL_PREVIEW_DECODER (`setting`): a tiny decoder (TAESD), as a folder or
+    a model hub id."""
+    path = Path(source).expanduser()
+    if not path.is_dir() and not _is_hub_id(source):
+        raise ModelLoadError(f"{setting} {source!r} is not an existing folder nor a model hub id like org/name")
+    try:
+        decoder = AutoencoderTiny.from_pretrained(str(path) if path.is_dir() else source, dtype=dtype)
+    except Exception as error:  # as for SD_MODEL: the operator needs the one line
+        raise ModelLoadError(f"could not load {setting} {source!r}: {type(error).__name__}: {error}") from error
+    return decoder.to(device).eval()
 
 
 def pick_safety_checker(pipe: DiffusionPipeline, setting: str, source: str) -> SafetyChecker:

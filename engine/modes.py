@@ -27,6 +27,7 @@ from engine.progress import Progress
 
 if TYPE_CHECKING:
     from engine.pipeline import Engine
+    from engine.speed import PreviewDecoder
 
 @dataclass(frozen=True)
 class Made:
@@ -51,7 +52,7 @@ def txt2img(engine: Engine, requests: list[GenerateRequest], progress: Progress)
     width, height = request.width or engine.native_size, request.height or engine.native_size
 
     # 2. scheduler and generators
-    pipe, generator = _sampling(engine, Mode.TXT2IMG, requests)
+    pipe, generator = _sampling(engine, Mode.TXT2IMG, requests, (width, height))
 
     # 3. pipeline call
     images = pipe(
@@ -74,7 +75,7 @@ def img2img(engine: Engine, requests: list[GenerateRequest], progress: Progress)
     brought = [source, *imaging.parts(source)]
 
     # 2. scheduler and generators
-    pipe, generator = _sampling(engine, Mode.IMG2IMG, requests)
+    pipe, generator = _sampling(engine, Mode.IMG2IMG, requests, source.size)
 
     # 3. pipeline call
     images = pipe(
@@ -98,7 +99,7 @@ def inpaint(engine: Engine, requests: list[GenerateRequest], progress: Progress)
         brought.append(kept)
 
     # 2. scheduler and generators
-    pipe, generator = _sampling(engine, Mode.INPAINT, requests)
+    pipe, generator = _sampling(engine, Mode.INPAINT, requests, source.size)
 
     # 3. pipeline call
     images = pipe(
@@ -122,7 +123,7 @@ def outpaint(engine: Engine, requests: list[GenerateRequest], progress: Progress
     canvas, mask, strip = imaging.outpaint_canvas(source, request.direction, request.amount)
 
     # 2. scheduler and generators
-    pipe, generator = _sampling(engine, Mode.OUTPAINT, requests)
+    pipe, generator = _sampling(engine, Mode.OUTPAINT, requests, canvas.size)
 
     # 3. pipeline call
     images = pipe(
@@ -152,7 +153,7 @@ def upscale(engine: Engine, requests: list[GenerateRequest], progress: Progress)
     larger = source.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
 
     # 2. scheduler and generators
-    pipe, generator = _sampling(engine, Mode.UPSCALE, requests)
+    pipe, generator = _sampling(engine, Mode.UPSCALE, requests, larger.size)
 
     # 3. pipeline call
     images = pipe(
@@ -175,11 +176,13 @@ def _latent_upscale(engine: Engine, requests: list[GenerateRequest], progress: P
 
     # 2. scheduler and generators: the upscaler's own scheduler, whatever the sampler
     pipe = engine.upscaler
+    engine.speed.decoding(pipe, count, source.width * 2, source.height * 2)
     generator = samplers.generators(engine.device, request.seeds())
     family = latent_family(pipe)
+    decoder = engine.speed.preview_decoder(family)
 
     def report(index: int, timestep, latents: torch.Tensor) -> None:  # its legacy step callback
-        progress(index + 1, request.num_inference_steps, Previews(latents, family))
+        progress(index + 1, request.num_inference_steps, Previews(latents, family, decoder))
 
     # 3. pipeline call
     images = pipe(
@@ -208,6 +211,7 @@ def interpolate(engine: Engine, requests: list[GenerateRequest], progress: Progr
     if engine.inpainting_only:
         raise InvalidRequest(f"This server's model ({engine.model}) is an inpainting model: it cannot animate.")
     width, height = request.width or engine.native_size, request.height or engine.native_size
+    engine.speed.decoding(pipe, 1, width, height)  # one frame per call
     guided = request.guidance_scale > 1
     ends = [request.prompt, request.end_prompt or request.prompt]
     # Both ends as long, so that the line between them exists.
@@ -254,7 +258,7 @@ def interpolate(engine: Engine, requests: list[GenerateRequest], progress: Progr
             height=height,
             num_inference_steps=request.num_inference_steps,
             guidance_scale=request.guidance_scale,
-            callback_on_step_end=_reporting(progress, pipe, frame=frame, frames=request.frames),
+            callback_on_step_end=_reporting(engine, progress, pipe, frame=frame, frames=request.frames),
             output_type="pil",
         ).images[0])
 
@@ -273,12 +277,14 @@ MODES: dict[Mode, Callable[[Engine, list[GenerateRequest], Progress], Made]] = {
 assert set(MODES) == set(Mode), "every mode needs a function"
 
 
-def _sampling(engine: Engine, mode: Mode, requests: list[GenerateRequest]
+def _sampling(engine: Engine, mode: Mode, requests: list[GenerateRequest], size: tuple[int, int]
               ) -> tuple[DiffusionPipeline, list[torch.Generator]]:
-    """Step 2 of a mode: its pipeline with a fresh scheduler for the jobs' sampler, and one random
-    generator per picture, seeded as each picture's seed says."""
+    """Step 2 of a mode: its pipeline with a fresh scheduler for the jobs' sampler, its VAE set for
+    pictures of that (width, height) size (`Speed.decoding`), and one random generator per picture,
+    seeded as each picture's seed says."""
     pipe = engine.pipeline(mode)
     pipe.scheduler = samplers.scheduler(engine.scheduler_config, requests[0])
+    engine.speed.decoding(pipe, sum(r.num_images for r in requests), *size)
     return pipe, samplers.generators(engine.device, [seed for r in requests for seed in r.seeds()])
 
 
@@ -292,7 +298,7 @@ def _denoising(engine: Engine, pipe: DiffusionPipeline, requests: list[GenerateR
         "num_inference_steps": request.num_inference_steps,
         "guidance_scale": request.guidance_scale,
         "generator": generator,
-        "callback_on_step_end": _reporting(progress, pipe),
+        "callback_on_step_end": _reporting(engine, progress, pipe),
         "output_type": "pil",
     }
 
@@ -308,14 +314,17 @@ def _prompts(engine: Engine, pipe: DiffusionPipeline, requests: list[GenerateReq
     with AUTOMATIC1111's weights and no length limit (`engine.prompts`) where the pipeline's text
     encoders are CLIP's (SD 1.x/2.x, SDXL with its pooled embeddings), else the texts."""
     if prompts.weighted(pipe):
+        # At guidance 1 or less no negative prompt is encoded: the pipeline would not use it. (Jobs
+        # sharing a call share their guidance, `GenerateRequest.batch_key`.)
+        guided = prompts.guided(pipe, requests[0].guidance_scale)
         if len(requests) == 1:
             [request] = requests
-            return {**prompts.arguments(pipe, [request.prompt], [request.negative_prompt], engine.device,
-                                        engine.embeddings, clip_skip=engine.clip_skip),
+            return {**prompts.arguments(pipe, [request.prompt], [request.negative_prompt] if guided else None,
+                                        engine.device, engine.embeddings, clip_skip=engine.clip_skip),
                     "num_images_per_prompt": request.num_images}
         each = [r for r in requests for _ in range(r.num_images)]  # one prompt per picture
-        return prompts.arguments(pipe, [r.prompt for r in each], [r.negative_prompt for r in each], engine.device,
-                                 engine.embeddings, clip_skip=engine.clip_skip)
+        return prompts.arguments(pipe, [r.prompt for r in each], [r.negative_prompt for r in each] if guided else None,
+                                 engine.device, engine.embeddings, clip_skip=engine.clip_skip)
     if len(requests) == 1:
         [request] = requests
         return {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None,
@@ -334,15 +343,17 @@ def _pasted_back(images: list[Image.Image], original: Image.Image, repainted: Im
     return [Image.composite(image, original, blend) for image in images]
 
 
-def _reporting(progress: Progress, pipe: DiffusionPipeline, *, frame: int = 0, frames: int = 1) -> Callable[..., dict]:
+def _reporting(engine: Engine, progress: Progress, pipe: DiffusionPipeline, *, frame: int = 0, frames: int = 1
+               ) -> Callable[..., dict]:
     """diffusers' `callback_on_step_end`, reporting each step to `progress`; an interpolation's
     frames count as one run of `frames` times the steps."""
     family = latent_family(pipe)
+    decoder = engine.speed.preview_decoder(family)
 
     def on_step_end(pipe: DiffusionPipeline, step: int, timestep, tensors: dict) -> dict:
         # The pipeline's own count: some samplers take more steps than asked (Heun: 2n - 1).
         steps = pipe.num_timesteps
-        progress(frame * steps + step + 1, frames * steps, Previews(tensors["latents"], family))
+        progress(frame * steps + step + 1, frames * steps, Previews(tensors["latents"], family, decoder))
         return {}
 
     return on_step_end
@@ -366,6 +377,10 @@ class Previews:
 
     latents: torch.Tensor
     family: str | None
+    # The operator's tiny decoder for these latents (SD_PREVIEW_DECODER); None: the linear approximation.
+    decoder: PreviewDecoder | None = None
 
     def __call__(self, index: int) -> bytes | None:
+        if self.decoder is not None:
+            return self.decoder(self.latents[index])
         return None if self.family is None else imaging.latent_preview(self.latents[index], self.family)

@@ -15,22 +15,22 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline
 from diffusers.utils import logging as diffusers_logging
-from PIL import Image
 from transformers.utils import logging as transformers_logging
 
 from dreambot.adapters import Catalogue, Installed
 from dreambot.models import Model
 from dreambot.request import MAX_SEED, SAFETY_SCALES, GenerateRequest, InvalidRequest, Mode
 from dreambot.settings import EngineSettings
-from dreambot.wire import GenerateResult, ImageResult, Job
-from engine import imaging, loading, prompts, samplers
+from dreambot.wire import GenerateResult, Job
+from engine import loading, prompts, samplers
 from engine.embeddings import Embeddings, text_encoders
 from engine.embeddings import install as install_embeddings
-from engine.infotext import infotext
+from engine.finishing import Unchecked
 from engine.loras import Loras
-from engine.modes import MODES, Made
+from engine.modes import MODES
 from engine.progress import JobCancelled, Preview, Progress, quiet
 from engine.safety import SafetyChecker
+from engine.speed import Speed, speed_up, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class Engine:
     loras: Loras = field(default_factory=lambda: Loras(Catalogue()))
     # A1111's CLIP skip: which of the text encoder's layers the prompt is read from (1: the last).
     clip_skip: int = 1
+    # SD_ATTENTION, SD_CHANNELS_LAST, SD_COMPILE as applied, VAE tiling and slicing, preview decoders.
+    speed: Speed = field(default_factory=Speed)
     _pipes: dict[Mode, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -76,6 +78,7 @@ class Engine:
         pipe.to(device)
         safety = loading.pick_safety_checker(pipe, settings.sd_safety_checker, model.name)
         pipe.set_progress_bar_config(disable=True)
+        speed = speed_up(pipe, settings, device, dtype)
         if upscaler is None and settings.sd_upscaler:
             upscaler = loading.load_upscaler(settings.sd_upscaler, dtype, device)
         embeddings = install_embeddings(pipe, [*settings.bundled("embeddings", model.source),
@@ -84,10 +87,14 @@ class Engine:
         catalogue = installed.current()
         log.info("loaded %s on %s (%s), safety checker: %s%s; %d LoRA(s) installed", model.name, device, dtype,
                  safety.name, f", upscaler: {settings.sd_upscaler}" if upscaler else "", len(catalogue.loras))
-        return cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=model.name,
-                   scheduler_config=dict(pipe.scheduler.config), upscaler=upscaler,
-                   upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "", embeddings=embeddings,
-                   loras=Loras(catalogue, rescan=installed.current), clip_skip=clip_skip)
+        engine = cls(pipe=pipe, safety=safety, device=device, dtype=dtype, model=model.name,
+                     scheduler_config=dict(pipe.scheduler.config), upscaler=upscaler,
+                     upscaler_name=loading.model_name(settings.sd_upscaler) if upscaler else "",
+                     embeddings=embeddings, loras=Loras(catalogue, rescan=installed.current), clip_skip=clip_skip,
+                     speed=speed)
+        if speed.compiled:
+            warm_up(engine, model)
+        return engine
 
     @property
     def native_size(self) -> int:
@@ -116,23 +123,33 @@ class Engine:
     def generate(self, job_id: int, request: GenerateRequest, progress: Progress = quiet) -> GenerateResult:
         """One job alone (the CLI's, a benchmark's); raises what stops it, InvalidRequest for a request
         this engine cannot serve."""
-        return self._generate([Job(job_id, request)], progress)[0]
+        [made] = self._generate([Job(job_id, request)], progress)
+        assert made is not None
+        return made.finish()
 
     def generate_batch(self, jobs: list[Job], progress: Mapping[int, Progress] | None = None
                        ) -> list[GenerateResult | Exception]:
-        """Answer each job as if it ran alone, in the order given: its GenerateResult, or the
-        exception that stopped it (the server tells the bot, `engine.server.protocol_error`). Jobs
-        with equal `batch_key`s share one pipeline call; a job's `progress` (by job id) raising
-        JobCancelled stops that job, and the call itself once no job in it is left."""
+        """`make_batch`, each job's pictures then checked and encoded in turn (`Unchecked.finish`)."""
+        return [_finished(made) for made in self.make_batch(jobs, progress)]
+
+    def make_batch(self, jobs: list[Job], progress: Mapping[int, Progress] | None = None
+                   ) -> list[Unchecked | Exception]:
+        """Run each job as if it ran alone, in the order given, up to its pictures: answers each with
+        its pictures `Unchecked` (not yet scored or encoded, `engine.finishing`), or the exception that
+        stopped it (the server tells the bot, `engine.server.protocol_error`). Jobs with equal
+        `batch_key`s share one pipeline call; a job's `progress` (by job id) raising JobCancelled
+        stops that job, and the call itself once no job in it is left."""
         groups: dict[object, list[int]] = {}
         for index, job in enumerate(jobs):
             key = job.request.batch_key()
             if key is not None and prompts.weighted(self.pipe):
                 # Prompts of another length would pad this job's: each picture must be what it is alone.
-                key = (key, prompts.count(self.pipe, job.request.prompt, job.request.negative_prompt,
-                                          embeddings=self.embeddings))
+                # (Unguided, its negative prompt is not encoded, nor counted: `prompts.guided`.)
+                guided = prompts.guided(self.pipe, job.request.guidance_scale)
+                texts = (job.request.prompt, job.request.negative_prompt) if guided else (job.request.prompt,)
+                key = (key, prompts.count(self.pipe, *texts, embeddings=self.embeddings))
             groups.setdefault(("alone", index) if key is None else key, []).append(index)
-        answers: dict[int, GenerateResult | Exception] = {}
+        answers: dict[int, Unchecked | Exception] = {}
         for indexes in groups.values():
             runnable = []
             for index in indexes:
@@ -147,7 +164,7 @@ class Engine:
                                    strict=True))
         return [answers[index] for index in range(len(jobs))]
 
-    def _together(self, jobs: list[Job], progress: Mapping[int, Progress]) -> list[GenerateResult | Exception]:
+    def _together(self, jobs: list[Job], progress: Mapping[int, Progress]) -> list[Unchecked | Exception]:
         """Run compatible jobs as one call, each job's failure answered as such. When several jobs
         run out of memory together, each runs again alone: only one too big alone fails."""
         cancelled: set[int] = set()  # positions in `jobs`
@@ -186,7 +203,7 @@ class Engine:
                 for k, job in enumerate(jobs)]
 
     def _generate(self, jobs: list[Job], progress: Progress,
-                  dropped: Container[int] = ()) -> list[GenerateResult | None]:
+                  dropped: Container[int] = ()) -> list[Unchecked | None]:
         """One pipeline call, through the jobs' mode (several jobs only where `Mode.batches`); None
         for a job whose position is in `dropped` by then (its pictures are neither checked nor encoded)."""
         started = time.perf_counter()
@@ -197,60 +214,16 @@ class Engine:
         thresholds = [self.nsfw_threshold(request) for request in requests]  # and a threshold out of bounds
         with self.loras.applied(self.pipe, requests[0].loras):  # jobs sharing a call share their LoRAs
             made = MODES[mode](self, requests, progress)
-        generated = time.perf_counter()
+        seconds = time.perf_counter() - started
         return [
-            self._result(job.job_id, request, threshold, images, brought, made, started, generated)
+            Unchecked(job_id=job.job_id, request=request, threshold=threshold, images=images, brought=brought,
+                      width=made.width, height=made.height, model=self.model, upscaler=made.upscaler,
+                      safety=self.safety, seconds=seconds,
+                      reading=prompts.reading(self.pipe, request.prompt, self.embeddings))
             if k not in dropped else None
             for k, (job, request, threshold, images, brought)
             in enumerate(zip(jobs, requests, thresholds, made.pictures, made.brought, strict=True))
         ]
-
-    def _result(self, job_id: int, request: GenerateRequest, threshold: float, images: list[Image.Image],
-                brought: list[Image.Image], made: Made, started: float, generated: float) -> GenerateResult:
-        """A job's checked, encoded pictures; a shared call's time counts as each job's own.
-
-        A picture is flagged when it scores above the threshold, and also when what the job brought
-        in does (`Made`) or came from a flagged picture (`source_flagged`): what an image mode keeps
-        of a flagged picture stays flagged, however large the canvas around it."""
-        checking = time.perf_counter()
-        seeds = request.seeds()
-        # One classifier call for the job: its pictures, then what it brought in.
-        scores = self.safety.scores(images + brought)
-        scores, source_scores = scores[:len(images)], scores[len(images):]
-        source_score = max(source_scores) if source_scores else None
-        from_flagged = request.source_flagged or (source_score is not None and source_score > threshold)
-        file_format = request.mode.file_format
-        if file_format == "gif":  # one animation: flagged as a whole if any frame is
-            files = [(images, seeds[0], max(scores))]
-        else:
-            files = [([image], seed, score) for image, seed, score in zip(images, seeds, scores, strict=True)]
-        results = []
-        for frames, seed, score in files:
-            parameters = infotext(request, seed=seed, width=made.width, height=made.height, model=self.model,
-                                  upscaler=made.upscaler)
-            flagged = score > threshold or from_flagged
-            # A flagged image the channel may not show is never encoded, let alone sent.
-            data = b"" if flagged and not request.keep_flagged else _encoded(frames, file_format, parameters)
-            results.append(ImageResult(data=data, seed=seed, nsfw_content_detected=flagged, nsfw_score=score,
-                                       format=file_format))
-        checked = time.perf_counter()
-        tokens, chunks = prompts.reading(self.pipe, request.prompt, self.embeddings) or (None, None)
-        return GenerateResult(
-            job_id=job_id,
-            prompt_tokens=tokens,
-            prompt_chunks=chunks,
-            images=tuple(results),
-            seed=seeds[0],
-            width=made.width,
-            height=made.height,
-            model=self.model,
-            source_score=source_score,
-            timings={
-                "generate": round(generated - started, 3),
-                "safety": round(checked - checking, 3),
-                "total": round(time.perf_counter() - started, 3),
-            },
-        )
 
 
 def quiet_library_progress_bars() -> None:
@@ -266,9 +239,15 @@ def _seeded(request: GenerateRequest) -> GenerateRequest:
     return request if request.seed is not None else replace(request, seed=secrets.randbelow(MAX_SEED + 1))
 
 
-def _encoded(frames: list[Image.Image], file_format: str, parameters: str) -> bytes:
-    """One picture as a PNG, or an animation's frames as a GIF, carrying the generation parameters."""
-    return imaging.gif(frames, comment=parameters) if file_format == "gif" else imaging.png(frames[0], parameters)
+def _finished(made: Unchecked | Exception) -> GenerateResult | Exception:
+    """A job's pictures checked and encoded; or what stopped it (there, or before)."""
+    if isinstance(made, Exception):
+        return made
+    try:
+        return made.finish()
+    except Exception as error:
+        log.error("job %s failed in its safety check or encoding:\n%s", made.job_id, traceback.format_exc())
+        return error
 
 
 def _ids(jobs: list[Job]) -> str:

@@ -166,18 +166,29 @@ def encode_negative(pipe: DiffusionPipeline, text: str, device: torch.device,
     return encode_pooled(pipe, text, device, length, embeddings, clip_skip=clip_skip)
 
 
-def arguments(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str], device: torch.device,
+def guided(pipe: DiffusionPipeline, guidance_scale: float) -> bool:
+    """Whether a call at this guidance runs the unconditional pass (diffusers'
+    `do_classifier_free_guidance`): guidance above 1, on a UNet that does not take the guidance as
+    an input (an LCM-distilled one does: `time_cond_proj_dim`). Unguided, each step is one UNet pass
+    and the negative prompt plays no part: it is neither encoded nor counted in the prompts' length."""
+    return guidance_scale > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
+
+
+def arguments(pipe: DiffusionPipeline, prompts: list[str], negatives: list[str] | None, device: torch.device,
               embeddings: Embeddings = NONE, *, clip_skip: int = 1) -> dict[str, torch.Tensor]:
     """The prompt arguments of a pipeline call making one picture per entry of `prompts` (with the
     negative at the same place), all padded to one length: `prompt_embeds` and
-    `negative_prompt_embeds`, and on SDXL `pooled_prompt_embeds` and `negative_pooled_prompt_embeds`."""
-    length = count(pipe, *prompts, *negatives, embeddings=embeddings)
+    `negative_prompt_embeds`, and on SDXL `pooled_prompt_embeds` and `negative_pooled_prompt_embeds`.
+    `negatives` None: an unguided call (`guided`), given the prompts' arguments only."""
+    length = count(pipe, *prompts, *(negatives or ()), embeddings=embeddings)
     positive = [encode_pooled(pipe, text, device, length, embeddings, clip_skip=clip_skip) for text in prompts]
     negative = [encode_negative(pipe, text, device, positive[0], length, embeddings, clip_skip=clip_skip)
-                for text in negatives]
-    given = {"prompt_embeds": torch.cat([embeds for embeds, _ in positive]),
-             "negative_prompt_embeds": torch.cat([embeds for embeds, _ in negative])}
+                for text in negatives or ()]
+    given = {"prompt_embeds": torch.cat([embeds for embeds, _ in positive])}
+    if negative:
+        given["negative_prompt_embeds"] = torch.cat([embeds for embeds, _ in negative])
     if positive[0][1] is not None:
         given["pooled_prompt_embeds"] = torch.cat([pooled for _, pooled in positive])
-        given["negative_pooled_prompt_embeds"] = torch.cat([pooled for _, pooled in negative])
+        if negative:
+            given["negative_pooled_prompt_embeds"] = torch.cat([pooled for _, pooled in negative])
     return given

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -9,6 +13,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     UniPCMultistepScheduler,
 )
@@ -27,6 +32,9 @@ SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
     "UniPC": (UniPCMultistepScheduler, {}),
     "LMS": (LMSDiscreteScheduler, {}),
     "Heun": (HeunDiscreteScheduler, {}),
+    # For LCM models (an LCM-LoRA merged in, or distilled), at 1 to 8 steps and guidance 1 or less.
+    # Its steps are picked from the `original_inference_steps` (50) its model was distilled on.
+    "LCM": (LCMScheduler, {"clip_sample": False}),  # never clip latents, as for DDIM
 }
 assert tuple(SCHEDULERS) == SAMPLERS, "engine and protocol must offer the same samplers"
 
@@ -35,10 +43,14 @@ def scheduler(config: dict, request: GenerateRequest) -> SchedulerMixin:
     """A fresh scheduler for the request's sampler, built from the checkpoint's own scheduler
     config (so one job's sampler options, Karras sigmas say, never leak into the next); raises
     InvalidRequest for a sampler that cannot run the request's steps on this model."""
-    scheduler_cls, overrides = SCHEDULERS[request.scheduler]
-    built = scheduler_cls.from_config(config, **overrides)
-    if scheduler_cls is HeunDiscreteScheduler and starts_from_pure_noise(built):
-        built = HeunFromPureNoise.from_config(built.config)  # its first step is Euler's
+    scheduler_cls = SCHEDULERS[request.scheduler][0]
+    built = copy.deepcopy(_template(json.dumps(config, sort_keys=True, default=str), request.scheduler))
+    if scheduler_cls is LCMScheduler and request.num_inference_steps > built.config.original_inference_steps:
+        # Its steps are a subset of that schedule; diffusers would raise a ValueError.
+        raise InvalidRequest(
+            f"The {request.scheduler} sampler runs at most {built.config.original_inference_steps} steps "
+            f"(got {request.num_inference_steps}); it is made for 1 to 8. Choose fewer steps or another sampler."
+        )
     built.set_timesteps(request.num_inference_steps)
     timesteps = built.timesteps.tolist()
     if scheduler_cls is DPMSolverMultistepScheduler and timesteps.count(timesteps[0]) > 1:
@@ -48,6 +60,18 @@ def scheduler(config: dict, request: GenerateRequest) -> SchedulerMixin:
             f"The {request.scheduler} sampler cannot run {request.num_inference_steps} steps on this model "
             f"(its noise schedule repeats steps); choose another sampler."
         )
+    return built
+
+
+@functools.lru_cache(maxsize=64)
+def _template(config: str, sampler: str) -> SchedulerMixin:
+    """The sampler's scheduler built from a model's scheduler config (JSON), copied for each job:
+    `from_config` inspects every compatible scheduler class's signature, some 20 ms a job on a CPU,
+    next to a few for the copy (bench/throughput.py)."""
+    scheduler_cls, overrides = SCHEDULERS[sampler]
+    built = scheduler_cls.from_config(json.loads(config), **overrides)
+    if scheduler_cls is HeunDiscreteScheduler and starts_from_pure_noise(built):
+        built = HeunFromPureNoise.from_config(built.config)  # its first step is Euler's
     return built
 
 

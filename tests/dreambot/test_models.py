@@ -121,6 +121,17 @@ guidance = 0
     assert scan(models_dir, "base").default == "base"  # SD_MODEL set: it wins
 
 
+def test_a_models_vae_may_be_a_hub_id(models_dir: Path) -> None:
+    # SDXL's VAE overflows in float16; the fp16-fix one does not, and comes from the hub.
+    (models_dir / "models.toml").write_text('[models.anime]\nvae = "madebyollin/sdxl-vae-fp16-fix"\n')
+    anime = scan(models_dir, "base", sd_model_set=False).get("anime")
+    assert anime is not None and anime.defaults.vae == "madebyollin/sdxl-vae-fp16-fix"
+    # A path of that shape that exists in MODELS_DIR is the folder, not a hub id.
+    (models_dir / "madebyollin" / "sdxl-vae-fp16-fix").mkdir(parents=True)
+    anime = scan(models_dir, "base", sd_model_set=False).get("anime")
+    assert anime is not None and anime.defaults.vae == str(models_dir / "madebyollin" / "sdxl-vae-fp16-fix")
+
+
 @pytest.mark.parametrize(("text", "said"), [
     ("[models.anime]\nsampler = \"Fast\"", "sampler must be one of"),
     ("[models.anime]\nsteps = 0", "steps must be a whole number from 1 to 500"),
@@ -134,6 +145,7 @@ guidance = 0
     ("[models.anime]\nsteps = true", "steps must be a whole number"),
     ("[models.anime]\nclip_skip = true", "clip_skip must be a whole number"),
     ("[models.anime]\nvae = \"../../../../etc/passwd\"", "vae must be a VAE folder, .safetensors or .ckpt file inside"),
+    ("[models.anime]\nvae = \"vaes/missing.safetensors\"", "or a model hub id such as"),
     ("[models.anime]\nnegative_prompt = \"" + "x" * 1001 + "\"", "negative_prompt must be at most 1000"),
     ("[models.ANIME]\nsource = \"org/anime\"", "already holds a model of that name"),
     ("[models.anime]\nsize = 1000000000", "size must be a multiple of 8"),

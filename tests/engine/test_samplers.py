@@ -31,6 +31,7 @@ EXPECTED_SCHEDULERS = {
     "UniPC": ("UniPCMultistepScheduler", False),
     "LMS": ("LMSDiscreteScheduler", False),
     "Heun": ("HeunDiscreteScheduler", False),
+    "LCM": ("LCMScheduler", False),
 }
 
 

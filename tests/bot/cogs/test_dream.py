@@ -43,7 +43,7 @@ async def test_dream_is_registered_with_its_options(bot: BotProcess, fake: FakeD
     assert list(options) == ["prompt", "negative", "steps", "guidance", "seed", "width", "height", "sampler", "count",
                              "style", "image", "strength", "lora", "lora_weight", "model", "aspect"]
     assert {c["value"] for c in options["sampler"]["choices"]} == {
-        "DPM++ 2M Karras", "DPM++ 2M", "Euler a", "Euler", "DDIM", "UniPC", "LMS", "Heun"}
+        "DPM++ 2M Karras", "DPM++ 2M", "Euler a", "Euler", "DDIM", "UniPC", "LMS", "Heun", "LCM"}
     assert (options["steps"]["min_value"], options["steps"]["max_value"]) == (1, 50)
     assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 4)
     assert (options["width"]["min_value"], options["width"]["max_value"]) == (64, 1024)
