@@ -33,7 +33,7 @@ from tests.support.bot_process import BotProcess as TestBotProcess  # noqa: E402
 from tests.support.fake_discord import FakeDiscord, Interaction, Reply  # noqa: E402
 
 READY_LINE = re.compile(r"engine ready: (?P<model>.+?) on (?P<device>\S+) \((?P<dtype>[^)]+)\), "
-                        r"safety checker (?P<safety>\S+)")
+                        r"safety checker (?P<safety>[^\s,]+)")
 PROMPTS = tuple(f"a {colour} {shape} on a {background} background"
                 for colour in ("red", "orange", "yellow", "green", "blue", "purple")
                 for shape in ("circle", "square", "triangle")
