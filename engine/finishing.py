@@ -35,8 +35,7 @@ class Unchecked:
     upscaler: str
     safety: SafetyChecker
     seconds: float
-    # (tokens, chunks) of the prompt as the model read it, or None: counted with the job's tokenizer
-    # on the pipeline's thread, since a tokenizer is not safe to share between threads.
+    # (tokens, chunks) of the prompt as the model read it (`prompts.reading`), or None.
     reading: tuple[int, int] | None
 
     def finish(self) -> GenerateResult:
