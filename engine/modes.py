@@ -212,10 +212,12 @@ def interpolate(engine: Engine, requests: list[GenerateRequest], progress: Progr
         raise InvalidRequest(f"This server's model ({engine.model}) is an inpainting model: it cannot animate.")
     width, height = request.width or engine.native_size, request.height or engine.native_size
     engine.speed.decoding(pipe, 1, width, height)  # one frame per call
-    guided = request.guidance_scale > 1
+    # Unguided, no negative prompt is encoded, so its length pads nothing (as in every other mode).
+    guided = prompts.guided(pipe, request.guidance_scale)
     ends = [request.prompt, request.end_prompt or request.prompt]
     # Both ends as long, so that the line between them exists.
-    length = prompts.count(pipe, *ends, request.negative_prompt, embeddings=engine.embeddings)
+    negatives = [request.negative_prompt] if guided else []
+    length = prompts.count(pipe, *ends, *negatives, embeddings=engine.embeddings)
     (start, pooled_start), (end, pooled_end) = (
         prompts.encode_pooled(pipe, text, engine.device, length, engine.embeddings, clip_skip=engine.clip_skip)
         for text in ends

@@ -194,6 +194,28 @@ def test_every_mode_runs_unguided_with_the_lcm_sampler(engine: Engine, source: d
     assert picture.size == size and made.format == ("gif" if mode == "interpolate" else "png")
 
 
+def test_unguided_interpolation_is_not_padded_to_a_long_negative_prompt(engine: Engine) -> None:
+    def frames(negative: str) -> tuple[list[np.ndarray], Calls]:
+        request = GenerateRequest(prompt=PROMPT, negative_prompt=negative, mode="interpolate", end_prompt="a blue cat",
+                                  end_seed=2, frames=2, seed=6, num_inference_steps=2, scheduler="LCM",
+                                  guidance_scale=1.0)
+        with watched(engine) as calls:
+            result = engine.generate(0, request)
+        gif = Image.open(io.BytesIO(result.images[0].data))
+        made = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            made.append(np.asarray(gif.convert("RGB"), dtype=np.int16))
+        return made, calls
+
+    plain, plain_calls = frames("")
+    long, long_calls = frames(LONG_NEGATIVE)
+    # Each end one chunk, as with no negative prompt at all (padded to the negative's chunks, each end would take
+    # six on this byte-level tokenizer).
+    assert len(plain_calls.encoded) == len(long_calls.encoded) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(long, plain, strict=True))
+
+
 def test_sdxl_runs_unguided_with_the_lcm_sampler(tmp_path_factory: pytest.TempPathFactory) -> None:
     engine = Engine.load(settings(tiny_sdxl_model(tmp_path_factory)))
     with watched(engine) as calls:
