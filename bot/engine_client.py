@@ -1,8 +1,10 @@
-"""The bot's handle on the engine process: start it, supervise it, and send it one job at a time.
+"""The bot's handle on the engine process: start it, supervise it, and send it jobs.
 
 The engine (`python -m engine serve`) speaks `dreambot.wire` as JSON lines over its stdin and
 stdout; its stderr goes to our log. Torch lives only in that process, so the bot's event loop
-never waits on a GPU or CPU-bound step.
+never waits on a GPU or CPU-bound step. The engine runs its calls (a job, or a batch) one after
+another, in the order sent; the queue sends the next one while the last is about to end
+(`bot.queue.Lead`), so that the engine never waits for the bot between two jobs.
 """
 
 from __future__ import annotations
@@ -67,11 +69,12 @@ class EngineClient:
         self._last_heard = 0.0
         self._process: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future[Ready] | None = None
-        # The jobs in hand (one, or a batch): job id -> the future its result arrives on.
+        # The jobs in hand, of every call sent: job id -> the future its result arrives on.
         self._pending: dict[int, asyncio.Future[Outcome]] = {}
         self._on_progress: dict[int, ProgressCallback] = {}
+        self._calls: list[tuple[int, ...]] = []  # the calls in hand (their job ids), in the order sent
+        self._progressed: set[int] = set()  # the jobs in hand the engine has reported progress for
         self._timed_out = False
-        self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task | None = None
         self._closing = False
         self._stall_reason: str | None = None
@@ -128,29 +131,36 @@ class EngineClient:
     async def generate_batch(self, jobs: list[Job], on_progress: Mapping[int, ProgressCallback] | None = None
                              ) -> list[Outcome]:
         """Run jobs as one engine call (`wire.Batch`; one job goes as a plain Job): each job's
-        result or the Failure that ended it, in order."""
-        async with self._lock:
-            try:
-                await self.wait_ready()
-            except EngineUnavailable as error:
-                return [Failure(FailureKind.UNAVAILABLE, str(error)) for _ in jobs]
-            process = self._process
-            assert process is not None and process.stdin is not None
-            loop = asyncio.get_running_loop()
-            self._pending = {job.job_id: loop.create_future() for job in jobs}
-            self._on_progress = dict(on_progress or {})
-            message = jobs[0] if len(jobs) == 1 else Batch(jobs=tuple(jobs))
+        result or the Failure that ended it, in order. A call sent while another is in hand waits
+        its turn in the engine (it is queued there, not here)."""
+        try:
+            await self.wait_ready()
+        except EngineUnavailable as error:
+            return [Failure(FailureKind.UNAVAILABLE, str(error)) for _ in jobs]
+        # No await from the ready check to here: a process that exits meanwhile fails these futures.
+        process = self._process
+        assert process is not None and process.stdin is not None
+        loop = asyncio.get_running_loop()
+        futures = {job.job_id: loop.create_future() for job in jobs}
+        call = tuple(futures)
+        self._pending.update(futures)
+        self._on_progress.update(on_progress or {})
+        self._calls.append(call)
+        message = jobs[0] if len(jobs) == 1 else Batch(jobs=tuple(jobs))
+        try:
             try:
                 process.stdin.write(wire.encode(message))
                 await process.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the reader sees the exit and fails the jobs as a crash
-            try:
-                await self._await_results(process, len(jobs))
-                return [future.result() for future in self._pending.values()]
-            finally:
-                self._pending = {}
-                self._on_progress = {}
+                pass  # the reader sees the exit and fails the jobs
+            await self._await_results(process, futures)
+            return [future.result() for future in futures.values()]
+        finally:
+            self._calls.remove(call)
+            for job_id in call:
+                self._pending.pop(job_id, None)
+                self._on_progress.pop(job_id, None)
+                self._progressed.discard(job_id)
 
     async def cancel(self, job_id: int) -> bool:
         """Ask the engine to stop `job_id` between two denoising steps; False if it is not in hand."""
@@ -165,20 +175,25 @@ class EngineClient:
             return False
         return True
 
-    async def _await_results(self, process: asyncio.subprocess.Process, count: int) -> None:
+    async def _await_results(self, process: asyncio.subprocess.Process,
+                             futures: Mapping[int, asyncio.Future[Outcome]]) -> None:
+        """Wait for one call's outcomes; kill the engine if it stalls, or if the call runs past its
+        time limit (counted from when it was sent: the call ahead of it was about to end)."""
         loop = asyncio.get_running_loop()
-        self._last_heard = started = loop.time()
-        deadline = started + self._job_timeout * count
-        futures = set(self._pending.values())
+        self._last_heard = started = loop.time()  # heard from, or sent to
+        deadline = started + self._job_timeout * len(futures)
+        waiting = set(futures.values())
         while True:
             silent = loop.time() - self._last_heard
             wait = min(self._stall_seconds - silent, deadline - loop.time())
-            done, waiting = await asyncio.wait(futures, timeout=max(wait, 0.01))
+            done, waiting = await asyncio.wait(waiting, timeout=max(wait, 0.01))
             if not waiting:
                 return
-            if loop.time() >= deadline:
+            if process.returncode is not None or process is not self._process:
+                pass  # it exited: the reader fails what it held
+            elif loop.time() >= deadline:
                 log.error("engine process %s: jobs %s ran past the time limit of %.0f s; killing it",
-                          process.pid, list(self._pending), self._job_timeout)
+                          process.pid, list(futures), self._job_timeout)
                 self._timed_out = True
             elif loop.time() - self._last_heard >= self._stall_seconds:
                 log.error("engine process %s said nothing for %.0f s while holding a job; killing it",
@@ -188,7 +203,7 @@ class EngineClient:
                 continue
             if process.returncode is None:
                 process.kill()  # the reader fails the jobs and the supervisor restarts the engine
-            await asyncio.wait(futures)
+            await asyncio.wait(waiting)
             return
 
     async def close(self) -> None:
@@ -256,10 +271,13 @@ class EngineClient:
         became_ready = self._ready.done() and not self._ready.cancelled() and self._ready.exception() is None
         if not self._closing:
             log.error("engine process %s exited with code %s", process.pid, code)
-        for future in self._pending.values():
+        behind = set(self._behind())
+        for job_id, future in self._pending.items():
             if future.done():
                 continue
-            if self._timed_out:
+            if job_id in behind:
+                future.set_result(Failure(FailureKind.UNSENT, "the engine stopped before it started the job"))
+            elif self._timed_out:
                 future.set_result(Failure(FailureKind.TIMED_OUT,
                                           f"the job took longer than the limit of {self._job_timeout:.0f} s and was "
                                           "stopped"))
@@ -278,6 +296,16 @@ class EngineClient:
             self._fail_ready(self.last_error)
         self._spawned_at = None
         return became_ready
+
+    def _behind(self) -> list[int]:
+        """The jobs in hand that the engine has not started: sent behind a call it has not answered
+        yet, and no progress heard of them."""
+        behind, ahead_unanswered = [], False
+        for call in self._calls:
+            behind += [job_id for job_id in call if ahead_unanswered and job_id not in self._progressed]
+            ahead_unanswered = ahead_unanswered or any(not self._pending[job_id].done() for job_id in call
+                                                       if job_id in self._pending)
+        return behind
 
     def _go_down(self, reason: str) -> None:
         """Stop restarting: jobs fail at once with `reason`, the log and `on_down` say why."""
@@ -318,6 +346,8 @@ class EngineClient:
                 self.last_error = message.message
                 log.error("engine could not start: %s", message.message)
             elif isinstance(message, Progress):
+                if message.job_id in self._pending:
+                    self._progressed.add(message.job_id)
                 report_progress(self._on_progress, message)
             elif not isinstance(message, (GenerateResult, EngineError)):
                 log.warning("engine sent a %s, which only the bot sends", type(message).__name__)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,7 +25,7 @@ from bot.outcome import Failure, FailureKind, Outcome
 from bot.render import NO_WORKER, duration
 from bot.store import Store
 from bot.workers import RemoteWorker, WorkerHub
-from dreambot.wire import GenerateResult, Job
+from dreambot.wire import GenerateResult, Job, Progress
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 FIRST_ESTIMATE_SECONDS = 15.0
 # A job whose engine crashed runs once more; a second crash fails it.
 ATTEMPTS = 2
+# An engine here is sent its next call when the one in hand has about this many seconds of steps
+# left (`Lead`): time enough for the start-of-job gate and the pipe, so the engine never waits for
+# the bot between two jobs, while the gate still checks the next job only just before it starts.
+LEAD_SECONDS = 0.25
 
 
 class QueueFull(Exception):
@@ -241,6 +245,27 @@ class Ticket:
     step: tuple[int, int] | None = None  # the latest (step, total) the engine reported
 
 
+class Lead:
+    """Tells when an engine's call is about to end, from its jobs' progress: `event` is set once a
+    job of it has about LEAD_SECONDS of steps left (at the pace of its last steps), or has made its
+    last step (the decoding, safety check and encoding follow). `JobQueue._serve` then starts the
+    engine's next call, which the engine runs as soon as this one's pictures are made."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._seen: dict[int, tuple[float, int]] = {}  # job -> (when, step) of its first progress
+
+    def progressed(self, progress: Progress) -> None:
+        if self.event.is_set() or progress.loading or not progress.total:
+            return
+        now = time.monotonic()
+        when, step = self._seen.setdefault(progress.job_id, (now, progress.step))
+        left = progress.total - progress.step
+        pace = (now - when) / (progress.step - step) if progress.step > step else None
+        if left <= 0 or (pace is not None and left * pace <= LEAD_SECONDS):
+            self.event.set()
+
+
 @dataclass
 class Reservation:
     member_id: int
@@ -265,7 +290,7 @@ class JobQueue:
         self.gate = gate
         self.engines = engines if isinstance(engines, list) else [engines]
         self.hub = hub
-        self._remote_runs: set[asyncio.Task] = set()
+        self._runs: set[asyncio.Task] = set()  # calls in hand
         self.fair = FairQueue(max_per_member=max_per_member, max_queued=max_queued, cooldown_seconds=cooldown_seconds)
         self.max_batch = max_batch
         self._tickets: dict[int, Ticket] = {}
@@ -398,9 +423,9 @@ class JobQueue:
         if running:
             log.info("waiting up to %.0f s for %d running job(s) to finish", grace, len(running))
             await asyncio.wait(running, timeout=grace)
-        for worker in [*self._workers, *self._remote_runs]:
+        for worker in [*self._workers, *self._runs]:
             worker.cancel()
-        for worker in [*self._workers, *self._remote_runs]:
+        for worker in [*self._workers, *self._runs]:
             try:
                 await worker
             except asyncio.CancelledError:
@@ -412,6 +437,8 @@ class JobQueue:
             log.info("%d job(s) left for the next start", len(unfinished) + self.fair.queued_count)
 
     async def _serve(self, engine: EngineClient) -> None:
+        """Feed one engine here: its next call starts once the one in hand is about to end (`Lead`),
+        so it is checked (the gate) and sent while the engine still works, and waits there its turn."""
         while True:
             # Shutting down: queued jobs wait. Otherwise a job of a model this engine holds goes first
             # where fairness allows (`FairQueue.next`): loading another model costs seconds.
@@ -420,7 +447,16 @@ class JobQueue:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            await self._start(engine, job_id)
+            lead = Lead()
+            run = self._in_hand(self._start(engine, job_id, lead=lead), f"job-{job_id}")
+            run.add_done_callback(partial(_ended, lead))  # refused, failed or answered
+            await lead.event.wait()
+
+    def _in_hand(self, call: Coroutine[object, object, None], name: str) -> asyncio.Task:
+        run = asyncio.create_task(call, name=name)
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+        return run
 
     async def _dispatch(self, hub: WorkerHub) -> None:
         """Hand work to the workers on other hosts that asked for it, each its next job by the same
@@ -432,14 +468,12 @@ class JobQueue:
                 if job_id is None:
                     break
                 claim = hub.claim(worker)
-                run = asyncio.create_task(self._start(worker, job_id, claim), name=f"job-{job_id}-on-{worker.name}")
-                self._remote_runs.add(run)
-                run.add_done_callback(self._remote_runs.discard)
+                self._in_hand(self._start(worker, job_id, claim), f"job-{job_id}-on-{worker.name}")
             await self._work.wait()
 
-    async def _start(self, engine: Engine, job_id: int, claim: object = None) -> None:
+    async def _start(self, engine: Engine, job_id: int, claim: object = None, lead: Lead | None = None) -> None:
         """Run `job_id`, and the jobs that can join it as a batch, on `engine` (a worker elsewhere: under
-        its request for work, `claim`)."""
+        its request for work, `claim`; an engine here: `lead` told of their progress)."""
         tickets = []
         try:
             batch = [job_id]
@@ -447,7 +481,7 @@ class JobQueue:
             if key is not None and self.max_batch > 1:
                 batch += self.fair.take(partial(self._same_batch, key), self.max_batch - 1)
             tickets = [self._tickets[j] for j in batch]
-            await self._run(engine, list(tickets))
+            await self._run(engine, list(tickets), lead)
         except Exception as error:
             log.exception("jobs %s: unexpected failure in the queue worker", [t.job.job_id for t in tickets])
             for ticket in tickets:
@@ -463,7 +497,7 @@ class JobQueue:
     def _same_batch(self, key: tuple, job_id: int) -> bool:
         return self._tickets[job_id].job.request.batch_key() == key
 
-    async def _run(self, engine: Engine, tickets: list[Ticket]) -> None:
+    async def _run(self, engine: Engine, tickets: list[Ticket], lead: Lead | None = None) -> None:
         for ticket in list(tickets):
             if self.gate is not None and ticket.cancelled_by is None:
                 try:
@@ -486,8 +520,10 @@ class JobQueue:
             log.info("jobs %s sent to the engine as a batch of %d", ", ".join(str(t.job.job_id) for t in tickets),
                      len(tickets))
         started = time.monotonic()
-        outcomes = await engine.generate_batch([t.job for t in tickets],
-                                               {t.job.job_id: t.on_progress for t in tickets if t.on_progress})
+        callbacks = {t.job.job_id: t.on_progress for t in tickets if t.on_progress}
+        if lead is not None:
+            callbacks = {t.job.job_id: partial(_told, lead, t.on_progress) for t in tickets}
+        outcomes = await engine.generate_batch([t.job for t in tickets], callbacks)
         elapsed = (time.monotonic() - started) / len(tickets)
         for ticket, outcome in zip(tickets, outcomes, strict=True):
             job_id = ticket.job.job_id
@@ -579,3 +615,13 @@ class JobQueue:
         """Its result is posted (`message_id`; None if Discord refused every way of posting it), or,
         `filtered`, every picture was withheld and the member was told."""
         await self._store.delivered(job_id, message_id, filtered=filtered)
+
+
+def _told(lead: Lead, on_progress: ProgressCallback | None, progress: Progress) -> None:
+    lead.progressed(progress)
+    if on_progress is not None:
+        on_progress(progress)
+
+
+def _ended(lead: Lead, _: asyncio.Task) -> None:
+    lead.event.set()

@@ -130,7 +130,7 @@ class Engine:
     def generate_batch(self, jobs: list[Job], progress: Mapping[int, Progress] | None = None
                        ) -> list[GenerateResult | Exception]:
         """`make_batch`, each job's pictures then checked and encoded in turn (`Unchecked.finish`)."""
-        return [_finished(made) for made in self.make_batch(jobs, progress)]
+        return [finished(made) for made in self.make_batch(jobs, progress)]
 
     def make_batch(self, jobs: list[Job], progress: Mapping[int, Progress] | None = None
                    ) -> list[Unchecked | Exception]:
@@ -239,9 +239,9 @@ def _seeded(request: GenerateRequest) -> GenerateRequest:
     return request if request.seed is not None else replace(request, seed=secrets.randbelow(MAX_SEED + 1))
 
 
-def _finished(made: Unchecked | Exception) -> GenerateResult | Exception:
+def finished(made: Unchecked | GenerateResult | Exception) -> GenerateResult | Exception:
     """A job's pictures checked and encoded; or what stopped it (there, or before)."""
-    if isinstance(made, Exception):
+    if not isinstance(made, Unchecked):
         return made
     try:
         return made.finish()

@@ -3,6 +3,10 @@
 Reads jobs, batches and cancels as JSON lines on stdin and writes progress, results and errors as
 JSON lines (see `dreambot.wire`). The protocol stream gets fd 1 to itself: whatever a library
 prints goes to stderr, which the bot logs.
+
+Calls run one after another, in the order read. A call's pictures are checked for safety, encoded
+and sent on a thread of their own (`Finishing`) while the next call already denoises; answers go
+out in the order of the calls.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from dreambot.wire import PROTOCOL_VERSION, Batch, Cancel, EngineError, Fatal, J
 from engine.progress import JobCancelled, Preview
 
 if TYPE_CHECKING:
+    from dreambot.wire import GenerateResult
     from engine.cache import ModelCache
+    from engine.finishing import Unchecked
 
 log = logging.getLogger("engine")
 
@@ -86,9 +92,13 @@ def serve(settings: EngineSettings, stdin: BinaryIO | None = None) -> int:
     os.dup2(2, 1)
     stdin = stdin or sys.stdin.buffer
 
+    writing = threading.Lock()  # the job loop and the finishing thread both write
+
     def send(message: wire.Message) -> None:
-        out.write(wire.encode(message))
-        out.flush()
+        line = wire.encode(message)
+        with writing:
+            out.write(line)
+            out.flush()
 
     cache = start(settings, send)
     if isinstance(cache, int):
@@ -154,9 +164,59 @@ def start(settings: EngineSettings, send: Callable[[wire.Message], None]) -> Mod
 def run_jobs(cache: ModelCache, work: queue.Queue[list[Job] | None], held: HeldJobs,
              send: Callable[[wire.Message], None]) -> None:
     """Run the jobs put on `work` (those of one call together), answering each through `send`,
-    until a None comes."""
-    while (jobs := work.get()) is not None:
-        _run(cache, jobs, held, send)
+    until a None comes; then return once every answer is sent. `send` must be safe to call from
+    two threads: the answers go out from `Finishing`'s."""
+    finishing = Finishing(held, send)
+    try:
+        while (jobs := work.get()) is not None:
+            _run(cache, jobs, held, send, finishing.put)
+    finally:
+        finishing.close()
+
+
+# What a call's jobs came to, in their order: pictures to check and encode, a result, or what
+# stopped the job.
+Answers = list[tuple[int, "Unchecked | GenerateResult | Exception"]]
+
+
+class Finishing:
+    """The thread that checks, encodes and sends each call's answers (`answer`), in the order put,
+    while the job loop runs the next call. The hand-off holds one call's answers at most: a loop
+    that makes pictures faster than they are checked waits, rather than piling them up in memory."""
+
+    def __init__(self, held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
+        self._held, self._send = held, send
+        self._queue: queue.Queue[Answers | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="finishing", daemon=True)
+        self._thread.start()
+
+    def put(self, answers: Answers) -> None:
+        self._queue.put(answers)
+
+    def close(self) -> None:
+        """Return once every answer put is sent."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (answers := self._queue.get()) is not None:
+            answer(answers, self._held, self._send)
+
+
+def answer(answers: Answers, held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
+    """Send each job's answer (its pictures checked and encoded first, `engine.pipeline.finished`)
+    and let go of the job."""
+    from engine.pipeline import finished  # loaded by now (`start`); this module does not import torch
+
+    for job_id, outcome in answers:
+        try:
+            result = finished(outcome)
+            message: wire.Message = protocol_error(job_id, result) if isinstance(result, Exception) else result
+        except Exception as error:  # a bug of ours: the job fails, the next ones are still answered
+            log.exception("could not answer job %s", job_id)
+            message = protocol_error(job_id, error)
+        send(message)
+        held.release(job_id)
 
 
 class _NoMemberText(logging.Filter):
@@ -196,14 +256,20 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
         work.put(None)  # even if reading failed: the job loop must not wait forever
 
 
-def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
+def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wire.Message], None],
+         answered: Callable[[Answers], None] | None = None) -> None:
+    """Run one call's jobs; their answers go to `answered` (`Finishing.put`), or are sent here."""
+    if answered is None:
+        answered = partial(answer, held=held, send=send)
+    cancelled: Answers = []
     waiting = []
     for job in jobs:
         if held.cancelled(job.job_id):  # cancelled while it waited its turn: no step to run
-            send(protocol_error(job.job_id, JobCancelled()))
-            held.release(job.job_id)
+            cancelled.append((job.job_id, JobCancelled()))
         else:
             waiting.append(job)
+    if cancelled:
+        answered(cancelled)
     if not waiting:
         return
     # The jobs of one call share their model (`GenerateRequest.batch_key`): load it if need be.
@@ -217,9 +283,7 @@ def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wir
     try:
         engine = cache.get(waiting[0].request.model, loading)
     except Exception as error:  # an unknown or broken model: these jobs fail, the engine carries on
-        for job in waiting:
-            send(protocol_error(job.job_id, error))
-            held.release(job.job_id)
+        answered([(job.job_id, error) for job in waiting])
         return
     finally:
         if cache.held != before:
@@ -241,11 +305,10 @@ def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wir
             next_preview[job_id] = time.monotonic() + PREVIEW_SECONDS
         send(Progress(job_id=job_id, step=step, total=total, preview=picture))
 
+    made: list[Unchecked | Exception]
     try:
-        outcomes = engine.generate_batch(waiting, {job.job_id: partial(on_step, job.job_id) for job in waiting})
-    except Exception as error:  # generate_batch answers a job's own failures; this is a bug of ours
+        made = engine.make_batch(waiting, {job.job_id: partial(on_step, job.job_id) for job in waiting})
+    except Exception as error:  # make_batch answers a job's own failures; this is a bug of ours
         log.exception("jobs %s failed", ", ".join(str(job.job_id) for job in waiting))
-        outcomes = [error for _ in waiting]
-    for job, outcome in zip(waiting, outcomes, strict=True):
-        send(protocol_error(job.job_id, outcome) if isinstance(outcome, Exception) else outcome)
-        held.release(job.job_id)
+        made = [error for _ in waiting]
+    answered([(job.job_id, outcome) for job, outcome in zip(waiting, made, strict=True)])

@@ -39,6 +39,20 @@ ENGINE = textwrap.dedent("""
         time.sleep(1)
     version = PROTOCOL_VERSION - 1 if mode == "old" else PROTOCOL_VERSION
     send(Ready(model="stand-in", device="cpu", dtype="float32", safety_checker="none", protocol=version))
+    if mode == "steps":  # ten steps of 0.1 s a job; the first job answers once the next is in (5 s at most)
+        import queue, threading
+        jobs = queue.Queue()
+        threading.Thread(target=lambda: [jobs.put(wire.decode(line)) for line in sys.stdin.buffer], daemon=True).start()
+        while True:
+            job = jobs.get()
+            for step in range(1, 11):
+                time.sleep(0.1)
+                send(Progress(job.job_id, step, 10))
+            deadline = time.monotonic() + 5
+            while job.request.prompt == "first" and jobs.empty() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            waiting = "next in hand" if not jobs.empty() else "nothing in hand"
+            send(GenerateResult(job.job_id, (), job.request.seed, 8, 8, waiting))
     for line in sys.stdin.buffer:
         job = wire.decode(line)
         if mode == "garbage":
@@ -61,6 +75,9 @@ ENGINE = textwrap.dedent("""
                 else:
                     send(GenerateResult(each.job_id, (), each.request.seed, 8, 8, "stand-in"))
         elif mode == "die":  # a job that takes the engine down with it
+            os._exit(3)
+        elif mode == "die-late":  # a job that takes the engine down after its first step
+            send(Progress(job.job_id, 1, 2)); time.sleep(0.5)
             os._exit(3)
         elif mode == "wrong-job":
             send(GenerateResult(job.job_id + 1, (), 1, 8, 8, "stand-in"))
@@ -215,6 +232,55 @@ async def test_each_engine_takes_the_next_job_when_it_is_free(tmp_path) -> None:
         await queue.close(grace=0)
         for engine in engines:
             await engine.close()
+        await store.close()
+
+
+async def test_a_call_sent_behind_one_the_engine_never_finished_runs_again_uncounted() -> None:
+    engine = client("die-late")
+    engine.start()
+    try:
+        started = asyncio.Event()
+        first = asyncio.create_task(engine.generate(JOB, lambda progress: started.set()))
+        await asyncio.wait_for(started.wait(), 10)
+        second = await engine.generate(Job(8, GenerateRequest(prompt="a cat", seed=2)))
+        failed(await first, FailureKind.CRASHED, "exited with code 3")  # it counts: it may be the cause
+        failed(second, FailureKind.UNSENT, "before it started the job")  # it never started: it does not
+    finally:
+        await engine.close()
+
+
+async def test_the_next_job_is_checked_and_sent_as_the_one_in_hand_ends(tmp_path) -> None:
+    """The engine is sent its next job before it answers the last (`bot.queue.Lead`), so it never
+    waits for the bot; the start-of-job gate still checks that job only near the end of the last."""
+    from bot.queue import JobQueue
+    from bot.store import Store
+
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    engine = client("steps")
+    checked: dict[int, tuple[int, int] | None] = {}  # job -> the first job's step when it was checked
+
+    async def gate(job: Job) -> Job:
+        checked[job.job_id] = first.step if first.job.job_id != job.job_id else None
+        return job
+
+    queue = JobQueue(store, engine, gate=gate)
+    engine.start()
+    try:
+        tickets = []
+        for member, prompt in enumerate(["first", "second"]):
+            request = GenerateRequest(prompt=prompt, seed=member)
+            job_id = await store.create_job(request, user_id=member, guild_id=1, channel_id=2, interaction_id=None,
+                                            model="m")
+            tickets.append(queue.submit(Job(job_id, request), member))
+        first, second = tickets
+        queue.start()
+        results = await asyncio.wait_for(asyncio.gather(*(ticket.result for ticket in tickets)), 30)
+        assert [result.model for result in results] == ["next in hand", "nothing in hand"]
+        step = checked[second.job.job_id]
+        assert step is not None and step[0] >= 6, step  # about LEAD_SECONDS before the end, not at its start
+    finally:
+        await queue.close(grace=0)
+        await engine.close()
         await store.close()
 
 

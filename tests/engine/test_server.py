@@ -237,3 +237,41 @@ def test_a_batch_answers_each_job_with_its_solo_images(tiny_model: Path, tmp_pat
         for a, b in zip(alone.images, together.images, strict=True):
             assert np.abs(pixels(a.data) - pixels(b.data)).max() <= 1  # float32 rounding; see test_pipeline
     assert engine.close()[0] == 0
+
+
+# Job 1's pictures are checked only once the next call's pictures are made (or after 60 s, if
+# that never happens: an engine that does not overlap the two); job 2's fail there (a bug, say).
+OVERLAP = """
+import threading
+import engine.pipeline
+made_next = threading.Event()
+real_make, real_finished = engine.pipeline.Engine.make_batch, engine.pipeline.finished
+def make_batch(self, jobs, progress=None):
+    try:
+        return real_make(self, jobs, progress)
+    finally:
+        made_next.set() if jobs[0].job_id == 2 else None
+def finished(made):
+    if getattr(made, "job_id", None) == 1:
+        made_next.wait(60)
+    if getattr(made, "job_id", None) == 2:
+        raise RuntimeError("the encoder broke")
+    return real_finished(made)
+engine.pipeline.Engine.make_batch, engine.pipeline.finished = make_batch, finished
+"""
+
+
+def test_the_next_call_denoises_while_the_last_ones_pictures_are_checked(tiny_model: Path, tmp_path: Path) -> None:
+    engine = Served(tiny_model, tmp_path / "engine.log", setup=OVERLAP)
+    request = GenerateRequest(prompt="a fox", seed=1, num_inference_steps=3)
+    other = GenerateRequest(prompt="a fox", seed=2, num_inference_steps=3)
+    engine.send(Job(1, request), Batch((Job(2, request), Job(3, other))), Job(4, request), Cancel(4), Job(5, request))
+    messages = engine.until_answered(1, 2, 3, 4, 5)
+    said = [(m.job_id, m.kind if isinstance(m, EngineError) else "result") for m in messages
+            if isinstance(m, GenerateResult | EngineError)]
+    # Answered in the order sent, whatever happened to each: one job's failure there stops no other.
+    assert said == [(1, "result"), (2, "internal"), (3, "result"), (4, "cancelled"), (5, "result")]
+    first = next(i for i, m in enumerate(messages) if isinstance(m, GenerateResult))
+    assert [m.step for m in messages[:first] if m.job_id == 2] == [1, 2, 3]  # made while job 1's were checked
+    code, rest = engine.close()
+    assert code == 0 and not rest

@@ -98,7 +98,7 @@ class Rig:
     async def crash(self) -> None:
         """Stop as a killed bot would: nothing requeued, nothing said, the rows left as they are."""
         assert self.queue is not None and self.hub is not None and self.store is not None
-        tasks = [*self.queue._workers, *self.queue._remote_runs, *self.hub._tasks]
+        tasks = [*self.queue._workers, *self.queue._runs, *self.hub._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
