@@ -299,7 +299,7 @@ class EngineClient:
 
     def _behind(self) -> list[int]:
         """The jobs in hand that the engine has not started: sent behind a call it has not answered
-        yet, and no progress heard of them."""
+        yet, and no progress heard of them (the engine says step 0 as it starts a job)."""
         behind, ahead_unanswered = [], False
         for call in self._calls:
             behind += [job_id for job_id in call if ahead_unanswered and job_id not in self._progressed]

@@ -247,7 +247,7 @@ class Ticket:
 
 class Lead:
     """Tells when an engine's call is about to end, from its jobs' progress: `event` is set once a
-    job of it has about LEAD_SECONDS of steps left (at the pace of its last steps), or has made its
+    job of it has about LEAD_SECONDS of steps left (at the pace of its steps so far), or has made its
     last step (the decoding, safety check and encoding follow). `JobQueue._serve` then starts the
     engine's next call, which the engine runs as soon as this one's pictures are made."""
 

@@ -56,6 +56,8 @@ class GenerateResult:
 
 @dataclass(frozen=True)
 class Progress:
+    """A job's progress: step 0 (not loading) when the engine starts it, then each step made."""
+
     job_id: int
     step: int
     total: int

@@ -288,6 +288,10 @@ def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wir
     finally:
         if cache.held != before:
             send(Loaded(models=cache.held))
+    # Step 0: the jobs have started. The bot may have sent the next call already; if the engine dies
+    # from here, these jobs are the ones it was running (counted), the next call was never started.
+    for job in waiting:
+        send(Progress(job_id=job.job_id, step=0, total=job.request.num_inference_steps))
     # The first preview after PREVIEW_SECONDS: the first steps' latents are mostly noise. A preview
     # is drawn before the safety check, so it goes only where flagged images may be shown at all.
     next_preview = {job.job_id: time.monotonic() + PREVIEW_SECONDS if job.request.keep_flagged else math.inf

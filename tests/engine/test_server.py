@@ -48,7 +48,7 @@ def test_ready_progress_result_and_errors_keep_it_serving(tiny_model: Path) -> N
     assert messages[0] == Ready(model="tiny", device="cpu", dtype="float32", safety_checker="opennsfw",
                                protocol=PROTOCOL_VERSION)
     progress = [m for m in messages if isinstance(m, Progress) and m.job_id == 1]
-    assert [(p.step, p.total) for p in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [(p.step, p.total) for p in progress] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # 0: started
     results = {m.job_id: m for m in messages if isinstance(m, GenerateResult | EngineError)}
     assert isinstance(results[1], GenerateResult) and results[1].images[0].data.startswith(b"\x89PNG")
     assert isinstance(results[2], EngineError) and "100" in results[2].message
@@ -143,7 +143,7 @@ def test_cancel_stops_the_job_between_steps_and_the_engine_carries_on(tiny_model
     engine = Served(tiny_model, tmp_path / "engine.log")
     engine.send(Job(1, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=500)))
     first = engine.next()
-    assert isinstance(first, Progress) and (first.job_id, first.step) == (1, 1)
+    assert isinstance(first, Progress) and (first.job_id, first.step) == (1, 0)  # started
     engine.send(Cancel(99), Cancel(1))  # a cancel for a job the engine does not hold is ignored
     messages = engine.until_answered(1)
     assert messages[-1] == EngineError(job_id=1, message="cancelled", kind="cancelled")
@@ -201,10 +201,11 @@ def test_previews_and_out_of_memory(tiny_model: Path, tmp_path: Path) -> None:
     assert out_of_memory.kind == "oom" and "try a smaller size or fewer images" in out_of_memory.message
     assert isinstance(answers(messages)[2], GenerateResult)
     progress = [m for m in messages if isinstance(m, Progress) and m.job_id == 2]
-    assert [p.step for p in progress] == [1, 2, 3, 4]
-    # Every step but the last carries a preview (PREVIEW_SECONDS lowered to 0): the result follows it.
+    assert [p.step for p in progress] == [0, 1, 2, 3, 4]
+    # Every step but the start (0) and the last carries a preview (PREVIEW_SECONDS lowered to 0): the
+    # result follows the last.
     assert progress[-1].preview is None
-    for p in progress[:-1]:
+    for p in progress[1:-1]:
         preview = Image.open(io.BytesIO(p.preview))
         assert preview.format == "JPEG" and preview.size == (128, 85)
     # Drawn before the safety check: no preview where flagged images are blocked.
@@ -231,7 +232,7 @@ def test_a_batch_answers_each_job_with_its_solo_images(tiny_model: Path, tmp_pat
     assert results[14].kind == "invalid" and "safety threshold" in results[14].message
     for job_id in (11, 12, 13):
         progress = [(m.step, m.total) for m in messages if isinstance(m, Progress) and m.job_id == job_id]
-        assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+        assert progress == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
         alone, together = results[job_id - 10], results[job_id]
         assert [i.seed for i in together.images] == [i.seed for i in alone.images]
         for a, b in zip(alone.images, together.images, strict=True):
@@ -272,6 +273,6 @@ def test_the_next_call_denoises_while_the_last_ones_pictures_are_checked(tiny_mo
     # Answered in the order sent, whatever happened to each: one job's failure there stops no other.
     assert said == [(1, "result"), (2, "internal"), (3, "result"), (4, "cancelled"), (5, "result")]
     first = next(i for i, m in enumerate(messages) if isinstance(m, GenerateResult))
-    assert [m.step for m in messages[:first] if m.job_id == 2] == [1, 2, 3]  # made while job 1's were checked
+    assert [m.step for m in messages[:first] if m.job_id == 2] == [0, 1, 2, 3]  # made while job 1's were checked
     code, rest = engine.close()
     assert code == 0 and not rest
