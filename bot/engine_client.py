@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -73,8 +74,8 @@ class EngineClient:
         self._pending: dict[int, asyncio.Future[Outcome]] = {}
         self._on_progress: dict[int, ProgressCallback] = {}
         self._calls: list[tuple[int, ...]] = []  # the calls in hand (their job ids), in the order sent
-        self._progressed: set[int] = set()  # the jobs in hand the engine has reported progress for
-        self._timed_out = False
+        self._began: dict[int, float] = {}  # the jobs in hand the engine has started (step 0): when
+        self._timed_out: set[int] = set()  # the jobs in hand that ran past their time limit
         self._supervisor: asyncio.Task | None = None
         self._closing = False
         self._stall_reason: str | None = None
@@ -160,7 +161,7 @@ class EngineClient:
             for job_id in call:
                 self._pending.pop(job_id, None)
                 self._on_progress.pop(job_id, None)
-                self._progressed.discard(job_id)
+                self._began.pop(job_id, None)
 
     async def cancel(self, job_id: int) -> bool:
         """Ask the engine to stop `job_id` between two denoising steps; False if it is not in hand."""
@@ -178,14 +179,19 @@ class EngineClient:
     async def _await_results(self, process: asyncio.subprocess.Process,
                              futures: Mapping[int, asyncio.Future[Outcome]]) -> None:
         """Wait for one call's outcomes; kill the engine if it stalls, or if the call runs past its
-        time limit (counted from when it was sent: the call ahead of it was about to end)."""
+        time limit (counted from when the engine started it; from now if nothing is ahead of it)."""
         loop = asyncio.get_running_loop()
-        self._last_heard = started = loop.time()  # heard from, or sent to
-        deadline = started + self._job_timeout * len(futures)
+        sent = loop.time()
+        if len(self._calls) == 1:
+            self._last_heard = sent  # the engine was idle: its silence counts from now
         waiting = set(futures.values())
         while True:
+            started = min((self._began[job_id] for job_id in futures if job_id in self._began), default=None)
+            if started is None and not any(job_id in self._behind() for job_id in futures):
+                started = sent
+            deadline = math.inf if started is None else started + self._job_timeout * len(futures)
             silent = loop.time() - self._last_heard
-            wait = min(self._stall_seconds - silent, deadline - loop.time())
+            wait = min(self._stall_seconds - silent, deadline - loop.time(), 5.0)
             done, waiting = await asyncio.wait(waiting, timeout=max(wait, 0.01))
             if not waiting:
                 return
@@ -194,7 +200,7 @@ class EngineClient:
             elif loop.time() >= deadline:
                 log.error("engine process %s: jobs %s ran past the time limit of %.0f s; killing it",
                           process.pid, list(futures), self._job_timeout)
-                self._timed_out = True
+                self._timed_out.update(futures)
             elif loop.time() - self._last_heard >= self._stall_seconds:
                 log.error("engine process %s said nothing for %.0f s while holding a job; killing it",
                           process.pid, self._stall_seconds)
@@ -275,16 +281,17 @@ class EngineClient:
         for job_id, future in self._pending.items():
             if future.done():
                 continue
-            if job_id in behind:
-                future.set_result(Failure(FailureKind.UNSENT, "the engine stopped before it started the job"))
-            elif self._timed_out:
+            if job_id in self._timed_out:
                 future.set_result(Failure(FailureKind.TIMED_OUT,
                                           f"the job took longer than the limit of {self._job_timeout:.0f} s and was "
                                           "stopped"))
-            else:
+            elif job_id in behind:
+                future.set_result(Failure(FailureKind.UNSENT, "the engine stopped before it started the job"))
+            else:  # started, and stopped with the engine (by another job's time limit, maybe): once more
                 future.set_result(Failure(FailureKind.CRASHED,
                                           self._stall_reason or f"the engine process exited with code {code}"))
-        self._stall_reason, self._timed_out = None, False
+        self._stall_reason = None
+        self._timed_out.clear()
         if self._closing:
             self._fail_ready("the bot is shutting down")
         elif became_ready:
@@ -302,7 +309,7 @@ class EngineClient:
         yet, and no progress heard of them (the engine says step 0 as it starts a job)."""
         behind, ahead_unanswered = [], False
         for call in self._calls:
-            behind += [job_id for job_id in call if ahead_unanswered and job_id not in self._progressed]
+            behind += [job_id for job_id in call if ahead_unanswered and job_id not in self._began]
             ahead_unanswered = ahead_unanswered or any(not self._pending[job_id].done() for job_id in call
                                                        if job_id in self._pending)
         return behind
@@ -347,7 +354,7 @@ class EngineClient:
                 log.error("engine could not start: %s", message.message)
             elif isinstance(message, Progress):
                 if message.job_id in self._pending:
-                    self._progressed.add(message.job_id)
+                    self._began.setdefault(message.job_id, self._last_heard)
                 report_progress(self._on_progress, message)
             elif not isinstance(message, (GenerateResult, EngineError)):
                 log.warning("engine sent a %s, which only the bot sends", type(message).__name__)

@@ -246,24 +246,31 @@ class Ticket:
 
 
 class Lead:
-    """Tells when an engine's call is about to end, from its jobs' progress: `event` is set once a
-    job of it has about LEAD_SECONDS of steps left (at the pace of its steps so far), or has made its
-    last step (the decoding, safety check and encoding follow). `JobQueue._serve` then starts the
-    engine's next call, which the engine runs as soon as this one's pictures are made."""
+    """Tells when an engine's call is about to end, from its jobs' progress: `event` is set once every
+    job of it (`expect`) has about LEAD_SECONDS of steps left, at the pace of its steps so far, or has
+    made its last step (its decoding, safety check and encoding follow). `JobQueue._serve` then
+    starts the engine's next call, which the engine runs as soon as this one's pictures are made.
+    A call that `expect`s nothing sets it only when it ends."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
-        self._seen: dict[int, tuple[float, int]] = {}  # job -> (when, step) of its first progress
+        self._seen: dict[int, tuple[float, int]] = {}  # job -> (when, step) of its first step reported
+        self._far: set[int] = set()  # the jobs expected that are not near their end yet
+
+    def expect(self, job_ids: list[int]) -> None:
+        self._far = set(job_ids)
 
     def progressed(self, progress: Progress) -> None:
-        if self.event.is_set() or progress.loading or not progress.total:
+        if progress.job_id not in self._far or progress.loading or not progress.total:
             return
         now = time.monotonic()
         when, step = self._seen.setdefault(progress.job_id, (now, progress.step))
         left = progress.total - progress.step
         pace = (now - when) / (progress.step - step) if progress.step > step else None
         if left <= 0 or (pace is not None and left * pace <= LEAD_SECONDS):
-            self.event.set()
+            self._far.discard(progress.job_id)
+            if not self._far:
+                self.event.set()
 
 
 @dataclass
@@ -521,7 +528,10 @@ class JobQueue:
                      len(tickets))
         started = time.monotonic()
         callbacks = {t.job.job_id: t.on_progress for t in tickets if t.on_progress}
-        if lead is not None:
+        if lead is not None and all(t.attempts == 1 for t in tickets):
+            # (A retried job's call may be what crashes the engine: nothing is sent behind it, so that
+            # a crash is never counted against a job that was only started after it.)
+            lead.expect([t.job.job_id for t in tickets])
             callbacks = {t.job.job_id: partial(_told, lead, t.on_progress) for t in tickets}
         outcomes = await engine.generate_batch([t.job for t in tickets], callbacks)
         elapsed = (time.monotonic() - started) / len(tickets)

@@ -169,7 +169,7 @@ def run_jobs(cache: ModelCache, work: queue.Queue[list[Job] | None], held: HeldJ
     finishing = Finishing(held, send)
     try:
         while (jobs := work.get()) is not None:
-            _run(cache, jobs, held, send, finishing.put)
+            _run(cache, jobs, held, send, finishing.put, finishing.drain)
     finally:
         finishing.close()
 
@@ -181,26 +181,54 @@ Answers = list[tuple[int, "Unchecked | GenerateResult | Exception"]]
 
 class Finishing:
     """The thread that checks, encodes and sends each call's answers (`answer`), in the order put,
-    while the job loop runs the next call. The hand-off holds one call's answers at most: a loop
-    that makes pictures faster than they are checked waits, rather than piling them up in memory."""
+    while the job loop runs the next call. The hand-off holds one call's answers waiting at most (so
+    three calls' pictures at most: one being made, one waiting, one being checked): a loop that
+    makes pictures faster than they are checked waits, rather than piling them up in memory.
+
+    If the thread fails (it could not write to the bot, which is gone), it keeps taking what is put,
+    sending nothing, and `put` and `close` raise its error: the job loop stops as it would have had
+    it failed itself, and the engine exits instead of waiting on a thread that will never take more."""
 
     def __init__(self, held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
         self._held, self._send = held, send
         self._queue: queue.Queue[Answers | None] = queue.Queue(maxsize=1)
+        self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="finishing", daemon=True)
         self._thread.start()
 
     def put(self, answers: Answers) -> None:
+        self._raise_if_failed()
         self._queue.put(answers)
+
+    def drain(self) -> None:
+        """Return once every answer put is sent (before a model load: the pictures being checked hold
+        memory, and the check runs on the device too)."""
+        self._queue.join()
+        self._raise_if_failed()
 
     def close(self) -> None:
         """Return once every answer put is sent."""
         self._queue.put(None)
         self._thread.join()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
     def _run(self) -> None:
-        while (answers := self._queue.get()) is not None:
-            answer(answers, self._held, self._send)
+        while True:
+            answers = self._queue.get()
+            try:
+                if answers is None:
+                    return
+                if self._failed is None:
+                    answer(answers, self._held, self._send)
+            except BaseException as error:
+                log.exception("could not send the jobs' answers; the engine stops")
+                self._failed = error
+            finally:
+                self._queue.task_done()
 
 
 def answer(answers: Answers, held: HeldJobs, send: Callable[[wire.Message], None]) -> None:
@@ -257,8 +285,9 @@ def _read(stdin: BinaryIO, work: queue.Queue[list[Job] | None], held: HeldJobs) 
 
 
 def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wire.Message], None],
-         answered: Callable[[Answers], None] | None = None) -> None:
-    """Run one call's jobs; their answers go to `answered` (`Finishing.put`), or are sent here."""
+         answered: Callable[[Answers], None] | None = None, drain: Callable[[], None] | None = None) -> None:
+    """Run one call's jobs; their answers go to `answered` (`Finishing.put`), or are sent here.
+    `drain` (`Finishing.drain`) is called before a model is loaded."""
     if answered is None:
         answered = partial(answer, held=held, send=send)
     cancelled: Answers = []
@@ -276,6 +305,8 @@ def _run(cache: ModelCache, jobs: list[Job], held: HeldJobs, send: Callable[[wir
     before = cache.held
 
     def loading(model: str, seconds: float | None) -> None:
+        if drain is not None:  # the last call's pictures checked first: their memory, and the device's
+            drain()
         for job in waiting:
             send(Progress(job_id=job.job_id, step=0, total=job.request.num_inference_steps, loading=model,
                           seconds=seconds))

@@ -53,6 +53,16 @@ ENGINE = textwrap.dedent("""
                 time.sleep(0.01)
             waiting = "next in hand" if not jobs.empty() else "nothing in hand"
             send(GenerateResult(job.job_id, (), job.request.seed, 8, 8, waiting))
+    if mode == "hang-check":  # the first job's pictures are made, their check hangs; the next job runs on
+        import queue, threading
+        jobs = queue.Queue()
+        threading.Thread(target=lambda: [jobs.put(wire.decode(line)) for line in sys.stdin.buffer], daemon=True).start()
+        first = jobs.get()
+        send(Progress(first.job_id, 0, 2)); send(Progress(first.job_id, 2, 2))
+        second = jobs.get()
+        send(Progress(second.job_id, 0, 2))
+        while True:
+            send(Progress(second.job_id, 1, 2)); time.sleep(0.2)
     for line in sys.stdin.buffer:
         job = wire.decode(line)
         if mode == "garbage":
@@ -245,6 +255,20 @@ async def test_a_call_sent_behind_one_the_engine_never_finished_runs_again_uncou
         second = await engine.generate(Job(8, GenerateRequest(prompt="a cat", seed=2)))
         failed(await first, FailureKind.CRASHED, "exited with code 3")  # it counts: it may be the cause
         failed(second, FailureKind.UNSENT, "before it started the job")  # it never started: it does not
+    finally:
+        await engine.close()
+
+
+async def test_a_time_limit_stops_only_the_call_that_ran_past_it() -> None:
+    engine = client("hang-check", job_timeout=1.0)
+    engine.start()
+    try:
+        made = asyncio.Event()
+        first = asyncio.create_task(engine.generate(JOB, lambda progress: made.set() if progress.step == 2 else None))
+        await asyncio.wait_for(made.wait(), 10)
+        second = await asyncio.wait_for(engine.generate(Job(8, GenerateRequest(prompt="a cat", seed=2))), 20)
+        failed(await first, FailureKind.TIMED_OUT, "longer than the limit of 1 s")
+        failed(second, FailureKind.CRASHED, "exited with code -9")  # stopped with it: it runs once more
     finally:
         await engine.close()
 

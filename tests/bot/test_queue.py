@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from bot.queue import FairQueue, QueueFull
+from bot.queue import FairQueue, Lead, QueueFull
+from dreambot.wire import Progress
 
 
 def drain(queue: FairQueue) -> list[int]:
@@ -184,3 +185,19 @@ def test_grouping_never_lets_a_member_be_passed_twice(seed: int) -> None:
         held = model[first]  # the engine now holds this job's model
         for job in batch:
             queue.done(job)
+
+
+def test_the_next_call_is_sent_once_every_job_of_the_last_is_near_its_end() -> None:
+    lead = Lead()
+    lead.expect([1, 2])  # a batch whose jobs run as two pipeline calls, one after the other
+    lead.progressed(Progress(job_id=1, step=0, total=20))
+    lead.progressed(Progress(job_id=1, step=20, total=20))  # job 1's pictures are made: job 2's are not
+    assert not lead.event.is_set()
+    lead.progressed(Progress(job_id=2, step=0, total=20, loading="another model"))  # not a step
+    lead.progressed(Progress(job_id=2, step=0, total=20))
+    assert not lead.event.is_set()
+    lead.progressed(Progress(job_id=2, step=20, total=20))
+    assert lead.event.is_set()
+    quiet = Lead()  # a call that expects nothing (a retried job's): only its end sets it
+    quiet.progressed(Progress(job_id=3, step=20, total=20))
+    assert not quiet.event.is_set()

@@ -29,6 +29,7 @@ from dreambot.wire import (
     Progress,
     Ready,
 )
+from engine.server import Finishing, HeldJobs
 
 
 def serve(model: Path | str, jobs: list[Job | bytes]) -> list[wire.Message]:
@@ -276,3 +277,19 @@ def test_the_next_call_denoises_while_the_last_ones_pictures_are_checked(tiny_mo
     assert [m.step for m in messages[:first] if m.job_id == 2] == [0, 1, 2, 3]  # made while job 1's were checked
     code, rest = engine.close()
     assert code == 0 and not rest
+
+
+def test_answers_that_cannot_be_sent_stop_the_engine_rather_than_hang_it() -> None:
+    def send(message: wire.Message) -> None:
+        raise BrokenPipeError("the bot is gone")
+
+    held = HeldJobs()
+    finishing = Finishing(held, send)
+    result = GenerateResult(job_id=1, images=(), seed=1, width=8, height=8, model="tiny")
+    finishing.put([(1, result)])
+    with pytest.raises(BrokenPipeError):
+        finishing.drain()
+    with pytest.raises(BrokenPipeError):  # the job loop stops here, and the engine exits
+        finishing.put([(2, result)])
+    with pytest.raises(BrokenPipeError):
+        finishing.close()
