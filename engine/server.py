@@ -237,13 +237,8 @@ def answer(answers: Answers, held: HeldJobs, send: Callable[[wire.Message], None
     from engine.pipeline import finished  # loaded by now (`start`); this module does not import torch
 
     for job_id, outcome in answers:
-        try:
-            result = finished(outcome)
-            message: wire.Message = protocol_error(job_id, result) if isinstance(result, Exception) else result
-        except Exception as error:  # a bug of ours: the job fails, the next ones are still answered
-            log.exception("could not answer job %s", job_id)
-            message = protocol_error(job_id, error)
-        send(message)
+        result = finished(outcome)  # a failure of the check or the encoding is this job's alone
+        send(protocol_error(job_id, result) if isinstance(result, Exception) else result)
         held.release(job_id)
 
 

@@ -245,21 +245,21 @@ def test_a_batch_answers_each_job_with_its_solo_images(tiny_model: Path, tmp_pat
 # that never happens: an engine that does not overlap the two); job 2's fail there (a bug, say).
 OVERLAP = """
 import threading
-import engine.pipeline
+import engine.finishing, engine.pipeline
 made_next = threading.Event()
-real_make, real_finished = engine.pipeline.Engine.make_batch, engine.pipeline.finished
+real_make, real_finish = engine.pipeline.Engine.make_batch, engine.finishing.Unchecked.finish
 def make_batch(self, jobs, progress=None):
     try:
         return real_make(self, jobs, progress)
     finally:
         made_next.set() if jobs[0].job_id == 2 else None
-def finished(made):
-    if getattr(made, "job_id", None) == 1:
+def finish(self):
+    if self.job_id == 1:
         made_next.wait(60)
-    if getattr(made, "job_id", None) == 2:
+    if self.job_id == 2:
         raise RuntimeError("the encoder broke")
-    return real_finished(made)
-engine.pipeline.Engine.make_batch, engine.pipeline.finished = make_batch, finished
+    return real_finish(self)
+engine.pipeline.Engine.make_batch, engine.finishing.Unchecked.finish = make_batch, finish
 """
 
 
