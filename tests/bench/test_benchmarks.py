@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import subprocess
 import sys
+import time
 from collections import OrderedDict, deque
 from pathlib import Path
 
@@ -142,3 +144,72 @@ def test_model_switches_groups_by_model_and_keeps_the_bound(capsys: pytest.Captu
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
     assert rows["round robin"][-2].strip() == "1" and rows["grouped by model"][-2].strip() == "1"
+
+
+def process_state(pid: int) -> str:
+    """"stopped" (SIGSTOP) or "going" (running, or sleeping in its own time), from /proc."""
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return "stopped" if state in "Tt" else "going"
+
+
+async def settled(processes: list, state: str) -> set[str]:
+    """The processes' states once they are all in `state` (a stop takes effect when its process next
+    runs), or as they are after a second."""
+    for _ in range(100):
+        states = {process_state(process.pid) for process in processes}
+        if states == {state}:
+            break
+        await asyncio.sleep(0.01)
+    return states
+
+
+async def test_throughput_runs_its_contenders_in_turns_and_counts_each_ones_own():
+    """bench/throughput.py's `Turns`: one contender's processes run at a time, the others are
+    stopped; a contender's time is its own turns only; a done one gets no more turns."""
+    sys.path.insert(0, str(BENCH))  # throughput.py imports its neighbour harness.py
+    turns_of = load("throughput").Turns
+    sleepers = [await asyncio.create_subprocess_exec("sleep", "60") for _ in range(2)]
+    try:
+        turns = turns_of(0.2)
+        turns.add("a", [sleepers[0].pid])
+        turns.add("b", [sleepers[1].pid, None])  # a process not started is skipped
+        assert await settled(sleepers, "stopped") == {"stopped"}  # stopped from the start
+        seen: list[list[str]] = []
+        a_done = 0.0
+
+        def states() -> list[str]:
+            return sorted(process_state(sleeper.pid) for sleeper in sleepers)
+
+        async def watch() -> None:
+            nonlocal a_done
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                now = states()
+                for _ in range(10):  # caught in a switch? a stop takes effect when its process next runs
+                    if now == ["going", "stopped"]:
+                        break
+                    await asyncio.sleep(0.005)
+                    now = states()
+                seen.append(now)
+            turns.done("a")
+            a_done = time.monotonic()
+            await asyncio.sleep(0.5)
+            turns.done("b")
+
+        await asyncio.gather(turns.run(first=1), watch())
+        assert seen == [["going", "stopped"]] * 20  # one running, the other stopped, all along
+        names = [who for who, _, _ in turns.turns]
+        assert names[:3] == ["b", "a", "b"]  # `first` picks who starts
+        assert all(start < a_done for who, start, _ in turns.turns if who == "a")  # none once done
+        assert names[-1] == "b"  # alone at the end, it went on
+        start, end = turns.turns[0][1], turns.turns[-1][2]
+        own = turns.own("a", start, end) + turns.own("b", start, end)
+        assert own == pytest.approx(end - start, abs=0.05)  # every moment is someone's turn
+        assert turns.own("b", start, start + 0.1) == pytest.approx(0.1, abs=0.01)  # b's first turn
+        assert turns.own("a", start, start + 0.1) == 0
+        turns.release()
+        assert await settled(sleepers, "going") == {"going"}
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            await sleeper.wait()
