@@ -288,9 +288,9 @@ async def one_round(args: argparse.Namespace, prompts: list[str], seeds: list[in
             finally:
                 turns.release()
             bot_run["seconds"] = turns.own("bot", bot_run["start"], bot_run["end"])
-            used = bot_run.pop("meter").used  # its "other processes" are the loops, in their turns
-            bot_run["cpu"] = ", ".join(f"{name} {used[name]:.1f} s ({used[name] / bot_run['seconds']:.2f} cores)"
-                                       for name in ("fake (this process)", "bot", "engine"))
+            meter = bot_run.pop("meter")
+            meter.used.pop("other processes")  # the loops, in their turns
+            bot_run["cpu"] = meter.summary(bot_run["seconds"])
             bot_run["engine"] = engine_line(bot)
             for run, which in ((bare_run, "bare"), (engine_run, "engine")):
                 run["seconds"] = turns.own(which, run["started"], run["ended"])
@@ -372,13 +372,9 @@ def main() -> int:
     names = {"generate": "pipeline", "safety": "safety check and PNG"}
     print("engine loop, as Engine.generate times itself: " + ", ".join(
         f"{names.get(name, name)} {seconds / (sum(split.values()) or 1.0):.1%}" for name, seconds in split.items()))
-    rates = {
-        "whole bot": per_minute(sum(r["bot"]["images"] for r in rounds), sum(r["bot"]["seconds"] for r in rounds)),
-        "engine loop (no bot)": per_minute(sum(r["engine"]["images"] for r in rounds),
-                                           sum(r["engine"]["seconds"] for r in rounds)),
-        "bare diffusers loop": per_minute(sum(r["bare"]["images"] for r in rounds),
-                                          sum(r["bare"]["seconds"] for r in rounds)),
-    }
+    labels = {"bot": "whole bot", "engine": "engine loop (no bot)", "bare": "bare diffusers loop"}
+    rates = {label: per_minute(sum(r[key]["images"] for r in rounds), sum(r[key]["seconds"] for r in rounds))
+             for key, label in labels.items()}
     print(f"{'':<24}{'images/min':>12}{'s/image':>10}{'/ bare':>9}")
     for name, rate in rates.items():
         print(f"{name:<24}{rate:>12.1f}{60 / rate if rate else float('inf'):>10.3f}"
