@@ -32,7 +32,9 @@ def test_smoke_times_both_setups_and_the_few_step_one_skips_the_unconditional_pa
     assert (few["calls"], few["batch"]) == ("4", "1") and (many["calls"], many["batch"]) == ("25", "2")
     for row in (few, many):
         assert float(row["seconds"]) > 0 and float(row["pipeline"]) > 0 and float(row["finishing"]) > 0
-        assert float(row["pipeline"]) + float(row["finishing"]) <= float(row["seconds"]) * 1.01
+        # The table prints each figure to the millisecond: two parts rounded up and the whole rounded
+        # down can exceed it by 1.5 ms, which is 2 % of a smoke picture.
+        assert float(row["pipeline"]) + float(row["finishing"]) <= float(row["seconds"]) * 1.01 + 0.0015
     rounds = re.findall(r"^round (\d) \((few|many) then (few|many)\): few ([0-9.]+) s, many ([0-9.]+) s", out, re.M)
     assert [(r[0], r[1], r[2]) for r in rounds] == [("1", "few", "many"), ("2", "many", "few")]
     ratio = re.search(r"^many / few: ([0-9.]+) \(seconds per picture\)$", out, re.M)
