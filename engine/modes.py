@@ -242,7 +242,7 @@ def interpolate(engine: Engine, requests: list[GenerateRequest], progress: Progr
     frames = []
     for frame in range(request.frames):
         t = frame / (request.frames - 1)
-        pipe.scheduler = samplers.scheduler(engine.scheduler_config, request)
+        pipe.scheduler = samplers.scheduler(engine.sampler_config, request)
         # The start seed's generator, left past its noise as txt2img leaves it: a sampler that adds
         # noise at every step (Euler a) adds txt2img's, in every frame.
         noise_start, generator = noise(request.seed)
@@ -285,7 +285,7 @@ def _sampling(engine: Engine, mode: Mode, requests: list[GenerateRequest], size:
     pictures of that (width, height) size (`Speed.decoding`), and one random generator per picture,
     seeded as each picture's seed says."""
     pipe = engine.pipeline(mode)
-    pipe.scheduler = samplers.scheduler(engine.scheduler_config, requests[0])
+    pipe.scheduler = samplers.scheduler(engine.sampler_config, requests[0])
     engine.speed.decoding(pipe, sum(r.num_images for r in requests), *size)
     return pipe, samplers.generators(engine.device, [seed for r in requests for seed in r.seeds()])
 

@@ -3,6 +3,7 @@ alone or several in one call, and what they make checked for safety and encoded.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import secrets
@@ -104,6 +105,11 @@ class Engine:
     def inpainting_only(self) -> bool:
         """An inpainting checkpoint: its UNet also takes the mask and the masked picture (9 channels)."""
         return self.pipe.unet.config.in_channels != 4
+
+    @functools.cached_property
+    def sampler_config(self) -> str:
+        """`scheduler_config` as `engine.samplers` takes it (`samplers.config_text`)."""
+        return samplers.config_text(self.scheduler_config)
 
     def pipeline(self, mode: Mode) -> DiffusionPipeline:
         """The pipeline a mode calls (`loading.mode_pipeline`), built once."""
@@ -210,7 +216,7 @@ class Engine:
         requests = [_seeded(job.request) for job in jobs]
         mode = requests[0].mode
         assert len(requests) == 1 or mode.batches, f"{mode} jobs do not share a call"
-        samplers.check(self.scheduler_config, requests[0])  # refuses a sampler that cannot run, before any work
+        samplers.check(self.sampler_config, requests[0])  # refuses a sampler that cannot run, before any work
         thresholds = [self.nsfw_threshold(request) for request in requests]  # and a threshold out of bounds
         with self.loras.applied(self.pipe, requests[0].loras):  # jobs sharing a call share their LoRAs
             made = MODES[mode](self, requests, progress)

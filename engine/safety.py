@@ -58,7 +58,9 @@ class OpenNSFWSafetyChecker:
         self._classifier = NSFWClassifier(intra_op_num_threads=1)
 
     def scores(self, images: list[Image.Image]) -> list[float]:
-        return [round(p.nsfw, 4) for p in self._classifier.classify_batch(images)]
+        # One at a time: `classify_batch` starts a pool of threads for every call, to prepare the
+        # pictures side by side; a job's few (most often one) are not worth it.
+        return [round(self._classifier.classify(image).nsfw, 4) for image in images]
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from collections.abc import Mapping
 
 import torch
 from diffusers import (
@@ -39,28 +40,44 @@ SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
 assert tuple(SCHEDULERS) == SAMPLERS, "engine and protocol must offer the same samplers"
 
 
-def scheduler(config: dict, request: GenerateRequest) -> SchedulerMixin:
+def config_text(config: Mapping) -> str:
+    """A model's scheduler config as the JSON text the functions below take: made once per model,
+    since `trained_betas` alone is 1000 numbers (half a millisecond a job, made for each)."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def scheduler(config: str, request: GenerateRequest) -> SchedulerMixin:
     """A fresh scheduler for the request's sampler, built from the checkpoint's own scheduler
-    config (so one job's sampler options, Karras sigmas say, never leak into the next); raises
-    InvalidRequest for a sampler that cannot run the request's steps on this model."""
-    scheduler_cls = SCHEDULERS[request.scheduler][0]
-    built = copy.deepcopy(_template(json.dumps(config, sort_keys=True, default=str), request.scheduler))
-    if scheduler_cls is LCMScheduler and request.num_inference_steps > built.config.original_inference_steps:
+    config (`config_text`; so one job's sampler options, Karras sigmas say, never leak into the
+    next); raises InvalidRequest for a sampler that cannot run the request's steps on this model."""
+    check(config, request)
+    return copy.deepcopy(_template(config, request.scheduler))
+
+
+def check(config: str, request: GenerateRequest) -> None:
+    """Refuse, before any work, a sampler that cannot run the request's steps on this model."""
+    refusal = _refusal(config, request.scheduler, request.num_inference_steps)
+    if refusal is not None:
+        raise InvalidRequest(refusal)
+
+
+@functools.lru_cache(maxsize=256)
+def _refusal(config: str, sampler: str, steps: int) -> str | None:
+    """Why the sampler cannot run `steps` steps on a model of this scheduler config; None: it can.
+    Known once per (model, sampler, steps): it takes a scheduler's set_timesteps."""
+    built = copy.deepcopy(_template(config, sampler))
+    if isinstance(built, LCMScheduler) and steps > built.config.original_inference_steps:
         # Its steps are a subset of that schedule; diffusers would raise a ValueError.
-        raise InvalidRequest(
-            f"The {request.scheduler} sampler runs at most {built.config.original_inference_steps} steps "
-            f"(got {request.num_inference_steps}); it is made for 1 to 8. Choose fewer steps or another sampler."
-        )
-    built.set_timesteps(request.num_inference_steps)
+        return (f"The {sampler} sampler runs at most {built.config.original_inference_steps} steps "
+                f"(got {steps}); it is made for 1 to 8. Choose fewer steps or another sampler.")
+    built.set_timesteps(steps)
     timesteps = built.timesteps.tolist()
-    if scheduler_cls is DPMSolverMultistepScheduler and timesteps.count(timesteps[0]) > 1:
+    if isinstance(built, DPMSolverMultistepScheduler) and timesteps.count(timesteps[0]) > 1:
         # Karras sigmas on a zero-terminal-SNR schedule can repeat the first timestep, and then
         # this solver starts one step late; diffusers would fail at the end with an IndexError.
-        raise InvalidRequest(
-            f"The {request.scheduler} sampler cannot run {request.num_inference_steps} steps on this model "
-            f"(its noise schedule repeats steps); choose another sampler."
-        )
-    return built
+        return (f"The {sampler} sampler cannot run {steps} steps on this model "
+                f"(its noise schedule repeats steps); choose another sampler.")
+    return None
 
 
 @functools.lru_cache(maxsize=64)
@@ -109,11 +126,6 @@ class HeunFromPureNoise(HeunDiscreteScheduler):
         if not return_dict:
             return prev_sample, pred_original_sample
         return HeunDiscreteSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
-
-
-def check(config: dict, request: GenerateRequest) -> None:
-    """Refuse, before any work, a sampler that cannot run the request's steps on this model."""
-    scheduler(config, request)
 
 
 def generators(device: torch.device, seeds: list[int]) -> list[torch.Generator]:

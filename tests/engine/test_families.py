@@ -82,7 +82,8 @@ def picture(pipe, family: str, size: int = 64) -> np.ndarray:
     """A 2-step picture at a fixed seed, with the engine's default sampler built from the loaded
     scheduler config as the engine builds each job's (an inpainting model inpaints all of it)."""
     request = GenerateRequest(prompt="a red fox", num_inference_steps=2)
-    pipe = type(pipe).from_pipe(pipe, scheduler=samplers.scheduler(dict(pipe.scheduler.config), request))
+    scheduler = samplers.scheduler(samplers.config_text(pipe.scheduler.config), request)
+    pipe = type(pipe).from_pipe(pipe, scheduler=scheduler)
     arguments = dict(prompt=request.prompt, num_inference_steps=request.num_inference_steps, height=size, width=size,
                      output_type="np", generator=torch.Generator().manual_seed(7))
     if families.is_inpainting(family):
