@@ -130,12 +130,26 @@ def test_the_bots_fair_queue():
 
 
 @pytest.mark.parametrize("script", ["loop_lag", "defer_latency", "throughput", "batching", "fair_queue",
-                                    "filter_stall"])
+                                    "filter_stall", "check_overlap"])
 def test_every_script_explains_itself(script):
     shown = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--help"], capture_output=True, text=True,
                            timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "usage:" in shown.stdout and "--" in shown.stdout
+
+
+def test_check_overlap_times_each_way_of_checking_the_same_pictures() -> None:
+    """One block of one picture each way, on the bundled model: a row per way, none's ratio 1."""
+    shown = subprocess.run([sys.executable, str(BENCH / "check_overlap.py"), "--blocks", "1", "--pictures", "1",
+                            "--steps", "2"], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    rows = {line[:18].strip(): [float(figure) for figure in line[18:].split()]
+            for line in shown.stdout.splitlines() if line[:18].strip() in ("none", "in line", "thread", "process")}
+    assert set(rows) == {"none", "in line", "thread", "process"}, shown.stdout
+    assert rows["none"][2] == 1.0
+    for seconds, per_second, ratio in rows.values():
+        assert seconds > 0 and per_second > 0 and ratio > 0
+    assert "safety checker opennsfw" in shown.stdout  # the bundled model ships none: the engine's open_nsfw
 
 
 def test_model_switches_groups_by_model_and_keeps_the_bound(capsys: pytest.CaptureFixture) -> None:
