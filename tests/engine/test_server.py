@@ -48,8 +48,9 @@ def test_ready_progress_result_and_errors_keep_it_serving(tiny_model: Path) -> N
     ])
     assert messages[0] == Ready(model="tiny", device="cpu", dtype="float32", safety_checker="opennsfw",
                                protocol=PROTOCOL_VERSION)
-    progress = [m for m in messages if isinstance(m, Progress) and m.job_id == 1]
-    assert [(p.step, p.total) for p in progress] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # 0: started
+    progress = [(m.step, m.total) for m in messages if isinstance(m, Progress) and m.job_id == 1]
+    # 0: started; then the steps, as often as PROGRESS_SECONDS lets them, and always the last.
+    assert progress[0] == (0, 4) and progress[-1] == (4, 4) and progress == sorted(set(progress))
     results = {m.job_id: m for m in messages if isinstance(m, GenerateResult | EngineError)}
     assert isinstance(results[1], GenerateResult) and results[1].images[0].data.startswith(b"\x89PNG")
     assert isinstance(results[2], EngineError) and "100" in results[2].message
@@ -86,6 +87,9 @@ def test_a_model_that_cannot_load_is_one_line_and_its_traceback_is_for_debugging
     log = done.stderr.decode()
     assert f"ERROR engine: the engine could not start: {fatal.message}" in log
     assert ("Traceback" in log) is (level == "DEBUG")
+
+
+EVERY_STEP = "import engine.server\nengine.server.PROGRESS_SECONDS = 0.0\n"
 
 
 class Served:
@@ -171,6 +175,24 @@ def test_cancel_stops_the_job_between_steps_and_the_engine_carries_on(tiny_model
     assert code == 0 and isinstance(answers(rest)[5], GenerateResult)
 
 
+def test_step_reports_go_out_at_most_every_progress_seconds_and_the_start_and_end_always(tiny_model: Path,
+                                                                                        tmp_path: Path) -> None:
+    engine = Served(tiny_model, tmp_path / "engine.log", setup="import engine.server\n"
+                                                                "engine.server.PROGRESS_SECONDS = 3600.0\n")
+    engine.send(Job(1, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=6)),
+                Job(2, GenerateRequest(prompt="a fox", seed=2, num_inference_steps=6, keep_flagged=True)))
+    messages = engine.until_answered(1, 2)
+    for job_id in (1, 2):
+        assert [(m.step, m.total) for m in messages if isinstance(m, Progress) and m.job_id == job_id] == \
+            [(0, 6), (6, 6)]
+    assert engine.close()[0] == 0
+    # With no wait between reports, every step is reported (EVERY_STEP, as the tests below use it).
+    engine = Served(tiny_model, tmp_path / "again.log", setup=EVERY_STEP)
+    engine.send(Job(3, GenerateRequest(prompt="a fox", seed=1, num_inference_steps=6)))
+    assert [m.step for m in engine.until_answered(3) if isinstance(m, Progress)] == [0, 1, 2, 3, 4, 5, 6]
+    assert engine.close()[0] == 0
+
+
 PREVIEWS_AND_ONE_OUT_OF_MEMORY = """
 import torch
 import engine.server
@@ -225,7 +247,7 @@ def test_a_batch_answers_each_job_with_its_solo_images(tiny_model: Path, tmp_pat
                                 num_inference_steps=4, keep_flagged=True),
                 GenerateRequest(prompt="a green tree", seed=99, num_inference_steps=4, keep_flagged=True)]
     bad = GenerateRequest(prompt="a fox", seed=1, num_inference_steps=4, nsfw_threshold=2.0)
-    engine = Served(tiny_model, tmp_path / "engine.log")
+    engine = Served(tiny_model, tmp_path / "engine.log", setup=EVERY_STEP)
     engine.send(*[Job(job_id, request) for job_id, request in enumerate(requests, start=1)])
     engine.send(Batch(tuple(Job(job_id, request) for job_id, request in enumerate([*requests, bad], start=11))))
     messages = engine.until_answered(1, 2, 3, 11, 12, 13, 14)
@@ -264,7 +286,7 @@ engine.pipeline.Engine.make_batch, engine.finishing.Unchecked.finish = make_batc
 
 
 def test_the_next_call_denoises_while_the_last_ones_pictures_are_checked(tiny_model: Path, tmp_path: Path) -> None:
-    engine = Served(tiny_model, tmp_path / "engine.log", setup=OVERLAP)
+    engine = Served(tiny_model, tmp_path / "engine.log", setup=EVERY_STEP + OVERLAP)
     request = GenerateRequest(prompt="a fox", seed=1, num_inference_steps=3)
     other = GenerateRequest(prompt="a fox", seed=2, num_inference_steps=3)
     engine.send(Job(1, request), Batch((Job(2, request), Job(3, other))), Job(4, request), Cancel(4), Job(5, request))
