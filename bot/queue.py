@@ -36,7 +36,8 @@ ATTEMPTS = 2
 # An engine here is sent its next call when the one in hand has about this many seconds of steps
 # left (`Lead`): time enough for the start-of-job gate and the pipe, so the engine never waits for
 # the bot between two jobs, while the gate still checks the next job only just before it starts.
-LEAD_SECONDS = 0.25
+# Twice the engine's PROGRESS_SECONDS, so that a step report always comes inside it.
+LEAD_SECONDS = 0.5
 
 
 class QueueFull(Exception):

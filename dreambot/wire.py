@@ -56,7 +56,8 @@ class GenerateResult:
 
 @dataclass(frozen=True)
 class Progress:
-    """A job's progress: step 0 (not loading) when the engine starts it, then each step made."""
+    """A job's progress: step 0 (not loading) when the engine starts it, then the steps made, at
+    most every `engine.server.PROGRESS_SECONDS` (a quarter of a second), and always its last."""
 
     job_id: int
     step: int

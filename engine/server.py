@@ -38,11 +38,12 @@ log = logging.getLogger("engine")
 # A job's progress carries a preview picture at most this often (seconds); the other steps' don't.
 PREVIEW_SECONDS = 2.0
 # A job's step reports go out at most this often (seconds); its start (step 0), its last step and a
-# step with a preview always do. The bot shows a job's progress every few seconds and must see that
-# a call nears its end well within LEAD_SECONDS (0.25 s, `bot.queue.Lead`); a report for every step
-# of a fast model (dozens a second) only woke the bot, and on a worker the network, for nothing, and
-# slowed the denoising beside it (bench/throughput.py: 0.937 -> 0.959 of the bare loop).
-PROGRESS_SECONDS = 0.1
+# step with a preview always do. The bot shows a job's progress every few seconds, and sees that a
+# call nears its end with a report inside LEAD_SECONDS (0.5 s, `bot.queue.Lead`). A report for every
+# step of a fast model (dozens a second) woke the bot, and on a worker the network, for nothing,
+# and slowed the denoising beside it: bench/throughput.py, whole bot / bare loop, 0.937 with a
+# report per step, 0.959 at 0.1 s, 0.970 at 0.25 s (docs/benchmarks.md, section 3).
+PROGRESS_SECONDS = 0.25
 OOM_MESSAGE = "The GPU ran out of memory for this job: try a smaller size or fewer images."
 
 

@@ -39,15 +39,15 @@ ENGINE = textwrap.dedent("""
         time.sleep(1)
     version = PROTOCOL_VERSION - 1 if mode == "old" else PROTOCOL_VERSION
     send(Ready(model="stand-in", device="cpu", dtype="float32", safety_checker="none", protocol=version))
-    if mode == "steps":  # ten steps of 0.1 s a job; the first job answers once the next is in (5 s at most)
+    if mode == "steps":  # 20 steps of 0.1 s a job; the first job answers once the next is in (5 s at most)
         import queue, threading
         jobs = queue.Queue()
         threading.Thread(target=lambda: [jobs.put(wire.decode(line)) for line in sys.stdin.buffer], daemon=True).start()
         while True:
             job = jobs.get()
-            for step in range(1, 11):
+            for step in range(1, 21):
                 time.sleep(0.1)
-                send(Progress(job.job_id, step, 10))
+                send(Progress(job.job_id, step, 20))
             deadline = time.monotonic() + 5
             while job.request.prompt == "first" and jobs.empty() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -301,7 +301,7 @@ async def test_the_next_job_is_checked_and_sent_as_the_one_in_hand_ends(tmp_path
         results = await asyncio.wait_for(asyncio.gather(*(ticket.result for ticket in tickets)), 30)
         assert [result.model for result in results] == ["next in hand", "nothing in hand"]
         step = checked[second.job.job_id]
-        assert step is not None and step[0] >= 6, step  # about LEAD_SECONDS before the end, not at its start
+        assert step is not None and step[0] >= 10, step  # about LEAD_SECONDS before the end, not at its start
     finally:
         await queue.close(grace=0)
         await engine.close()
