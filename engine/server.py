@@ -42,7 +42,7 @@ PREVIEW_SECONDS = 2.0
 # call nears its end with a report inside LEAD_SECONDS (0.5 s, `bot.queue.Lead`). A report for every
 # step of a fast model (dozens a second) woke the bot, and on a worker the network, for nothing,
 # and slowed the denoising beside it: bench/throughput.py, whole bot / bare loop, 0.937 with a
-# report per step, 0.959 at 0.1 s, 0.970 at 0.25 s (docs/benchmarks.md, section 3).
+# report per step, 0.959 at 0.1 s, 0.959 to 0.971 at 0.25 s (docs/benchmarks.md, section 3).
 PROGRESS_SECONDS = 0.25
 OOM_MESSAGE = "The GPU ran out of memory for this job: try a smaller size or fewer images."
 
