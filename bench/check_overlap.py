@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from harness import PROMPTS, machine
 
@@ -41,29 +40,15 @@ WAYS = ("none", "in line", "thread", "process")
 def load(spec: dict):
     """The bare pipeline and the engine's safety checker for it."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from bare import bare_pipeline
 
-    from engine.loading import BUILTIN_MODELS, pick_safety_checker, resolve_device, resolve_dtype
+    from engine.loading import pick_safety_checker
     from engine.pipeline import quiet_library_progress_bars
-    from engine.samplers import SCHEDULERS
 
     quiet_library_progress_bars()
     torch.set_num_threads(spec["threads"])
-    source = spec["model"]
-    path = Path(source).expanduser()
-    if source in BUILTIN_MODELS and not path.exists():
-        path = BUILTIN_MODELS[source]
-    device = resolve_device(spec["device"])
-    dtype = resolve_dtype(spec["dtype"], device)
-    if path.is_file():
-        pipe = StableDiffusionPipeline.from_single_file(str(path), dtype=dtype)
-    else:
-        pipe = StableDiffusionPipeline.from_pretrained(str(path) if path.exists() else source, dtype=dtype)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    scheduler_cls, overrides = SCHEDULERS[spec["sampler"]]
-    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **overrides)
-    safety = pick_safety_checker(pipe, spec["safety"], source)
+    pipe, device, _ = bare_pipeline(spec["model"], spec["device"], spec["dtype"], spec["sampler"])
+    safety = pick_safety_checker(pipe, spec["safety"], spec["model"])
     return pipe, safety, device
 
 

@@ -73,30 +73,15 @@ from harness import (
 # It says "ready" once loaded and warmed up, starts on a line from stdin, and ends with a JSON line.
 LOOP = r'''
 import json, sys, time
-from pathlib import Path
 
 import torch
 
 spec = json.loads(sys.argv[1])
 source = spec["model"]
 if spec["which"] == "bare":
-    from diffusers import StableDiffusionPipeline
-    from engine.loading import BUILTIN_MODELS, resolve_device, resolve_dtype
-    from engine.samplers import SCHEDULERS
+    from bench.bare import bare_pipeline
 
-    path = Path(source).expanduser()
-    if source in BUILTIN_MODELS and not path.exists():
-        path = BUILTIN_MODELS[source]
-    device = resolve_device(spec["device"])
-    dtype = resolve_dtype(spec["dtype"], device)
-    if path.is_file():
-        pipe = StableDiffusionPipeline.from_single_file(str(path), dtype=dtype)
-    else:
-        pipe = StableDiffusionPipeline.from_pretrained(str(path) if path.exists() else source, dtype=dtype)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    scheduler_cls, overrides = SCHEDULERS[spec["sampler"]]
-    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **overrides)
+    pipe, device, dtype = bare_pipeline(source, spec["device"], spec["dtype"], spec["sampler"])
     size = spec["size"] or pipe.unet.config.sample_size * pipe.vae_scale_factor
     about = {"size": size, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
              "scheduler": type(pipe.scheduler).__name__, "safety_checker": pipe.safety_checker is not None}
