@@ -196,10 +196,19 @@ class Store:
 
     async def _value(self, sql: str, params: tuple | list = ()):
         """The one value of a query that always returns one row (a count, a pragma)."""
-        async with self._db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, params)
         assert row is not None, sql
         return row[0]
+
+    async def _rows(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        """A query's rows, in one trip to the database's thread (a cursor's execute, fetch and close
+        would be three: the bot's path to a job's start reads a dozen times)."""
+        return list(await self._db.execute_fetchall(sql, params))
+
+    async def _row(self, sql: str, params: tuple | list = ()) -> sqlite3.Row | None:
+        """A query's first row, or None (`_rows`)."""
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
 
     async def migrate(self, migrations: list[Migration]) -> None:
         current = await self.schema_version()
@@ -296,8 +305,7 @@ class Store:
 
     async def undelivered_jobs(self) -> list[JobRow]:
         """Jobs whose result a previous run made but did not post, oldest first."""
-        async with self._db.execute(f"SELECT * FROM jobs WHERE status = '{UNDELIVERED}' ORDER BY id") as cursor:
-            return [_job(row) for row in await cursor.fetchall()]
+        return [_job(row) for row in await self._rows(f"SELECT * FROM jobs WHERE status = '{UNDELIVERED}' ORDER BY id")]
 
     async def add_flagged_picture(self, job_id: int, picture: int, guild_id: int | None, fingerprint: int) -> None:
         await self._write(
@@ -307,17 +315,15 @@ class Store:
 
     async def flagged_fingerprints(self, guild_id: int) -> list[tuple[int, int]]:
         """(job id, fingerprint) of every flagged picture posted in a server."""
-        async with self._db.execute("SELECT job_id, fingerprint FROM flagged_pictures WHERE guild_id = ?",
-                                    (guild_id,)) as cursor:
-            return [(job_id, fingerprint & (2**64 - 1)) for job_id, fingerprint in await cursor.fetchall()]
+        rows = await self._rows("SELECT job_id, fingerprint FROM flagged_pictures WHERE guild_id = ?", (guild_id,))
+        return [(job_id, fingerprint & (2**64 - 1)) for job_id, fingerprint in rows]
 
     async def queued_jobs_of(self, user_id: int, guild_id: int) -> list[int]:
         """A member's jobs in a server that have not started yet or are running."""
-        async with self._db.execute(
+        rows = await self._rows(
             "SELECT id FROM jobs WHERE user_id = ? AND guild_id = ? AND status IN ('queued', 'running') ORDER BY id",
-            (user_id, guild_id),
-        ) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+            (user_id, guild_id))
+        return [row[0] for row in rows]
 
     async def withhold_flagged(self, job_id: int) -> None:
         """The job's flagged images are withheld after all (the channel's filter became block)."""
@@ -337,13 +343,11 @@ class Store:
 
     async def job_for_message(self, message_id: int) -> JobRow | None:
         """The job whose result is this message (buttons and reactions on it act on that job)."""
-        async with self._db.execute("SELECT * FROM jobs WHERE message_id = ?", (message_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT * FROM jobs WHERE message_id = ?", (message_id,))
         return _job(row) if row else None
 
     async def get_job(self, job_id: int) -> JobRow | None:
-        async with self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job(row) if row else None
 
     async def user_jobs(self, user_id: int, *, guild_id: int | None = None, offset: int = 0,
@@ -353,20 +357,18 @@ class Store:
         if guild_id is not None:
             where, params = where + " AND guild_id = ?", params + [guild_id]
         total = await self._value(f"SELECT count(*) FROM jobs WHERE {where}", params)
-        async with self._db.execute(
-            f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?", (*params, limit, offset)
-        ) as cursor:
-            return [_job(row) for row in await cursor.fetchall()], total
+        rows = await self._rows(f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                                (*params, limit, offset))
+        return [_job(row) for row in rows], total
 
     async def erase_user_jobs(self, user_id: int) -> tuple[list[int], int]:
         """/forget: delete the member's finished jobs, keeping only their numbers (`was_erased`).
         Returns the erased job ids and how many jobs were left because they are still in progress."""
         async with self._transaction():
-            async with self._db.execute(
+            rows = await self._rows(
                 f"SELECT id FROM jobs WHERE user_id = ? AND status NOT IN ('queued', 'running', '{UNDELIVERED}')",
-                (user_id,)
-            ) as cursor:
-                erased = [row[0] for row in await cursor.fetchall()]
+                (user_id,))
+            erased = [row[0] for row in rows]
             await self._db.executemany("INSERT OR IGNORE INTO erased_jobs (job_id) VALUES (?)",
                                        [(job_id,) for job_id in erased])
             # By id: a job that finishes meanwhile was not counted, and is kept.
@@ -376,13 +378,12 @@ class Store:
         return erased, kept
 
     async def was_erased(self, job_id: int) -> bool:
-        async with self._db.execute("SELECT 1 FROM erased_jobs WHERE job_id = ?", (job_id,)) as cursor:
-            return await cursor.fetchone() is not None
+        return await self._row("SELECT 1 FROM erased_jobs WHERE job_id = ?", (job_id,)) is not None
 
     async def unfinished_jobs(self) -> list[JobRow]:
         """Jobs a previous run left queued or running, oldest first: they run again (`requeue_job`)."""
-        async with self._db.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id") as cursor:
-            return [_job(row) for row in await cursor.fetchall()]
+        rows = await self._rows("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id")
+        return [_job(row) for row in rows]
 
     async def lease_jobs(self, job_ids: list[int], lease: str, worker: str) -> None:
         """These jobs are handed to `worker` under `lease` (a result is taken only under it)."""
@@ -391,17 +392,15 @@ class Store:
 
     async def has_lease(self, lease: str, *, excluding: set[int] = frozenset()) -> bool:  # type: ignore[assignment]
         """Whether a job still queued or running was handed out under `lease` (and is not in `excluding`)."""
-        async with self._db.execute("SELECT id FROM jobs WHERE lease = ? AND status IN ('queued', 'running')",
-                                    (lease,)) as cursor:
-            return any(job_id not in excluding for (job_id,) in await cursor.fetchall())
+        rows = await self._rows("SELECT id FROM jobs WHERE lease = ? AND status IN ('queued', 'running')", (lease,))
+        return any(job_id not in excluding for (job_id,) in rows)
 
     async def jobs_by_worker(self) -> dict[str, int]:
         """How many jobs each worker has finished (whatever became of their pictures)."""
-        async with self._db.execute(
+        rows = await self._rows(
             "SELECT worker, count(*) FROM jobs WHERE worker IS NOT NULL AND finished_at IS NOT NULL "
-            "AND cancelled_by IS NULL AND error IS NULL GROUP BY worker"
-        ) as cursor:
-            return {worker: count for worker, count in await cursor.fetchall()}
+            "AND cancelled_by IS NULL AND error IS NULL GROUP BY worker")
+        return {worker: count for worker, count in rows}
 
     async def requeue_job(self, job_id: int) -> None:
         """Back to queued: its engine crashed (it runs once more), or the bot stopped before it finished."""
@@ -434,19 +433,16 @@ class Store:
     # -- moderation ------------------------------------------------------------------------------
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
-        async with self._db.execute("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cursor:
-            row = await cursor.fetchone()
-        async with self._db.execute(
-            "SELECT channel_id, nsfw_mode FROM channel_settings WHERE guild_id = ?", (guild_id,)
-        ) as cursor:
-            channels = {channel_id: mode for channel_id, mode in await cursor.fetchall()}
+        row = await self._row("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        rows = await self._rows("SELECT channel_id, nsfw_mode FROM channel_settings WHERE guild_id = ?", (guild_id,))
+        channels = {channel_id: mode for channel_id, mode in rows}
         return GuildSettings(**(dict(row) if row else {"guild_id": guild_id}), channel_modes=channels)
 
     async def modlog_channels(self) -> dict[int, int]:
         """Every server's mod-log channel, by server id, for the servers that chose one."""
-        async with self._db.execute("SELECT guild_id, modlog_channel_id FROM guild_settings "
-                                    "WHERE modlog_channel_id IS NOT NULL ORDER BY guild_id") as cursor:
-            return {row[0]: row[1] for row in await cursor.fetchall()}
+        rows = await self._rows("SELECT guild_id, modlog_channel_id FROM guild_settings "
+                                "WHERE modlog_channel_id IS NOT NULL ORDER BY guild_id")
+        return {row[0]: row[1] for row in rows}
 
     async def set_guild_setting(self, guild_id: int, name: str, value, *, actor_id: int, target: str | None = None):
         """Change one server setting and audit it; returns the old value."""
@@ -478,11 +474,9 @@ class Store:
 
     async def channel_models(self, guild_id: int) -> dict[int, ChannelModels]:
         """Each channel's own model settings in a server (/mod model)."""
-        async with self._db.execute(
-            "SELECT channel_id, model, allowed FROM channel_models WHERE guild_id = ?", (guild_id,)
-        ) as cursor:
-            return {channel_id: ChannelModels(model, tuple(json.loads(allowed)) if allowed is not None else None)
-                    for channel_id, model, allowed in await cursor.fetchall()}
+        rows = await self._rows("SELECT channel_id, model, allowed FROM channel_models WHERE guild_id = ?", (guild_id,))
+        return {channel_id: ChannelModels(model, tuple(json.loads(allowed)) if allowed is not None else None)
+                for channel_id, model, allowed in rows}
 
     async def set_channel_models(self, guild_id: int, channel_id: int, *, actor_id: int,
                                  model: str | None | EllipsisType = ...,
@@ -508,8 +502,7 @@ class Store:
 
     async def member_settings(self, user_id: int) -> dict:
         """A member's own defaults (/settings), as they stored them; {} for none."""
-        async with self._db.execute("SELECT settings FROM member_settings WHERE user_id = ?", (user_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT settings FROM member_settings WHERE user_id = ?", (user_id,))
         return json.loads(row[0]) if row else {}
 
     async def set_member_settings(self, user_id: int, settings: dict) -> None:
@@ -524,10 +517,9 @@ class Store:
 
     async def blocked_terms(self, guild_id: int) -> list[tuple[str, str]]:
         """(kind, term) pairs, words first, each kind in alphabetical order."""
-        async with self._db.execute(
-            "SELECT kind, term FROM blocked_terms WHERE guild_id = ? ORDER BY kind DESC, term", (guild_id,)
-        ) as cursor:
-            return [(kind, term) for kind, term in await cursor.fetchall()]
+        rows = await self._rows("SELECT kind, term FROM blocked_terms WHERE guild_id = ? ORDER BY kind DESC, term",
+                                (guild_id,))
+        return [(kind, term) for kind, term in rows]
 
     async def add_blocked_term(self, guild_id: int, kind: str, term: str, *, actor_id: int) -> bool:
         """Add a word or pattern (audited); False if it was already there."""
@@ -551,10 +543,9 @@ class Store:
 
     async def disabled_adapters(self, guild_id: int) -> list[tuple[str, str]]:
         """(kind, name) of the LoRAs and embeddings turned off in a server, LoRAs first, by name."""
-        async with self._db.execute(
-            "SELECT kind, name FROM disabled_adapters WHERE guild_id = ? ORDER BY kind DESC, name", (guild_id,)
-        ) as cursor:
-            return [(kind, name) for kind, name in await cursor.fetchall()]
+        rows = await self._rows("SELECT kind, name FROM disabled_adapters WHERE guild_id = ? ORDER BY kind DESC, name",
+                                (guild_id,))
+        return [(kind, name) for kind, name in rows]
 
     async def set_adapter_disabled(self, guild_id: int, kind: str, name: str, disabled: bool, *,
                                    actor_id: int) -> bool:
@@ -593,17 +584,13 @@ class Store:
         return old is not None
 
     async def get_ban(self, guild_id: int, user_id: int) -> Ban | None:
-        async with self._db.execute(
-            "SELECT * FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT * FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
         return Ban(**dict(row)) if row else None
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditRow]:
-        async with self._db.execute(
-            "SELECT * FROM audit_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
-        ) as cursor:
-            return [AuditRow(**dict(row)) for row in await cursor.fetchall()]
+        rows = await self._rows("SELECT * FROM audit_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?",
+                                (guild_id, limit))
+        return [AuditRow(**dict(row)) for row in rows]
 
     async def _audit(self, guild_id: int, actor_id: int, action: str, target: str | None, old, new) -> None:
         await self._db.execute(
@@ -629,8 +616,7 @@ class Store:
     # -- meta ------------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT value FROM meta WHERE key = ?", (key,))
         return row[0] if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
