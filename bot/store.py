@@ -14,10 +14,13 @@ import logging
 import re
 import sqlite3
 import time
-from contextlib import asynccontextmanager
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import EllipsisType
+from typing import TypeVar
 
 import aiosqlite
 
@@ -155,6 +158,10 @@ _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 WRITE_RETRY_SECONDS = 120.0
 # Jobs whose result exists and is being posted; the next start posts what was left here.
 UNDELIVERED = "delivering"
+# How many reads of the moderation tables are kept in memory (`Store._kept_read`): the servers' and
+# channels' settings, and a ban (or none) for each member who sent a command lately.
+KEPT_READS = 4096
+T = TypeVar("T")
 # The columns of guild_settings a moderator changes, with the audit action of each.
 _GUILD_FIELDS = {"nsfw_mode": "filter.mode", "nsfw_threshold": "filter.threshold",
                  "modlog_channel_id": "modlog", "moderator_role_id": "moderator_role", "model": "model.default"}
@@ -165,6 +172,12 @@ class Store:
         self._db = db
         # One connection serves every coroutine: a transaction must not interleave with another.
         self._transaction_lock = asyncio.Lock()
+        # The moderation tables and the members' defaults are read on every command (before and after
+        # its deferral, and again as its job starts: a dozen reads) and change only through this
+        # Store's methods, each of which forgets what was kept (`_forgetting`; the migrations run
+        # before anything is read). Another program's writes are seen after a restart.
+        self._kept: OrderedDict[tuple, object] = OrderedDict()
+        self._changes = 0  # writes to those tables begun or ended
 
     @classmethod
     async def open(cls, path: str | Path, migrations: list[Migration] | None = None) -> Store:
@@ -209,6 +222,39 @@ class Store:
         """A query's first row, or None (`_rows`)."""
         rows = await self._rows(sql, params)
         return rows[0] if rows else None
+
+    async def _kept_read(self, key: tuple, read: Callable[[], Awaitable[T]]) -> T:
+        """`read()`, or what it gave last time if none of the tables it reads was written since. A read
+        that a write begins or ends during is not kept: it may hold the old state."""
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]  # type: ignore[return-value]
+        changes = self._changes
+        value = await read()
+        if changes == self._changes:
+            self._kept[key] = value
+            if len(self._kept) > KEPT_READS:
+                self._kept.popitem(last=False)
+        return value
+
+    @contextmanager
+    def _forgetting(self):
+        """Around a write to the tables `_kept_read` keeps: everything kept is forgotten as it begins
+        and again once it ended (committed or not)."""
+        self._changes += 1
+        self._kept.clear()
+        try:
+            yield
+        finally:
+            self._changes += 1
+            self._kept.clear()
+
+    @asynccontextmanager
+    async def _changing(self):
+        """A transaction that writes the tables `_kept_read` keeps (`_forgetting`)."""
+        with self._forgetting():
+            async with self._transaction():
+                yield
 
     async def migrate(self, migrations: list[Migration]) -> None:
         current = await self.schema_version()
@@ -364,7 +410,7 @@ class Store:
     async def erase_user_jobs(self, user_id: int) -> tuple[list[int], int]:
         """/forget: delete the member's finished jobs, keeping only their numbers (`was_erased`).
         Returns the erased job ids and how many jobs were left because they are still in progress."""
-        async with self._transaction():
+        async with self._changing():  # their defaults go too
             rows = await self._rows(
                 f"SELECT id FROM jobs WHERE user_id = ? AND status NOT IN ('queued', 'running', '{UNDELIVERED}')",
                 (user_id,))
@@ -433,10 +479,15 @@ class Store:
     # -- moderation ------------------------------------------------------------------------------
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
-        row = await self._row("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        rows = await self._rows("SELECT channel_id, nsfw_mode FROM channel_settings WHERE guild_id = ?", (guild_id,))
-        channels = {channel_id: mode for channel_id, mode in rows}
-        return GuildSettings(**(dict(row) if row else {"guild_id": guild_id}), channel_modes=channels)
+        async def read() -> GuildSettings:
+            row = await self._row("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+            rows = await self._rows("SELECT channel_id, nsfw_mode FROM channel_settings WHERE guild_id = ?",
+                                    (guild_id,))
+            channels = {channel_id: mode for channel_id, mode in rows}
+            return GuildSettings(**(dict(row) if row else {"guild_id": guild_id}), channel_modes=channels)
+
+        kept = await self._kept_read(("guild", guild_id), read)
+        return replace(kept, channel_modes=dict(kept.channel_modes))  # the caller's own to change
 
     async def modlog_channels(self) -> dict[int, int]:
         """Every server's mod-log channel, by server id, for the servers that chose one."""
@@ -447,7 +498,7 @@ class Store:
     async def set_guild_setting(self, guild_id: int, name: str, value, *, actor_id: int, target: str | None = None):
         """Change one server setting and audit it; returns the old value."""
         action = _GUILD_FIELDS[name]  # also keeps `name` out of reach of anything but our own columns
-        async with self._transaction():
+        async with self._changing():
             old = getattr(await self.guild_settings(guild_id), name)
             await self._db.execute(
                 f"INSERT INTO guild_settings (guild_id, {name}) VALUES (?, ?) "
@@ -459,7 +510,7 @@ class Store:
 
     async def set_channel_mode(self, guild_id: int, channel_id: int, mode: str | None, *, actor_id: int) -> str | None:
         """A channel's own filter mode (None: follow the server's); audited. Returns the old one."""
-        async with self._transaction():
+        async with self._changing():
             old = (await self.guild_settings(guild_id)).channel_modes.get(channel_id)
             if mode is None:
                 await self._db.execute("DELETE FROM channel_settings WHERE channel_id = ?", (channel_id,))
@@ -474,16 +525,20 @@ class Store:
 
     async def channel_models(self, guild_id: int) -> dict[int, ChannelModels]:
         """Each channel's own model settings in a server (/mod model)."""
-        rows = await self._rows("SELECT channel_id, model, allowed FROM channel_models WHERE guild_id = ?", (guild_id,))
-        return {channel_id: ChannelModels(model, tuple(json.loads(allowed)) if allowed is not None else None)
-                for channel_id, model, allowed in rows}
+        async def read() -> dict[int, ChannelModels]:
+            rows = await self._rows("SELECT channel_id, model, allowed FROM channel_models WHERE guild_id = ?",
+                                    (guild_id,))
+            return {channel_id: ChannelModels(model, tuple(json.loads(allowed)) if allowed is not None else None)
+                    for channel_id, model, allowed in rows}
+
+        return dict(await self._kept_read(("channel models", guild_id), read))
 
     async def set_channel_models(self, guild_id: int, channel_id: int, *, actor_id: int,
                                  model: str | None | EllipsisType = ...,
                                  allowed: tuple[str, ...] | None | EllipsisType = ...) -> ChannelModels:
         """Change a channel's default model or its allowed models (`...`: leave it), audited.
         Returns the settings before."""
-        async with self._transaction():
+        async with self._changing():
             old = (await self.channel_models(guild_id)).get(channel_id, ChannelModels())
             new = ChannelModels(old.model if model is ... else model, old.allowed if allowed is ... else allowed)
             if new == ChannelModels():
@@ -502,18 +557,23 @@ class Store:
 
     async def member_settings(self, user_id: int) -> dict:
         """A member's own defaults (/settings), as they stored them; {} for none."""
-        row = await self._row("SELECT settings FROM member_settings WHERE user_id = ?", (user_id,))
-        return json.loads(row[0]) if row else {}
+        async def read() -> str | None:
+            row = await self._row("SELECT settings FROM member_settings WHERE user_id = ?", (user_id,))
+            return row[0] if row else None
+
+        stored = await self._kept_read(("member", user_id), read)
+        return json.loads(stored) if stored else {}
 
     async def set_member_settings(self, user_id: int, settings: dict) -> None:
         """Replace a member's own defaults; {} erases them."""
-        if not settings:
-            await self._write("DELETE FROM member_settings WHERE user_id = ?", (user_id,))
-            return
-        await self._write(
-            "INSERT INTO member_settings (user_id, settings) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET "
-            "settings = excluded.settings, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            (user_id, json.dumps(settings, sort_keys=True)))
+        with self._forgetting():
+            if not settings:
+                await self._write("DELETE FROM member_settings WHERE user_id = ?", (user_id,))
+                return
+            await self._write(
+                "INSERT INTO member_settings (user_id, settings) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET "
+                "settings = excluded.settings, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                (user_id, json.dumps(settings, sort_keys=True)))
 
     async def blocked_terms(self, guild_id: int) -> list[tuple[str, str]]:
         """(kind, term) pairs, words first, each kind in alphabetical order."""
@@ -543,14 +603,17 @@ class Store:
 
     async def disabled_adapters(self, guild_id: int) -> list[tuple[str, str]]:
         """(kind, name) of the LoRAs and embeddings turned off in a server, LoRAs first, by name."""
-        rows = await self._rows("SELECT kind, name FROM disabled_adapters WHERE guild_id = ? ORDER BY kind DESC, name",
-                                (guild_id,))
-        return [(kind, name) for kind, name in rows]
+        async def read() -> list[tuple[str, str]]:
+            rows = await self._rows(
+                "SELECT kind, name FROM disabled_adapters WHERE guild_id = ? ORDER BY kind DESC, name", (guild_id,))
+            return [(kind, name) for kind, name in rows]
+
+        return list(await self._kept_read(("disabled adapters", guild_id), read))
 
     async def set_adapter_disabled(self, guild_id: int, kind: str, name: str, disabled: bool, *,
                                    actor_id: int) -> bool:
         """Turn a LoRA or embedding off (or on again) in a server, audited; False if it already was."""
-        async with self._transaction():
+        async with self._changing():
             if disabled:
                 cursor = await self._db.execute(
                     "INSERT OR IGNORE INTO disabled_adapters (guild_id, kind, name, disabled_by) VALUES (?, ?, ?, ?)",
@@ -566,7 +629,7 @@ class Store:
 
     async def ban(self, guild_id: int, user_id: int, *, actor_id: int, reason: str = "") -> bool:
         """Bar a member from the bot in a server (audited); False if they already were."""
-        async with self._transaction():
+        async with self._changing():
             cursor = await self._db.execute(
                 "INSERT OR IGNORE INTO bans (guild_id, user_id, banned_by, reason) VALUES (?, ?, ?, ?)",
                 (guild_id, user_id, actor_id, reason),
@@ -576,7 +639,7 @@ class Store:
         return bool(cursor.rowcount)
 
     async def unban(self, guild_id: int, user_id: int, *, actor_id: int) -> bool:
-        async with self._transaction():
+        async with self._changing():
             old = await self.get_ban(guild_id, user_id)
             if old is not None:
                 await self._db.execute("DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
@@ -584,8 +647,11 @@ class Store:
         return old is not None
 
     async def get_ban(self, guild_id: int, user_id: int) -> Ban | None:
-        row = await self._row("SELECT * FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
-        return Ban(**dict(row)) if row else None
+        async def read() -> Ban | None:
+            row = await self._row("SELECT * FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            return Ban(**dict(row)) if row else None
+
+        return await self._kept_read(("ban", guild_id, user_id), read)
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditRow]:
         rows = await self._rows("SELECT * FROM audit_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?",

@@ -461,3 +461,73 @@ async def test_the_servers_with_a_mod_log_are_listed(tmp_path: Path) -> None:
     await store.set_guild_setting(4, "modlog_channel_id", None, actor_id=9)  # chosen, then turned off
     assert await store.modlog_channels() == {1: 11, 2: 21}
     await store.close()
+
+
+async def test_the_moderation_reads_kept_in_memory_follow_every_change_at_once(tmp_path: Path) -> None:
+    """The rules a command is checked against are read a dozen times per command and kept in memory
+    (`Store._kept_read`); a ban, a setting, a LoRA turned off, a member's defaults must each hold
+    for the very next read (the gate of a job already queued included)."""
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    guild, member, moderator, channel = 10, 20, 30, 40
+    # Read once each: kept from here on.
+    assert await store.get_ban(guild, member) is None
+    assert (await store.guild_settings(guild)).nsfw_mode == "block"
+    assert await store.channel_models(guild) == {}
+    assert await store.disabled_adapters(guild) == []
+    assert await store.member_settings(member) == {}
+
+    await store.ban(guild, member, actor_id=moderator, reason="spam")
+    assert (await store.get_ban(guild, member)).reason == "spam"
+    await store.unban(guild, member, actor_id=moderator)
+    assert await store.get_ban(guild, member) is None
+    await store.set_guild_setting(guild, "nsfw_mode", "spoiler", actor_id=moderator)
+    assert (await store.guild_settings(guild)).nsfw_mode == "spoiler"
+    await store.set_channel_mode(guild, channel, "off", actor_id=moderator)
+    assert (await store.guild_settings(guild)).channel_modes == {channel: "off"}
+    await store.set_channel_models(guild, channel, actor_id=moderator, model="shapes")
+    assert (await store.channel_models(guild))[channel].model == "shapes"
+    await store.set_adapter_disabled(guild, "lora", "pixel", True, actor_id=moderator)
+    assert await store.disabled_adapters(guild) == [("lora", "pixel")]
+    await store.set_member_settings(member, {"steps": 12})
+    assert await store.member_settings(member) == {"steps": 12}
+    await store.erase_user_jobs(member)  # /forget takes the defaults too
+    assert await store.member_settings(member) == {}
+
+    # What a caller gets is its own: changing it changes nothing kept.
+    (await store.guild_settings(guild)).channel_modes.clear()
+    (await store.channel_models(guild)).clear()
+    (await store.disabled_adapters(guild)).clear()
+    assert (await store.guild_settings(guild)).channel_modes == {channel: "off"}
+    assert channel in await store.channel_models(guild)
+    assert await store.disabled_adapters(guild) == [("lora", "pixel")]
+    await store.close()
+
+
+async def test_a_read_that_a_change_overlaps_is_not_kept(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    reads, go_on = [], asyncio.Event()
+
+    async def read(value: str) -> str:
+        reads.append(value)
+        await go_on.wait()
+        return value
+
+    old = asyncio.create_task(store._kept_read(("x",), lambda: read("before")))
+    await asyncio.sleep(0)  # out reading when a change begins and ends
+    with store._forgetting():
+        pass
+    go_on.set()
+    assert await old == "before"
+    assert await store._kept_read(("x",), lambda: read("after")) == "after"  # read again, not the old one
+    assert await store._kept_read(("x",), lambda: read("never")) == "after"  # kept now
+    assert reads == ["before", "after"]
+    await store.close()
+
+
+async def test_kept_reads_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.store.KEPT_READS", 2)
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    for member in (1, 2, 3):  # a ban (or none) per member who sent a command
+        assert await store.get_ban(10, member) is None
+    assert list(store._kept) == [("ban", 10, 2), ("ban", 10, 3)]  # the oldest went
+    await store.close()
