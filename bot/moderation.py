@@ -213,6 +213,8 @@ class Moderation:
         """The first blocked term in the request's texts, or None; Refused for texts the filter
         cannot check (fail closed), or not within `filter_budget` seconds."""
         prompt_filter = await self.prompt_filter(guild_id)
+        if not len(prompt_filter):  # a server that blocks nothing: nothing to look for
+            return None
         written = (request.prompt, request.negative_prompt, request.end_prompt or "")
         # As written, and as the text encoder reads it: "nu<lora:x:0>de" and "nu[]de" are read as "nude".
         texts = (*written, *(" ".join(read_as(text)) for text in written))

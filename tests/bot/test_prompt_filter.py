@@ -517,6 +517,28 @@ async def test_an_expanding_prompt_is_refused_by_name_and_not_logged(moderation,
         await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a GORY fox"))
 
 
+async def test_a_server_that_blocks_nothing_does_not_send_prompts_to_the_filter(moderation, monkeypatch) -> None:
+    """Most servers block no words: their prompts skip the filter's threads (a hop there and back for
+    every command, twice before its job is queued), expanding ones included, as there is nothing in
+    them to look for. Once a word is blocked, the filter runs again."""
+    rules, store = moderation
+    await store.remove_blocked_term(1, "word", "gory", actor_id=5)
+    rules.terms_changed(1)
+
+    def never(self, *texts: str, deadline: float | None = None) -> Term | None:
+        raise AssertionError("matched with no terms")
+
+    monkeypatch.setattr(PromptFilter, "match", never)
+    request, _ = await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a gory fox",
+                                                                       negative_prompt="\ufdfa" * 1000))
+    assert request.prompt == "a gory fox"
+    monkeypatch.undo()
+    await store.add_blocked_term(1, "word", "gory", actor_id=5)
+    rules.terms_changed(1)
+    with pytest.raises(PromptBlocked):
+        await rules.admit(7, 1, Channel(10), GenerateRequest(prompt="a gory fox"))
+
+
 async def test_the_filter_is_compiled_in_its_own_thread_and_again_after_a_change(moderation, monkeypatch) -> None:
     rules, store = moderation
     real, threads = PromptFilter, []
