@@ -11,6 +11,7 @@ import asyncio
 import importlib.resources
 import json
 import logging
+import math
 import re
 import sqlite3
 import time
@@ -161,6 +162,9 @@ UNDELIVERED = "delivering"
 # How many reads of the moderation tables are kept in memory (`Store._kept_read`): the servers' and
 # channels' settings, and a ban (or none) for each member who sent a command lately.
 KEPT_READS = 4096
+# How often, at most, the kept reads ask SQLite whether another program wrote to the database
+# (an operator's sqlite3): if it did, they are forgotten.
+KEPT_CHECK_SECONDS = 1.0
 T = TypeVar("T")
 # The columns of guild_settings a moderator changes, with the audit action of each.
 _GUILD_FIELDS = {"nsfw_mode": "filter.mode", "nsfw_threshold": "filter.threshold",
@@ -175,9 +179,11 @@ class Store:
         # The moderation tables and the members' defaults are read on every command (before and after
         # its deferral, and again as its job starts: a dozen reads) and change only through this
         # Store's methods, each of which forgets what was kept (`_forgetting`; the migrations run
-        # before anything is read). Another program's writes are seen after a restart.
+        # before anything is read); another program's writes within KEPT_CHECK_SECONDS.
         self._kept: OrderedDict[tuple, object] = OrderedDict()
         self._changes = 0  # writes to those tables begun or ended
+        self._data_version: int | None = None  # SQLite's count of other connections' commits, last seen
+        self._checked_at = -math.inf
 
     @classmethod
     async def open(cls, path: str | Path, migrations: list[Migration] | None = None) -> Store:
@@ -196,6 +202,7 @@ class Store:
         store = cls(db)
         try:
             await store.migrate(bundled_migrations() if migrations is None else migrations)
+            await store._notice_other_writers()  # the database's version as it opens
         except BaseException:
             await db.close()
             raise
@@ -226,6 +233,8 @@ class Store:
     async def _kept_read(self, key: tuple, read: Callable[[], Awaitable[T]]) -> T:
         """`read()`, or what it gave last time if none of the tables it reads was written since. A read
         that a write begins or ends during is not kept: it may hold the old state."""
+        if self._kept and time.monotonic() - self._checked_at >= KEPT_CHECK_SECONDS:
+            await self._notice_other_writers()
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key]  # type: ignore[return-value]
@@ -237,17 +246,28 @@ class Store:
                 self._kept.popitem(last=False)
         return value
 
+    async def _notice_other_writers(self) -> None:
+        """Forget what was kept if another program committed to the database since the last look
+        (SQLite's `data_version` changes with every commit made by another connection)."""
+        self._checked_at = time.monotonic()
+        version = await self._value("PRAGMA data_version")
+        if version != self._data_version:
+            self._data_version = version
+            self._forget()
+
+    def _forget(self) -> None:
+        self._changes += 1
+        self._kept.clear()
+
     @contextmanager
     def _forgetting(self):
         """Around a write to the tables `_kept_read` keeps: everything kept is forgotten as it begins
         and again once it ended (committed or not)."""
-        self._changes += 1
-        self._kept.clear()
+        self._forget()
         try:
             yield
         finally:
-            self._changes += 1
-            self._kept.clear()
+            self._forget()
 
     @asynccontextmanager
     async def _changing(self):
@@ -676,6 +696,9 @@ class Store:
                 yield
             except BaseException:
                 await self._db.execute("ROLLBACK")
+                # A write of a member's defaults from outside it (`_write` takes no lock) may have
+                # landed in it and gone with it.
+                self._forget()
                 raise
             await self._db.execute("COMMIT")
 

@@ -531,3 +531,33 @@ async def test_kept_reads_are_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
         assert await store.get_ban(10, member) is None
     assert list(store._kept) == [("ban", 10, 2), ("ban", 10, 3)]  # the oldest went
     await store.close()
+
+
+async def test_a_change_another_program_makes_is_seen_within_kept_check_seconds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's sqlite3 on the running bot's database: what was kept is forgotten once SQLite
+    says another connection committed (checked at most every KEPT_CHECK_SECONDS)."""
+    path = tmp_path / "bot.sqlite3"
+    store = await Store.open(path)
+    assert await store.get_ban(10, 20) is None
+    assert await store.get_ban(10, 20) is None  # kept, and the database's version seen
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO bans (guild_id, user_id, banned_by, reason) VALUES (10, 20, 30, 'by hand')")
+    monkeypatch.setattr("bot.store.KEPT_CHECK_SECONDS", 3600.0)
+    assert await store.get_ban(10, 20) is None  # not looked for yet
+    monkeypatch.setattr("bot.store.KEPT_CHECK_SECONDS", 0.0)
+    assert (await store.get_ban(10, 20)).reason == "by hand"
+    await store.close()
+
+
+async def test_a_kept_read_goes_with_a_transaction_rolled_back_under_it(tmp_path: Path) -> None:
+    """A member's defaults are written without the transaction lock: such a write can land inside
+    another coroutine's transaction, and go if that one is rolled back."""
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    with pytest.raises(RuntimeError):
+        async with store._transaction():
+            await store.set_member_settings(20, {"steps": 12})
+            assert await store.member_settings(20) == {"steps": 12}  # kept
+            raise RuntimeError("the transaction fails")
+    assert await store.member_settings(20) == {}
+    await store.close()
